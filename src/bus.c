@@ -1,0 +1,477 @@
+/* bus.c: see bus.h. */
+#include "bus.h"
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "health.h"
+#include "log.h"
+#include "metrics.h"
+
+struct ww_bus {
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer;
+    ww_bus_hooks_t hooks;
+    pthread_t producer_thread;
+    bool producer_thread_started;
+    atomic_bool stop;
+    atomic_bool fatal;
+    atomic_bool brokers_down;
+    bool cooperative;
+};
+
+typedef struct {
+    ww_msg_t pub;
+} msg_box_t;
+
+void ww_bus_config_defaults(ww_bus_config_t *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->brokers = "127.0.0.1:9092";
+    cfg->group_id = "wallet-worker";
+    cfg->client_id = "wallet-worker";
+    cfg->session_timeout_ms = 10000;
+    cfg->max_poll_interval_ms = 300000;
+    cfg->consumer = true;
+    cfg->producer = true;
+}
+
+const char *ww_bus_library_version(void) { return rd_kafka_version_str(); }
+
+bool ww_bus_fatal(const ww_bus_t *bus) { return atomic_load(&bus->fatal); }
+
+/* ---- callbacks ---------------------------------------------------------- */
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk;
+    ww_log_level_t l = level <= 3 ? WW_LOG_ERROR : level <= 4 ? WW_LOG_WARN
+                     : level <= 6 ? WW_LOG_INFO : WW_LOG_DEBUG;
+    WW_LOG(l, "kafka", "%s: %s", fac, buf);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    ww_bus_t *bus = opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[512];
+        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof why);
+        ww_err("kafka", "fatal error=%s reason=\"%s\"", rd_kafka_err2name(orig), why);
+        atomic_store(&bus->fatal, true);
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        if (!atomic_exchange(&bus->brokers_down, true)) {
+            ww_warn("kafka", "all brokers down (retrying) reason=\"%s\"", reason);
+            ww_health_set_kafka_up(false);
+        }
+        return;
+    }
+    /* Everything else is transient and retried by librdkafka itself. */
+    ww_debug("kafka", "error=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
+}
+
+static void mark_up(ww_bus_t *bus) {
+    if (atomic_exchange(&bus->brokers_down, false)) {
+        ww_info("kafka", "brokers reachable again");
+    }
+    ww_health_set_kafka_up(true);
+}
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    ww_bus_t *bus = opaque;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) mark_up(bus);
+    if (bus->hooks.on_delivery)
+        bus->hooks.on_delivery(bus->hooks.ctx, m->_private, m->err == RD_KAFKA_RESP_ERR_NO_ERROR,
+                               m->err ? rd_kafka_err2str(m->err) : NULL);
+}
+
+static size_t to_parts(const rd_kafka_topic_partition_list_t *list, ww_partition_t **out) {
+    *out = NULL;
+    if (list->cnt <= 0) return 0;
+    ww_partition_t *p = calloc((size_t)list->cnt, sizeof *p);
+    if (!p) return 0;
+    for (int i = 0; i < list->cnt; i++) {
+        p[i].topic = list->elems[i].topic;
+        p[i].partition = list->elems[i].partition;
+    }
+    *out = p;
+    return (size_t)list->cnt;
+}
+
+static void publish_assignment(ww_bus_t *bus) {
+    rd_kafka_topic_partition_list_t *cur = NULL;
+    int32_t n = 0;
+    if (rd_kafka_assignment(bus->consumer, &cur) == RD_KAFKA_RESP_ERR_NO_ERROR && cur) {
+        n = cur->cnt;
+        rd_kafka_topic_partition_list_destroy(cur);
+    }
+    ww_health_set_consumer(true, n);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *list, void *opaque) {
+    ww_bus_t *bus = opaque;
+    ww_partition_t *parts;
+    size_t n = to_parts(list, &parts);
+    bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *e = NULL;
+    rd_kafka_resp_err_t rerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        mark_up(bus);
+        for (size_t i = 0; i < n; i++)
+            ww_info("kafka", "assigned topic=%s partition=%d", parts[i].topic, parts[i].partition);
+        if (bus->hooks.on_assign) bus->hooks.on_assign(bus->hooks.ctx, parts, n);
+        if (coop)
+            e = rd_kafka_incremental_assign(rk, list);
+        else
+            rerr = rd_kafka_assign(rk, list);
+    } else {
+        bool lost = rd_kafka_assignment_lost(rk);
+        for (size_t i = 0; i < n; i++) {
+            ww_info("kafka", "%s topic=%s partition=%d", lost ? "lost" : "revoked", parts[i].topic,
+                    parts[i].partition);
+            ww_metrics_remove_lag(parts[i].topic, parts[i].partition);
+        }
+        if (bus->hooks.on_revoke) bus->hooks.on_revoke(bus->hooks.ctx, parts, n, lost);
+        if (!lost) {
+            /* Commit what the hook stored for these partitions while they are
+             * still ours; after unassign the commit would be refused. */
+            rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, list, 0);
+            if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+                ww_warn("kafka", "commit on revoke failed error=%s (the next owner redoes "
+                        "the work; idempotency makes that safe)", rd_kafka_err2name(cerr));
+        }
+        if (coop)
+            e = rd_kafka_incremental_unassign(rk, list);
+        else
+            rerr = rd_kafka_assign(rk, NULL);
+    }
+    if (e) {
+        ww_err("kafka", "rebalance (%s) failed: %s",
+               err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assign" : "revoke",
+               rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else if (rerr) {
+        ww_err("kafka", "rebalance assign failed: %s", rd_kafka_err2str(rerr));
+    }
+    free(parts);
+    publish_assignment(bus);
+}
+
+/* ---- construction ------------------------------------------------------- */
+
+static bool set(rd_kafka_conf_t *conf, const char *k, const char *v, ww_error_t *error) {
+    char err[256];
+    if (rd_kafka_conf_set(conf, k, v, err, sizeof err) != RD_KAFKA_CONF_OK) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false, "kafka setting %s: %s", k, err);
+        return false;
+    }
+    return true;
+}
+
+static rd_kafka_conf_t *base_conf(ww_bus_t *bus, const ww_bus_config_t *cfg, ww_error_t *error) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_opaque(conf, bus);
+    if (!set(conf, "bootstrap.servers", cfg->brokers, error) ||
+        !set(conf, "client.id", cfg->client_id ? cfg->client_id : "wallet-worker", error) ||
+        !set(conf, "log.connection.close", "false", error)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+static void *producer_main(void *arg) {
+    ww_bus_t *bus = arg;
+    while (!atomic_load(&bus->stop)) rd_kafka_poll(bus->producer, 100);
+    return NULL;
+}
+
+ww_bus_t *ww_bus_new(const ww_bus_config_t *cfg, const ww_bus_hooks_t *hooks, ww_error_t *error) {
+    ww_bus_t *bus = calloc(1, sizeof *bus);
+    if (!bus) {
+        ww_error_set(error, WW_ERR_SYSTEM, 0, false, "out of memory");
+        return NULL;
+    }
+    if (hooks) bus->hooks = *hooks;
+    char errstr[512];
+    char num[32];
+
+    if (cfg->consumer) {
+        rd_kafka_conf_t *conf = base_conf(bus, cfg, error);
+        if (!conf) goto fail;
+        snprintf(num, sizeof num, "%d", cfg->session_timeout_ms);
+        bool ok = set(conf, "group.id", cfg->group_id ? cfg->group_id : "wallet-worker-replay", error) &&
+                  set(conf, "enable.auto.commit", "true", error) &&
+                  set(conf, "auto.commit.interval.ms", "1000", error) &&
+                  set(conf, "enable.auto.offset.store", "false", error) &&
+                  set(conf, "auto.offset.reset", "earliest", error) &&
+                  set(conf, "partition.assignment.strategy", "cooperative-sticky", error) &&
+                  set(conf, "session.timeout.ms", num, error) &&
+                  set(conf, "enable.partition.eof", "false", error) &&
+                  set(conf, "isolation.level", "read_committed", error);
+        snprintf(num, sizeof num, "%d", cfg->max_poll_interval_ms);
+        ok = ok && set(conf, "max.poll.interval.ms", num, error);
+        if (!ok) {
+            rd_kafka_conf_destroy(conf);
+            goto fail;
+        }
+        rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+        bus->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+        if (!bus->consumer) {
+            rd_kafka_conf_destroy(conf);
+            ww_error_set(error, WW_ERR_KAFKA, 0, false, "consumer: %s", errstr);
+            goto fail;
+        }
+        rd_kafka_poll_set_consumer(bus->consumer);
+    }
+    if (cfg->producer) {
+        rd_kafka_conf_t *conf = base_conf(bus, cfg, error);
+        if (!conf) goto fail;
+        /* Idempotent, acks=all, and no delivery deadline: while the broker is
+         * away results wait in the queue (bounded); nothing is dropped. */
+        bool ok = set(conf, "enable.idempotence", "true", error) &&
+                  set(conf, "acks", "all", error) &&
+                  set(conf, "message.timeout.ms", "0", error) &&
+                  set(conf, "linger.ms", "2", error) &&
+                  set(conf, "queue.buffering.max.messages", "100000", error) &&
+                  set(conf, "compression.type", "lz4", error);
+        if (!ok) {
+            rd_kafka_conf_destroy(conf);
+            goto fail;
+        }
+        rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+        bus->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+        if (!bus->producer) {
+            rd_kafka_conf_destroy(conf);
+            ww_error_set(error, WW_ERR_KAFKA, 0, false, "producer: %s", errstr);
+            goto fail;
+        }
+        if (pthread_create(&bus->producer_thread, NULL, producer_main, bus) != 0) {
+            ww_error_set(error, WW_ERR_SYSTEM, 0, false, "cannot start the producer thread");
+            goto fail;
+        }
+        bus->producer_thread_started = true;
+    }
+    return bus;
+fail:
+    ww_bus_destroy(bus, 0);
+    return NULL;
+}
+
+void ww_bus_destroy(ww_bus_t *bus, int flush_timeout_ms) {
+    if (!bus) return;
+    if (bus->consumer) {
+        /* Leaves the group: the revoke hook runs and stored offsets are
+         * committed before the partitions go to another member. */
+        rd_kafka_resp_err_t err = rd_kafka_consumer_close(bus->consumer);
+        if (err) ww_warn("kafka", "consumer close: %s", rd_kafka_err2str(err));
+        rd_kafka_destroy(bus->consumer);
+        ww_health_set_consumer(false, 0);
+    }
+    if (bus->producer) {
+        rd_kafka_resp_err_t err = rd_kafka_flush(bus->producer, flush_timeout_ms);
+        if (err)
+            ww_warn("kafka", "producer flush: %d message(s) not delivered before shutdown; "
+                    "their commands are re-run on restart (idempotent)",
+                    rd_kafka_outq_len(bus->producer));
+        atomic_store(&bus->stop, true);
+        if (bus->producer_thread_started) pthread_join(bus->producer_thread, NULL);
+        /* purge whatever is left so destroy does not block; each purged
+         * message still gets its delivery callback */
+        rd_kafka_purge(bus->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(bus->producer, 0);
+        rd_kafka_destroy(bus->producer);
+    }
+    free(bus);
+}
+
+/* ---- consuming ---------------------------------------------------------- */
+
+bool ww_bus_subscribe(ww_bus_t *bus, const char *const *topics, size_t n, ww_error_t *error) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(list, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(bus->consumer, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (err) {
+        ww_error_set(error, WW_ERR_KAFKA, err, false, "subscribe: %s", rd_kafka_err2str(err));
+        return false;
+    }
+    return true;
+}
+
+ww_msg_t *ww_bus_poll(ww_bus_t *bus, int timeout_ms) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(bus->consumer, timeout_ms);
+    if (!m) return NULL;
+    if (m->err) {
+        /* Not a message: a consumer-level event. librdkafka retries by itself. */
+        if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+            m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC)
+            ww_warn("kafka", "topic not available yet: %s", rd_kafka_message_errstr(m));
+        else
+            ww_warn("kafka", "consumer error=%s: %s", rd_kafka_err2name(m->err),
+                    rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        return NULL;
+    }
+    mark_up(bus);
+    msg_box_t *box = calloc(1, sizeof *box);
+    if (!box) {
+        /* Cannot hold it: rewind so it is fetched again rather than lost. */
+        rd_kafka_seek(m->rkt, m->partition, m->offset, 1000);
+        rd_kafka_message_destroy(m);
+        return NULL;
+    }
+    rd_kafka_timestamp_type_t tstype;
+    box->pub.topic = rd_kafka_topic_name(m->rkt);
+    box->pub.partition = m->partition;
+    box->pub.offset = m->offset;
+    box->pub.key = m->key;
+    box->pub.key_len = m->key_len;
+    box->pub.value = m->payload;
+    box->pub.value_len = m->len;
+    box->pub.timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
+    box->pub.priv_ = m;
+    return &box->pub;
+}
+
+void ww_msg_destroy(ww_msg_t *msg) {
+    if (!msg) return;
+    rd_kafka_message_destroy(msg->priv_);
+    free((msg_box_t *)(void *)msg);
+}
+
+bool ww_bus_store_offset(ww_bus_t *bus, const char *topic, int32_t partition,
+                         int64_t next_offset, ww_error_t *error) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = next_offset;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(bus->consumer, list);
+    if (!err) err = list->elems[0].err;
+    rd_kafka_topic_partition_list_destroy(list);
+    if (err) {
+        ww_error_set(error, WW_ERR_KAFKA, err, false, "store offset %s[%d]@%lld: %s", topic,
+                     partition, (long long)next_offset, rd_kafka_err2str(err));
+        return false;
+    }
+    return true;
+}
+
+bool ww_bus_commit_stored(ww_bus_t *bus, ww_error_t *error) {
+    rd_kafka_resp_err_t err = rd_kafka_commit(bus->consumer, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        ww_error_set(error, WW_ERR_KAFKA, err, true, "commit: %s", rd_kafka_err2str(err));
+        return false;
+    }
+    return true;
+}
+
+static bool pause_resume(ww_bus_t *bus, bool pause) {
+    rd_kafka_topic_partition_list_t *cur = NULL;
+    if (rd_kafka_assignment(bus->consumer, &cur) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+    rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(bus->consumer, cur)
+                                    : rd_kafka_resume_partitions(bus->consumer, cur);
+    rd_kafka_topic_partition_list_destroy(cur);
+    return err == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+bool ww_bus_pause_all(ww_bus_t *bus) { return pause_resume(bus, true); }
+bool ww_bus_resume_all(ww_bus_t *bus) { return pause_resume(bus, false); }
+
+void ww_bus_update_lag(ww_bus_t *bus) {
+    rd_kafka_topic_partition_list_t *cur = NULL;
+    if (rd_kafka_assignment(bus->consumer, &cur) != RD_KAFKA_RESP_ERR_NO_ERROR || !cur) return;
+    if (rd_kafka_position(bus->consumer, cur) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < cur->cnt; i++) {
+            rd_kafka_topic_partition_t *p = &cur->elems[i];
+            int64_t lo = -1, hi = -1;
+            if (rd_kafka_get_watermark_offsets(bus->consumer, p->topic, p->partition, &lo, &hi) ||
+                hi < 0)
+                continue;
+            int64_t pos = p->offset >= 0 ? p->offset : lo;
+            if (pos < 0) continue;
+            ww_metrics_set_lag(p->topic, p->partition, hi > pos ? hi - pos : 0);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(cur);
+}
+
+/* ---- producing ---------------------------------------------------------- */
+
+bool ww_bus_produce(ww_bus_t *bus, const char *topic, const void *key, size_t key_len,
+                    const void *value, size_t value_len, const ww_header_t *headers,
+                    size_t n_headers, void *opaque, ww_error_t *error) {
+    rd_kafka_headers_t *hdrs = NULL;
+    if (n_headers) {
+        hdrs = rd_kafka_headers_new(n_headers);
+        for (size_t i = 0; i < n_headers; i++)
+            rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
+                                (ssize_t)headers[i].value_len);
+    }
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        bus->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len),
+        RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+    if (err) {
+        if (hdrs) rd_kafka_headers_destroy(hdrs); /* not taken on failure */
+        ww_error_set(error, WW_ERR_KAFKA, err, err == RD_KAFKA_RESP_ERR__QUEUE_FULL,
+                     "produce to %s: %s", topic, rd_kafka_err2str(err));
+        return false;
+    }
+    return true;
+}
+
+/* ---- admin ---------------------------------------------------------------- */
+
+bool ww_bus_create_topic(ww_bus_t *bus, const char *topic, int partitions, int timeout_ms,
+                         ww_error_t *error) {
+    rd_kafka_t *rk = bus->producer ? bus->producer : bus->consumer;
+    char errstr[256];
+    bool ok = false;
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, partitions, 1, errstr, sizeof errstr);
+    if (!nt) {
+        ww_error_set(error, WW_ERR_KAFKA, 0, false, "create topic %s: %s", topic, errstr);
+        return false;
+    }
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, errstr, sizeof errstr);
+    rd_kafka_CreateTopics(rk, &nt, 1, opts, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+    if (!ev) {
+        ww_error_set(error, WW_ERR_KAFKA, 0, true, "create topic %s: timed out", topic);
+        goto done;
+    }
+    if (rd_kafka_event_error(ev)) {
+        ww_error_set(error, WW_ERR_KAFKA, rd_kafka_event_error(ev), true, "create topic %s: %s",
+                     topic, rd_kafka_event_error_string(ev));
+        goto done;
+    }
+    const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+    size_t n = 0;
+    const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &n);
+    rd_kafka_resp_err_t terr = n ? rd_kafka_topic_result_error(tr[0]) : RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (terr && terr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+        ww_error_set(error, WW_ERR_KAFKA, terr, false, "create topic %s: %s", topic,
+                     rd_kafka_topic_result_error_string(tr[0]));
+        goto done;
+    }
+    ok = true;
+done:
+    if (ev) rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_NewTopic_destroy(nt);
+    return ok;
+}
+
+bool ww_msg_header(const ww_msg_t *msg, const char *name, const void **value, size_t *len) {
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(msg->priv_, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+    return rd_kafka_header_get_last(hdrs, name, value, len) == RD_KAFKA_RESP_ERR_NO_ERROR;
+}

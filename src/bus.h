@@ -1,0 +1,120 @@
+/* bus.h: Kafka access. The only module that includes rdkafka.h.
+ *
+ * DESIGN: one consumer (a group member, cooperative-sticky assignment, offsets
+ * stored only by the application: enable.auto.offset.store=false, then
+ * auto-commit commits what was stored) and one idempotent producer (acks=all,
+ * no delivery timeout: a broker outage delays results, it never drops them).
+ * The pipeline above sees plain structs and callbacks:
+ *   - ww_bus_poll() hands out messages; the caller destroys each one;
+ *   - rebalances call the hooks on the polling thread, before the assignment
+ *     changes, so in-flight work of revoked partitions can be finished and
+ *     its offsets stored first;
+ *   - every produce() ends in exactly one delivery callback (on the bus's
+ *     producer thread) with the caller's opaque pointer. */
+#ifndef WW_BUS_H
+#define WW_BUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+typedef struct ww_bus ww_bus_t;
+
+typedef struct {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const void *key; /* may be NULL */
+    size_t key_len;
+    const void *value; /* may be NULL (tombstone) */
+    size_t value_len;
+    int64_t timestamp_ms; /* -1 when unknown */
+    void *priv_;          /* the librdkafka message */
+} ww_msg_t;
+
+typedef struct {
+    const char *topic;
+    int32_t partition;
+} ww_partition_t;
+
+typedef struct {
+    const char *name;
+    const void *value;
+    size_t value_len;
+} ww_header_t;
+
+typedef struct {
+    void *ctx;
+    /* Partitions about to be added to this member's assignment. */
+    void (*on_assign)(void *ctx, const ww_partition_t *parts, size_t n);
+    /* Partitions about to be taken away. `lost` = the group already gave
+     * them to someone else (session timed out): commits would fail. */
+    void (*on_revoke)(void *ctx, const ww_partition_t *parts, size_t n, bool lost);
+    /* Result of a produce(): ok, or the permanent error. Runs on the bus's
+     * producer thread. */
+    void (*on_delivery)(void *ctx, void *opaque, bool ok, const char *error);
+} ww_bus_hooks_t;
+
+typedef struct {
+    const char *brokers;
+    const char *group_id;     /* NULL: no consumer group (producer only, or replay) */
+    const char *client_id;
+    int32_t session_timeout_ms;
+    int32_t max_poll_interval_ms;
+    bool consumer;            /* create the consumer side */
+    bool producer;            /* create the producer side */
+} ww_bus_config_t;
+
+void ww_bus_config_defaults(ww_bus_config_t *cfg);
+
+ww_bus_t *ww_bus_new(const ww_bus_config_t *cfg, const ww_bus_hooks_t *hooks, ww_error_t *error);
+/* Leaves the group (final commit of stored offsets) and flushes the producer
+ * for up to flush_timeout_ms. NULL-safe. */
+void ww_bus_destroy(ww_bus_t *bus, int flush_timeout_ms);
+
+bool ww_bus_subscribe(ww_bus_t *bus, const char *const *topics, size_t n, ww_error_t *error);
+
+/* Waits up to timeout_ms for a message. NULL when none arrived; consumer
+ * errors that are not about one message are logged and absorbed here. */
+ww_msg_t *ww_bus_poll(ww_bus_t *bus, int timeout_ms);
+void ww_msg_destroy(ww_msg_t *msg);
+/* The last header called `name`; false when absent. */
+bool ww_msg_header(const ww_msg_t *msg, const char *name, const void **value, size_t *len);
+
+/* Marks everything before next_offset as done; auto-commit commits it. */
+bool ww_bus_store_offset(ww_bus_t *bus, const char *topic, int32_t partition,
+                         int64_t next_offset, ww_error_t *error);
+/* Synchronously commits the stored offsets (used on revoke and shutdown). */
+bool ww_bus_commit_stored(ww_bus_t *bus, ww_error_t *error);
+
+/* Stops/starts fetching for every assigned partition. While paused, poll()
+ * still serves rebalances and keeps the member in its group. */
+bool ww_bus_pause_all(ww_bus_t *bus);
+bool ww_bus_resume_all(ww_bus_t *bus);
+
+/* Queues a message; delivery is reported through hooks->on_delivery with
+ * `opaque`. Returns false with a retryable error when the local queue is
+ * full (the caller waits and retries). */
+bool ww_bus_produce(ww_bus_t *bus, const char *topic, const void *key, size_t key_len,
+                    const void *value, size_t value_len, const ww_header_t *headers,
+                    size_t n_headers, void *opaque, ww_error_t *error);
+
+/* Publishes consumer lag per assigned partition into the metrics (from
+ * cached watermarks, no broker round trip). */
+void ww_bus_update_lag(ww_bus_t *bus);
+
+/* Creates a topic (Admin API) and waits up to timeout_ms; an existing topic
+ * is success. For tests, tools and first-run set-up. */
+bool ww_bus_create_topic(ww_bus_t *bus, const char *topic, int partitions, int timeout_ms,
+                         ww_error_t *error);
+
+const char *ww_bus_library_version(void);
+
+
+
+/* True once librdkafka reported a fatal error (e.g. the idempotent producer
+ * was fenced): the process must restart; idempotency makes that safe. */
+bool ww_bus_fatal(const ww_bus_t *bus);
+#endif

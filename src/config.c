@@ -1,0 +1,217 @@
+/* config.c: see config.h. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STR, T_INT, T_LEVEL } setting_type_t;
+
+typedef struct {
+    const char *env;
+    const char *flag;
+    setting_type_t type;
+    size_t offset;
+    size_t size;     /* T_STR: buffer size */
+    int64_t min, max; /* T_INT bounds */
+    const char *def;
+    bool secret;     /* value is redacted when logged */
+    const char *help;
+} setting_t;
+
+#define STR(field, env, flag, def, secret, help) \
+    {env, flag, T_STR, offsetof(ww_config_t, field), sizeof(((ww_config_t *)0)->field), 0, 0, def, secret, help}
+#define INT(field, env, flag, def, lo, hi, help) \
+    {env, flag, T_INT, offsetof(ww_config_t, field), 0, lo, hi, def, false, help}
+
+static const setting_t settings[] = {
+    STR(kafka_brokers, "KAFKA_BROKERS", "--brokers", "127.0.0.1:9092", false,
+        "Kafka bootstrap servers, host:port[,host:port...]"),
+    STR(kafka_group_id, "KAFKA_GROUP_ID", "--group-id", "wallet-worker", false,
+        "Kafka consumer group; workers sharing it split the partitions"),
+    STR(mongodb_uri, "MONGODB_URI", "--mongodb-uri", "mongodb://127.0.0.1:27017/wallet", true,
+        "MongoDB connection string; its path names the database (password never logged)"),
+    STR(http_addr, "HTTP_ADDR", "--http-addr", "127.0.0.1:8080", false,
+        "listen address of the health/metrics sidecar, host:port (\":8080\" = all interfaces)"),
+    {"LOG_LEVEL", "--log-level", T_LEVEL, offsetof(ww_config_t, log_level), 0, 0, 0, "info", false,
+     "debug, info, warn or error"},
+    STR(commands_topic, "WALLET_COMMANDS_TOPIC", "--commands-topic", "wallet.commands", false,
+        "topic of incoming wallet commands"),
+    STR(results_topic, "WALLET_RESULTS_TOPIC", "--results-topic", "wallet.results", false,
+        "topic the result of every processed command is published to"),
+    STR(dlq_topic, "WALLET_DLQ_TOPIC", "--dlq-topic", "wallet.commands.dlq", false,
+        "dead-letter topic for invalid wallet commands"),
+    INT(worker_threads, "WORKER_THREADS", "--worker-threads", "8", 1, 64,
+        "commands processed concurrently (different wallets; one wallet stays in order)"),
+    INT(max_message_bytes, "MAX_MESSAGE_BYTES", "--max-message-bytes", "65536", 256, 1048576,
+        "largest accepted message value; larger ones are dead-lettered as too_large"),
+    INT(liveness_threshold_ms, "LIVENESS_THRESHOLD_MS", "--liveness-threshold-ms", "30000", 1000,
+        3600000, "/livez fails when the consume loop made no progress for this long"),
+    INT(db_pool_max, "DB_POOL_MAX", "--db-pool-max", "50", 1, 1000,
+        "MongoDB connection pool size, unless MONGODB_URI sets maxPoolSize"),
+    INT(shutdown_timeout_ms, "SHUTDOWN_TIMEOUT_MS", "--shutdown-timeout-ms", "5000", 0, 600000,
+        "on SIGTERM/SIGINT, how long in-flight commands may take to finish"),
+};
+
+#define N_SETTINGS (sizeof settings / sizeof settings[0])
+
+static bool apply(ww_config_t *cfg, const setting_t *s, const char *value, const char *source,
+                  ww_error_t *error) {
+    char *field = (char *)cfg + s->offset;
+    switch (s->type) {
+    case T_STR: {
+        size_t len = strlen(value);
+        if (len == 0) {
+            ww_error_set(error, WW_ERR_CONFIG, 0, false, "%s: must not be empty", source);
+            return false;
+        }
+        if (len >= s->size) {
+            ww_error_set(error, WW_ERR_CONFIG, 0, false, "%s: longer than %zu characters", source,
+                         s->size - 1);
+            return false;
+        }
+        memcpy(field, value, len + 1);
+        return true;
+    }
+    case T_INT: {
+        errno = 0;
+        char *end = NULL;
+        long long v = strtoll(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0') {
+            ww_error_set(error, WW_ERR_CONFIG, 0, false, "%s: \"%.32s\" is not an integer", source,
+                         value);
+            return false;
+        }
+        if (v < s->min || v > s->max) {
+            ww_error_set(error, WW_ERR_CONFIG, 0, false, "%s: %lld is outside %lld..%lld", source, v,
+                         (long long)s->min, (long long)s->max);
+            return false;
+        }
+        *(int32_t *)(void *)field = (int32_t)v;
+        return true;
+    }
+    case T_LEVEL: {
+        ww_log_level_t level;
+        if (!ww_log_parse_level(value, &level) || level == WW_LOG_OFF) {
+            ww_error_set(error, WW_ERR_CONFIG, 0, false,
+                         "%s: \"%.32s\" is not one of debug, info, warn, error", source, value);
+            return false;
+        }
+        *(ww_log_level_t *)(void *)field = level;
+        return true;
+    }
+    }
+    return false;
+}
+
+void ww_config_defaults(ww_config_t *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        bool ok = apply(cfg, &settings[i], settings[i].def, settings[i].env, NULL);
+        (void)ok; /* defaults are valid by construction; test_config checks it */
+    }
+}
+
+bool ww_config_from_env(ww_config_t *cfg, ww_error_t *error) {
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const char *v = getenv(settings[i].env);
+        if (v && !apply(cfg, &settings[i], v, settings[i].env, error)) return false;
+    }
+    return true;
+}
+
+bool ww_config_from_args(ww_config_t *cfg, int argc, char **argv, int *index, ww_error_t *error) {
+    while (*index < argc) {
+        const char *arg = argv[*index];
+        const setting_t *s = NULL;
+        const char *value = NULL;
+        for (size_t i = 0; i < N_SETTINGS && !s; i++) {
+            size_t fl = strlen(settings[i].flag);
+            if (strncmp(arg, settings[i].flag, fl) == 0) {
+                if (arg[fl] == '\0') {
+                    s = &settings[i];
+                } else if (arg[fl] == '=') {
+                    s = &settings[i];
+                    value = arg + fl + 1;
+                }
+            }
+        }
+        if (!s) return true; /* not ours: the caller decides */
+        if (!value) {
+            if (*index + 1 >= argc) {
+                ww_error_set(error, WW_ERR_CONFIG, 0, false, "%s: needs a value", s->flag);
+                return false;
+            }
+            value = argv[++*index];
+        }
+        if (!apply(cfg, s, value, s->flag, error)) return false;
+        ++*index;
+    }
+    return true;
+}
+
+bool ww_config_validate(const ww_config_t *cfg, ww_error_t *error) {
+    if (strncmp(cfg->mongodb_uri, "mongodb://", 10) != 0 &&
+        strncmp(cfg->mongodb_uri, "mongodb+srv://", 14) != 0) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false,
+                     "MONGODB_URI: must start with mongodb:// or mongodb+srv://");
+        return false;
+    }
+    /* http_addr: host:port with a port; the sidecar checks the host itself */
+    const char *colon = strrchr(cfg->http_addr, ':');
+    if (!colon || colon[1] == '\0') {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false, "HTTP_ADDR: \"%.64s\" is not host:port",
+                     cfg->http_addr);
+        return false;
+    }
+    char *end = NULL;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (errno || *end != '\0' || port < 0 || port > 65535) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false, "HTTP_ADDR: port \"%.16s\" is not 0..65535",
+                     colon + 1);
+        return false;
+    }
+    if (strcmp(cfg->commands_topic, cfg->results_topic) == 0 ||
+        strcmp(cfg->commands_topic, cfg->dlq_topic) == 0) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false,
+                     "WALLET_COMMANDS_TOPIC: must differ from the results and dead-letter topics");
+        return false;
+    }
+    return true;
+}
+
+void ww_config_print_help(FILE *out) {
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const setting_t *s = &settings[i];
+        fprintf(out, "  %-26s %s\n  %-26s env %s, default %s\n", s->flag, s->help, "", s->env,
+                s->def);
+    }
+}
+
+void ww_config_log(const ww_config_t *cfg) {
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const setting_t *s = &settings[i];
+        const char *field = (const char *)cfg + s->offset;
+        char buf[WW_CONFIG_STR_MAX];
+        switch (s->type) {
+        case T_STR:
+            if (s->secret)
+                ww_redact_uri(field, buf, sizeof buf);
+            else
+                snprintf(buf, sizeof buf, "%s", field);
+            break;
+        case T_INT: snprintf(buf, sizeof buf, "%d", *(const int32_t *)(const void *)field); break;
+        case T_LEVEL:
+            snprintf(buf, sizeof buf, "%s",
+                     ww_log_level_name(*(const ww_log_level_t *)(const void *)field));
+            break;
+        }
+        ww_info("config", "setting %s=%s", s->env, buf);
+    }
+}
+
+size_t ww_config_setting_count(void) { return N_SETTINGS; }
+const char *ww_config_setting_env(size_t i) { return i < N_SETTINGS ? settings[i].env : NULL; }
+const char *ww_config_setting_flag(size_t i) { return i < N_SETTINGS ? settings[i].flag : NULL; }

@@ -1,0 +1,64 @@
+/* config.h: the worker's settings, from the environment with command-line
+ * overrides.
+ *
+ * DESIGN: one table (config.c) describes every setting: its environment
+ * variable, its flag, its default, its bounds and one line of help. Parsing,
+ * `--help` and the check that docs/configuration.md documents every setting
+ * are all driven by that table, so they cannot drift apart. */
+#ifndef WW_CONFIG_H
+#define WW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "error.h"
+#include "log.h"
+
+#define WW_CONFIG_STR_MAX 1024
+
+typedef struct {
+    char kafka_brokers[WW_CONFIG_STR_MAX];
+    char kafka_group_id[256];
+    char mongodb_uri[WW_CONFIG_STR_MAX];
+    char http_addr[256];
+    ww_log_level_t log_level;
+
+    char commands_topic[250];
+    char results_topic[250];
+    char dlq_topic[250];
+
+    int32_t worker_threads;        /* concurrent wallets in flight */
+    int32_t max_message_bytes;     /* larger messages are dead-lettered */
+    int32_t liveness_threshold_ms; /* /livez fails past this without progress */
+    int32_t db_pool_max;           /* maxPoolSize when the URI does not say */
+    int32_t shutdown_timeout_ms;   /* how long SIGTERM waits for in-flight work */
+} ww_config_t;
+
+/* Fills cfg with the defaults. */
+void ww_config_defaults(ww_config_t *cfg);
+
+/* Applies the environment (getenv) on top of cfg. */
+bool ww_config_from_env(ww_config_t *cfg, ww_error_t *error);
+
+/* Applies command-line flags on top of cfg. argv[*index] onward; stops at
+ * the first argument that is not a known setting flag, leaving *index there.
+ * Both `--flag value` and `--flag=value` work. */
+bool ww_config_from_args(ww_config_t *cfg, int argc, char **argv, int *index, ww_error_t *error);
+
+/* Checks cross-field rules (e.g. the MongoDB URI parses). */
+bool ww_config_validate(const ww_config_t *cfg, ww_error_t *error);
+
+/* Prints one block per setting (flag, env, default, help) for --help. */
+void ww_config_print_help(FILE *out);
+
+/* Logs the effective settings at info, secrets redacted. */
+void ww_config_log(const ww_config_t *cfg);
+
+/* For the docs check: the number of settings and each one's env name. */
+size_t ww_config_setting_count(void);
+const char *ww_config_setting_env(size_t i);
+const char *ww_config_setting_flag(size_t i);
+
+#endif

@@ -1,0 +1,476 @@
+/* db.c: see db.h. */
+#include "db.h"
+
+#include <mongoc/mongoc.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "clock.h"
+#include "health.h"
+#include "log.h"
+#include "metrics.h"
+
+struct ww_db {
+    mongoc_uri_t *uri;
+    mongoc_client_pool_t *pool;
+    char *db_name;
+    char redacted_uri[512];
+
+    /* connection monitoring, written by libmongoc's monitor threads */
+    pthread_mutex_t mon_lock;
+    bool ever_connected;
+    bool connected;
+    bool down_logged; /* one "error" line per outage, not one per heartbeat */
+    /* A flapping connection (every failed operation resets it, the next
+     * heartbeat restores it) must not flood the log: at most
+     * TRANSITION_BURST transition lines per TRANSITION_WINDOW_MS, then one
+     * "suppressed" line; health keeps tracking every transition. */
+    int64_t window_start;
+    int window_lines;
+    int suppressed;
+};
+
+#define TRANSITION_BURST 6
+#define TRANSITION_WINDOW_MS 60000
+
+void ww_db_options_defaults(ww_db_options_t *opts) {
+    opts->pool_max = 50;
+    opts->server_selection_ms = 5000;
+    opts->socket_timeout_ms = 45000;
+    opts->heartbeat_ms = 5000;
+}
+
+/* ---- error translation ------------------------------------------------- */
+
+/* Server error codes that mean "the deployment is busy or changing", not
+ * "this operation is wrong": retry them with backoff. */
+static bool retryable_server_code(uint32_t code) {
+    switch (code) {
+    case 6:     /* HostUnreachable */
+    case 7:     /* HostNotFound */
+    case 89:    /* NetworkTimeout */
+    case 91:    /* ShutdownInProgress */
+    case 112:   /* WriteConflict */
+    case 189:   /* PrimarySteppedDown */
+    case 262:   /* ExceededTimeLimit */
+    case 9001:  /* SocketException */
+    case 10107: /* NotWritablePrimary */
+    case 11600: /* InterruptedAtShutdown */
+    case 11602: /* InterruptedDueToReplStateChange */
+    case 13435: /* NotPrimaryNoSecondaryOk */
+    case 13436: /* NotPrimaryOrSecondary */
+    case 64:    /* WriteConcernFailed (wtimeout) */
+    case 50:    /* MaxTimeMSExpired */
+        return true;
+    default: return false;
+    }
+}
+
+static void translate(const bson_error_t *be, const bson_t *reply, const char *what,
+                      ww_error_t *error) {
+    bool retry = false;
+    switch (be->domain) {
+    case MONGOC_ERROR_SERVER_SELECTION:
+    case MONGOC_ERROR_STREAM:
+    case MONGOC_ERROR_CLIENT: /* e.g. "pool exhausted" or client-side timeouts */
+        retry = true;
+        break;
+    case MONGOC_ERROR_SERVER:
+    case MONGOC_ERROR_WRITE_CONCERN:
+    case MONGOC_ERROR_COLLECTION:
+    case MONGOC_ERROR_QUERY:
+    case MONGOC_ERROR_COMMAND:
+        retry = retryable_server_code(be->code);
+        break;
+    default: break;
+    }
+    if (reply && (mongoc_error_has_label(reply, "TransientTransactionError") ||
+                  mongoc_error_has_label(reply, "RetryableWriteError")))
+        retry = true;
+    ww_error_set(error, WW_ERR_DB, (int32_t)be->code, retry, "%s: %s", what, be->message);
+}
+
+/* ---- monitoring --------------------------------------------------------- */
+
+/* Under mon_lock. True when a transition line may be written now. */
+static bool transition_log_allowed(ww_db_t *db) {
+    int64_t now = ww_clock_mono_ms();
+    if (now - db->window_start >= TRANSITION_WINDOW_MS) {
+        if (db->suppressed)
+            ww_warn("db", "connection flapping: %d state change(s) not logged in the last %d s",
+                    db->suppressed, TRANSITION_WINDOW_MS / 1000);
+        db->window_start = now;
+        db->window_lines = 0;
+        db->suppressed = 0;
+    }
+    if (db->window_lines < TRANSITION_BURST) {
+        db->window_lines++;
+        return true;
+    }
+    if (db->suppressed++ == 0)
+        ww_warn("db", "connection flapping: further state changes are not logged for up to %d s",
+                TRANSITION_WINDOW_MS / 1000);
+    return false;
+}
+
+static void on_topology_changed(const mongoc_apm_topology_changed_t *event) {
+    ww_db_t *db = mongoc_apm_topology_changed_get_context(event);
+    const mongoc_topology_description_t *td =
+        mongoc_apm_topology_changed_get_new_description(event);
+    bool writable = mongoc_topology_description_has_writable_server(td);
+
+    pthread_mutex_lock(&db->mon_lock);
+    if (writable && !db->connected) {
+        if (!transition_log_allowed(db))
+            ;
+        else if (db->ever_connected)
+            ww_info("db", "reconnected uri=%s topology=%s", db->redacted_uri,
+                    mongoc_topology_description_type(td));
+        else
+            ww_info("db", "connected uri=%s topology=%s", db->redacted_uri,
+                    mongoc_topology_description_type(td));
+        db->connected = true;
+        db->ever_connected = true;
+        db->down_logged = false;
+        ww_health_set_db_state(WW_DB_CONNECTED);
+    } else if (!writable && db->connected) {
+        if (transition_log_allowed(db))
+            ww_warn("db", "disconnected (attempting reconnection) uri=%s", db->redacted_uri);
+        db->connected = false;
+        ww_health_set_db_state(WW_DB_DISCONNECTED);
+    }
+    pthread_mutex_unlock(&db->mon_lock);
+}
+
+static void on_heartbeat_failed(const mongoc_apm_server_heartbeat_failed_t *event) {
+    ww_db_t *db = mongoc_apm_server_heartbeat_failed_get_context(event);
+    bson_error_t be;
+    mongoc_apm_server_heartbeat_failed_get_error(event, &be);
+    const mongoc_host_list_t *host = mongoc_apm_server_heartbeat_failed_get_host(event);
+
+    pthread_mutex_lock(&db->mon_lock);
+    if (!db->down_logged) {
+        ww_err("db", "error host=%s reason=\"%s\"%s", host ? host->host_and_port : "?",
+               be.message, db->ever_connected ? "" : " (still connecting)");
+        db->down_logged = true;
+        /* Before the first connection Mongoose reports "connecting" (2); once a
+         * connection attempt has failed it reports "disconnected" (0). */
+        if (!db->connected) ww_health_set_db_state(WW_DB_DISCONNECTED);
+    }
+    pthread_mutex_unlock(&db->mon_lock);
+}
+
+/* Set while ww_db_check_uri parses: its own error line says it better. */
+static _Thread_local bool quiet_uri_check;
+
+static void route_mongoc_log(mongoc_log_level_t level, const char *domain, const char *message,
+                             void *data) {
+    (void)data;
+    if (quiet_uri_check) return;
+    ww_log_level_t l;
+    switch (level) {
+    case MONGOC_LOG_LEVEL_ERROR:
+    case MONGOC_LOG_LEVEL_CRITICAL: l = WW_LOG_ERROR; break;
+    case MONGOC_LOG_LEVEL_WARNING: l = WW_LOG_WARN; break;
+    case MONGOC_LOG_LEVEL_MESSAGE:
+    case MONGOC_LOG_LEVEL_INFO: l = WW_LOG_INFO; break;
+    default: return; /* debug/trace: far too chatty, and may carry URIs */
+    }
+    WW_LOG(l, "mongoc", "%s: %s", domain, message);
+}
+
+void ww_db_global_init(void) {
+    mongoc_init();
+    mongoc_log_set_handler(route_mongoc_log, NULL);
+}
+
+void ww_db_global_cleanup(void) { mongoc_cleanup(); }
+
+const char *ww_db_driver_version(void) { return mongoc_get_version(); }
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static void default_int(mongoc_uri_t *uri, const char *key, int32_t value) {
+    if (!mongoc_uri_has_option(uri, key)) mongoc_uri_set_option_as_int32(uri, key, value);
+}
+
+bool ww_db_check_uri(const char *uri_string, ww_error_t *error) {
+    bson_error_t be;
+    quiet_uri_check = true;
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_string, &be);
+    quiet_uri_check = false;
+    if (!uri) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false, "MONGODB_URI: not a valid MongoDB URI");
+        return false;
+    }
+    mongoc_uri_destroy(uri);
+    return true;
+}
+
+ww_db_t *ww_db_new(const char *uri_string, const ww_db_options_t *opts, ww_error_t *error) {
+    ww_db_options_t defaults;
+    if (!opts) {
+        ww_db_options_defaults(&defaults);
+        opts = &defaults;
+    }
+    bson_error_t be;
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_string, &be);
+    if (!uri) {
+        /* be.message may quote the URI; never echo it (it may hold a password) */
+        ww_error_set(error, WW_ERR_CONFIG, 0, false, "MONGODB_URI: not a valid MongoDB URI");
+        return NULL;
+    }
+    default_int(uri, MONGOC_URI_MAXPOOLSIZE, opts->pool_max);
+    default_int(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, opts->server_selection_ms);
+    default_int(uri, MONGOC_URI_SOCKETTIMEOUTMS, opts->socket_timeout_ms);
+    default_int(uri, MONGOC_URI_HEARTBEATFREQUENCYMS, opts->heartbeat_ms);
+    if (!mongoc_uri_get_option_as_utf8(uri, MONGOC_URI_APPNAME, NULL))
+        mongoc_uri_set_appname(uri, "wallet-worker");
+
+    ww_db_t *db = bson_malloc0(sizeof *db);
+    db->uri = uri;
+    const char *name = mongoc_uri_get_database(uri);
+    db->db_name = bson_strdup(name && *name ? name : "wallet");
+    ww_redact_uri(uri_string, db->redacted_uri, sizeof db->redacted_uri);
+    pthread_mutex_init(&db->mon_lock, NULL);
+    ww_health_set_db_state(WW_DB_CONNECTING);
+
+    db->window_start = ww_clock_mono_ms();
+    db->pool = mongoc_client_pool_new_with_error(uri, &be);
+    if (!db->pool) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false, "MONGODB_URI: %s", be.message);
+        ww_db_destroy(db);
+        return NULL;
+    }
+    mongoc_client_pool_set_error_api(db->pool, MONGOC_ERROR_API_VERSION_2);
+    mongoc_apm_callbacks_t *cbs = mongoc_apm_callbacks_new();
+    mongoc_apm_set_topology_changed_cb(cbs, on_topology_changed);
+    mongoc_apm_set_server_heartbeat_failed_cb(cbs, on_heartbeat_failed);
+    mongoc_client_pool_set_apm_callbacks(db->pool, cbs, db);
+    mongoc_apm_callbacks_destroy(cbs);
+
+    /* The pool starts its monitor threads on the first pop: do it now so the
+     * health state moves without waiting for the first command. */
+    mongoc_client_t *c = mongoc_client_pool_pop(db->pool);
+    mongoc_client_pool_push(db->pool, c);
+    return db;
+}
+
+void ww_db_destroy(ww_db_t *db) {
+    if (!db) return;
+    if (db->pool) {
+        ww_health_set_db_state(WW_DB_DISCONNECTING);
+        mongoc_client_pool_destroy(db->pool);
+        ww_health_set_db_state(WW_DB_DISCONNECTED);
+    }
+    mongoc_uri_destroy(db->uri);
+    pthread_mutex_destroy(&db->mon_lock);
+    bson_free(db->db_name);
+    bson_free(db);
+}
+
+const char *ww_db_name(const ww_db_t *db) { return db->db_name; }
+int32_t ww_db_pool_max(const ww_db_t *db) {
+    return mongoc_uri_get_option_as_int32(db->uri, MONGOC_URI_MAXPOOLSIZE, 100);
+}
+int32_t ww_db_server_selection_ms(const ww_db_t *db) {
+    return mongoc_uri_get_option_as_int32(db->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 30000);
+}
+int32_t ww_db_socket_timeout_ms(const ww_db_t *db) {
+    return mongoc_uri_get_option_as_int32(db->uri, MONGOC_URI_SOCKETTIMEOUTMS, 300000);
+}
+
+/* ---- operations --------------------------------------------------------- */
+
+typedef struct {
+    ww_db_t *db;
+    mongoc_client_t *client;
+    mongoc_collection_t *coll;
+    const char *op;
+    int64_t started_us;
+} op_t;
+
+static void op_begin(op_t *o, ww_db_t *db, const char *collection, const char *op) {
+    o->db = db;
+    o->op = op;
+    o->client = mongoc_client_pool_pop(db->pool);
+    o->coll = collection ? mongoc_client_get_collection(o->client, db->db_name, collection) : NULL;
+    o->started_us = bson_get_monotonic_time();
+}
+
+static void op_end(op_t *o) {
+    double secs = (double)(bson_get_monotonic_time() - o->started_us) / 1e6;
+    ww_metrics_observe_db(o->op, secs);
+    if (o->coll) mongoc_collection_destroy(o->coll);
+    mongoc_client_pool_push(o->db->pool, o->client);
+}
+
+bool ww_db_ping(ww_db_t *db, ww_error_t *error) {
+    bson_t cmd = BSON_INITIALIZER, reply;
+    BSON_APPEND_INT32(&cmd, "ping", 1);
+    bool ok = ww_db_command(db, &cmd, &reply, error);
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    return ok;
+}
+
+bool ww_db_transactions_supported(ww_db_t *db, bool *supported, ww_error_t *error) {
+    *supported = false;
+    bson_t cmd = BSON_INITIALIZER, reply;
+    BSON_APPEND_INT32(&cmd, "hello", 1);
+    bool ok = ww_db_command(db, &cmd, &reply, error);
+    if (ok) {
+        bson_iter_t it;
+        if (bson_iter_init_find(&it, &reply, "setName") && BSON_ITER_HOLDS_UTF8(&it))
+            *supported = true;
+        if (bson_iter_init_find(&it, &reply, "msg") && BSON_ITER_HOLDS_UTF8(&it) &&
+            strcmp(bson_iter_utf8(&it, NULL), "isdbgrid") == 0)
+            *supported = true;
+    }
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    return ok;
+}
+
+bool ww_db_command(ww_db_t *db, const bson_t *command, bson_t *reply, ww_error_t *error) {
+    op_t o;
+    op_begin(&o, db, NULL, "command");
+    bson_error_t be;
+    bool ok = mongoc_client_write_command_with_opts(o.client, db->db_name, command, NULL, reply,
+                                                    &be);
+    if (!ok) translate(&be, reply, "command", error);
+    op_end(&o);
+    return ok;
+}
+
+bool ww_db_find_one(ww_db_t *db, const char *collection, const bson_t *filter,
+                    const bson_t *opts, bson_t *out, bool *found, ww_error_t *error) {
+    *found = false;
+    bson_t fopts = BSON_INITIALIZER;
+    if (opts) bson_concat(&fopts, opts);
+    BSON_APPEND_INT64(&fopts, "limit", 1);
+    BSON_APPEND_BOOL(&fopts, "singleBatch", true);
+    op_t o;
+    op_begin(&o, db, collection, "find");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(o.coll, filter, &fopts, NULL);
+    const bson_t *doc;
+    if (mongoc_cursor_next(cur, &doc)) {
+        bson_copy_to(doc, out);
+        *found = true;
+    }
+    bson_error_t be;
+    const bson_t *reply = NULL;
+    bool ok = !mongoc_cursor_error_document(cur, &be, &reply);
+    if (!ok) {
+        translate(&be, reply, "find", error);
+        if (*found) {
+            bson_destroy(out);
+            *found = false;
+        }
+    }
+    mongoc_cursor_destroy(cur);
+    op_end(&o);
+    bson_destroy(&fopts);
+    return ok;
+}
+
+bool ww_db_find(ww_db_t *db, const char *collection, const bson_t *filter, const bson_t *opts,
+                ww_db_doc_cb cb, void *ctx, ww_error_t *error) {
+    op_t o;
+    op_begin(&o, db, collection, "find");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(o.coll, filter, opts, NULL);
+    const bson_t *doc;
+    while (mongoc_cursor_next(cur, &doc))
+        if (!cb(doc, ctx)) break;
+    bson_error_t be;
+    const bson_t *reply = NULL;
+    bool ok = !mongoc_cursor_error_document(cur, &be, &reply);
+    if (!ok) translate(&be, reply, "find", error);
+    mongoc_cursor_destroy(cur);
+    op_end(&o);
+    return ok;
+}
+
+bool ww_db_insert_one(ww_db_t *db, const char *collection, const bson_t *doc, bool *duplicate,
+                      ww_error_t *error) {
+    *duplicate = false;
+    op_t o;
+    op_begin(&o, db, collection, "insert");
+    bson_error_t be;
+    bson_t reply;
+    bool ok = mongoc_collection_insert_one(o.coll, doc, NULL, &reply, &be);
+    if (!ok && be.code == WW_DB_DUPLICATE_KEY) {
+        *duplicate = true;
+        ok = true;
+    } else if (!ok) {
+        translate(&be, &reply, "insert", error);
+    }
+    bson_destroy(&reply);
+    op_end(&o);
+    return ok;
+}
+
+static int64_t reply_int(const bson_t *reply, const char *key) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, reply, key) && BSON_ITER_HOLDS_NUMBER(&it))
+        return bson_iter_as_int64(&it);
+    return 0;
+}
+
+static bool update(ww_db_t *db, const char *collection, bool many, const bson_t *filter,
+                   const bson_t *upd, const bson_t *opts, int64_t *matched, int64_t *modified,
+                   ww_error_t *error) {
+    op_t o;
+    op_begin(&o, db, collection, many ? "update_many" : "update");
+    bson_error_t be;
+    bson_t reply;
+    bool ok = many ? mongoc_collection_update_many(o.coll, filter, upd, opts, &reply, &be)
+                   : mongoc_collection_update_one(o.coll, filter, upd, opts, &reply, &be);
+    if (ok) {
+        if (matched) *matched = reply_int(&reply, "matchedCount");
+        if (modified) *modified = reply_int(&reply, "modifiedCount");
+    } else {
+        translate(&be, &reply, many ? "updateMany" : "updateOne", error);
+    }
+    bson_destroy(&reply);
+    op_end(&o);
+    return ok;
+}
+
+bool ww_db_update_one(ww_db_t *db, const char *collection, const bson_t *filter,
+                      const bson_t *upd, const bson_t *opts, int64_t *matched,
+                      int64_t *modified, ww_error_t *error) {
+    return update(db, collection, false, filter, upd, opts, matched, modified, error);
+}
+
+bool ww_db_update_many(ww_db_t *db, const char *collection, const bson_t *filter,
+                       const bson_t *upd, const bson_t *opts, int64_t *matched,
+                       int64_t *modified, ww_error_t *error) {
+    return update(db, collection, true, filter, upd, opts, matched, modified, error);
+}
+
+bool ww_db_delete_many(ww_db_t *db, const char *collection, const bson_t *filter,
+                       int64_t *deleted, ww_error_t *error) {
+    op_t o;
+    op_begin(&o, db, collection, "delete");
+    bson_error_t be;
+    bson_t reply;
+    bool ok = mongoc_collection_delete_many(o.coll, filter, NULL, &reply, &be);
+    if (ok && deleted) *deleted = reply_int(&reply, "deletedCount");
+    if (!ok) translate(&be, &reply, "deleteMany", error);
+    bson_destroy(&reply);
+    op_end(&o);
+    return ok;
+}
+
+bool ww_db_drop_database(ww_db_t *db, ww_error_t *error) {
+    op_t o;
+    op_begin(&o, db, NULL, "command");
+    mongoc_database_t *d = mongoc_client_get_database(o.client, db->db_name);
+    bson_error_t be;
+    bool ok = mongoc_database_drop(d, &be);
+    if (!ok) translate(&be, NULL, "dropDatabase", error);
+    mongoc_database_destroy(d);
+    op_end(&o);
+    return ok;
+}

@@ -1,0 +1,103 @@
+/* db.h: MongoDB access. The only module that includes mongoc.h.
+ *
+ * DESIGN: the rest of the worker builds its documents with libbson and calls
+ * the handful of operations below. Each operation borrows a client from the
+ * pool (bounded: maxPoolSize, default 50, the existing backend's audit),
+ * records its latency, and translates libmongoc's errors into ww_error_t
+ * with `retryable` set for infrastructure trouble (no server, network,
+ * not-primary, write conflict, shutdown) so callers wait those out instead of
+ * dead-lettering a message.
+ *
+ * Connection state comes from libmongoc's topology monitoring (SDAM
+ * callbacks on the pool's monitor threads): it feeds health.h and is logged
+ * once per transition (connected / disconnected / reconnected / error), so a
+ * server that stays down produces no log storm. */
+#ifndef WW_DB_H
+#define WW_DB_H
+
+#include <bson/bson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+
+typedef struct ww_db ww_db_t;
+
+/* MongoDB's duplicate-key error: the ledger's "already recorded". */
+#define WW_DB_DUPLICATE_KEY 11000
+
+typedef struct {
+    int32_t pool_max;            /* maxPoolSize unless the URI sets it (default 50) */
+    int32_t server_selection_ms; /* serverSelectionTimeoutMS unless in URI (5000) */
+    int32_t socket_timeout_ms;   /* socketTimeoutMS unless in URI (45000) */
+    int32_t heartbeat_ms;        /* heartbeatFrequencyMS unless in URI (5000) */
+} ww_db_options_t;
+
+void ww_db_options_defaults(ww_db_options_t *opts);
+
+/* Parses uri, applies the defaults above where the URI is silent, creates the
+ * pool and starts monitoring. Does not wait for a server: the state starts as
+ * "connecting". Returns NULL and a WW_ERR_CONFIG error when the URI is bad. */
+ww_db_t *ww_db_new(const char *uri, const ww_db_options_t *opts, ww_error_t *error);
+void ww_db_destroy(ww_db_t *db);
+
+/* Checks that uri parses as a MongoDB URI, without connecting. The error
+ * never quotes the URI (it may hold a password). */
+bool ww_db_check_uri(const char *uri, ww_error_t *error);
+
+const char *ww_db_name(const ww_db_t *db);
+/* The effective pool size and timeouts (for logs, docs and tests). */
+int32_t ww_db_pool_max(const ww_db_t *db);
+int32_t ww_db_server_selection_ms(const ww_db_t *db);
+int32_t ww_db_socket_timeout_ms(const ww_db_t *db);
+
+/* One round trip: {ping: 1}. */
+bool ww_db_ping(ww_db_t *db, ww_error_t *error);
+
+/* True when the server is a replica-set member or mongos, i.e. multi-document
+ * transactions are possible; decided from `hello`, never from a commit
+ * answering ok. Sets *supported; returns false on error. */
+bool ww_db_transactions_supported(ww_db_t *db, bool *supported, ww_error_t *error);
+
+/* Finds one document. On success *found says whether one matched and, when
+ * it did, `out` is initialised with a copy (the caller destroys it). */
+bool ww_db_find_one(ww_db_t *db, const char *collection, const bson_t *filter,
+                    const bson_t *opts, bson_t *out, bool *found, ww_error_t *error);
+
+/* Calls cb for every matching document (at most `limit`, 0 = no limit); stops
+ * early when cb returns false. */
+typedef bool (*ww_db_doc_cb)(const bson_t *doc, void *ctx);
+bool ww_db_find(ww_db_t *db, const char *collection, const bson_t *filter, const bson_t *opts,
+                ww_db_doc_cb cb, void *ctx, ww_error_t *error);
+
+/* Inserts one document. A duplicate key is not an error: it returns true with
+ * *duplicate set (the caller reads the existing document back). */
+bool ww_db_insert_one(ww_db_t *db, const char *collection, const bson_t *doc, bool *duplicate,
+                      ww_error_t *error);
+
+/* updateOne / updateMany: *matched and *modified from the server's reply. */
+bool ww_db_update_one(ww_db_t *db, const char *collection, const bson_t *filter,
+                      const bson_t *update, const bson_t *opts, int64_t *matched,
+                      int64_t *modified, ww_error_t *error);
+bool ww_db_update_many(ww_db_t *db, const char *collection, const bson_t *filter,
+                       const bson_t *update, const bson_t *opts, int64_t *matched,
+                       int64_t *modified, ww_error_t *error);
+
+bool ww_db_delete_many(ww_db_t *db, const char *collection, const bson_t *filter,
+                       int64_t *deleted, ww_error_t *error);
+
+/* Runs a database command (createIndexes, listIndexes, dropIndexes, ...).
+ * `reply` is always initialised; the caller destroys it. */
+bool ww_db_command(ww_db_t *db, const bson_t *command, bson_t *reply, ww_error_t *error);
+
+/* Drops the whole database (tests and the demo only). */
+bool ww_db_drop_database(ww_db_t *db, ww_error_t *error);
+
+/* Library version, for build info. */
+const char *ww_db_driver_version(void);
+
+/* Process-wide set-up of libmongoc (call once from main / test set-up). */
+void ww_db_global_init(void);
+void ww_db_global_cleanup(void);
+
+#endif

@@ -1,0 +1,84 @@
+/* health.c: the process-wide health snapshot (see health.h).
+ *
+ * DESIGN: every field is an independent C11 atomic written by one subsystem
+ * and read by the HTTP thread. No reader needs two fields to agree with each
+ * other except consumer membership (in_group + partition count), so those two
+ * share one 64-bit word and are published together. Everything else uses
+ * relaxed ordering: a snapshot value carries no data that other memory
+ * depends on, and ww_health_progress() runs on every poll of the hot loop. */
+#include "health.h"
+
+#include <stdatomic.h>
+
+static atomic_int db_state;           /* ww_db_state_t */
+static atomic_int_fast64_t consumer;  /* in_group << 32 | (uint32_t)assigned */
+static atomic_bool kafka_up;
+static atomic_int_fast64_t last_progress; /* mono ms, 0 = never */
+static atomic_int_fast64_t started;       /* mono ms, 0 = not recorded */
+static atomic_bool running;
+
+#define LOAD(obj) atomic_load_explicit(&(obj), memory_order_relaxed)
+#define STORE(obj, v) atomic_store_explicit(&(obj), (v), memory_order_relaxed)
+
+const char *ww_db_state_name(ww_db_state_t state) {
+    switch (state) {
+    case WW_DB_DISCONNECTED: return "disconnected";
+    case WW_DB_CONNECTED: return "connected";
+    case WW_DB_CONNECTING: return "connecting";
+    case WW_DB_DISCONNECTING: return "disconnecting";
+    }
+    return "unknown";
+}
+
+void ww_health_reset(void) {
+    STORE(db_state, WW_DB_DISCONNECTED);
+    STORE(consumer, 0);
+    STORE(kafka_up, false);
+    STORE(last_progress, 0);
+    STORE(started, 0);
+    STORE(running, false);
+}
+
+void ww_health_set_started(int64_t mono_ms) { STORE(started, mono_ms); }
+int64_t ww_health_started(void) { return LOAD(started); }
+
+void ww_health_set_db_state(ww_db_state_t state) {
+    /* An out-of-range value would leak into the readyState contract. */
+    if (state < WW_DB_DISCONNECTED || state > WW_DB_DISCONNECTING) state = WW_DB_DISCONNECTED;
+    STORE(db_state, (int)state);
+}
+
+ww_db_state_t ww_health_db_state(void) { return (ww_db_state_t)LOAD(db_state); }
+
+void ww_health_set_consumer(bool in_group, int32_t assigned_partitions) {
+    int64_t word = ((int64_t)(in_group ? 1 : 0) << 32) | (int64_t)(uint32_t)assigned_partitions;
+    STORE(consumer, word);
+}
+
+bool ww_health_consumer_in_group(void) { return (LOAD(consumer) >> 32) != 0; }
+
+int32_t ww_health_assigned_partitions(void) {
+    return (int32_t)(uint32_t)(LOAD(consumer) & 0xffffffff);
+}
+
+void ww_health_set_kafka_up(bool up) { STORE(kafka_up, up); }
+bool ww_health_kafka_up(void) { return LOAD(kafka_up); }
+
+void ww_health_progress(int64_t mono_ms) { STORE(last_progress, mono_ms); }
+int64_t ww_health_last_progress(void) { return LOAD(last_progress); }
+
+void ww_health_set_running(bool value) { STORE(running, value); }
+bool ww_health_running(void) { return LOAD(running); }
+
+int64_t ww_health_progress_age_ms(int64_t now_mono) {
+    int64_t since = LOAD(last_progress);
+    if (since == 0) since = LOAD(started);
+    if (since == 0) return -1;
+    /* Another thread may have stored a later time than the caller's "now". */
+    return now_mono > since ? now_mono - since : 0;
+}
+
+bool ww_health_live(int64_t now_mono, int64_t threshold_ms) {
+    int64_t age = ww_health_progress_age_ms(now_mono);
+    return age < 0 || age <= threshold_ms;
+}

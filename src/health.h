@@ -1,0 +1,57 @@
+/* health.h: the snapshot the HTTP sidecar serves.
+ *
+ * DESIGN: the sidecar must never call Kafka or MongoDB on its request path,
+ * so the worker pushes state here as it changes (db.c from libmongoc's
+ * topology-monitoring callbacks, bus.c from rebalances, the consume loop on
+ * every iteration) and the sidecar only reads. All fields are C11 atomics:
+ * readers and writers never block each other. One process, one snapshot:
+ * the state is process-global, like the process it describes. */
+#ifndef WW_HEALTH_H
+#define WW_HEALTH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Mongoose's connection.readyState numbering, kept for the backend's contract. */
+typedef enum {
+    WW_DB_DISCONNECTED = 0,
+    WW_DB_CONNECTED = 1,
+    WW_DB_CONNECTING = 2,
+    WW_DB_DISCONNECTING = 3
+} ww_db_state_t;
+
+const char *ww_db_state_name(ww_db_state_t state); /* "connected", ... */
+
+void ww_health_reset(void);              /* back to start-up state (tests) */
+void ww_health_set_started(int64_t mono_ms);
+void ww_health_set_db_state(ww_db_state_t state);
+ww_db_state_t ww_health_db_state(void);
+
+/* Consumer group membership: in_group with n assigned partitions. */
+void ww_health_set_consumer(bool in_group, int32_t assigned_partitions);
+bool ww_health_consumer_in_group(void);
+int32_t ww_health_assigned_partitions(void);
+void ww_health_set_kafka_up(bool up);  /* broker reachable (librdkafka's view) */
+bool ww_health_kafka_up(void);
+
+/* The consume loop calls this every iteration (idle polls included): /livez
+ * fails when it has not been called for longer than the liveness threshold. */
+void ww_health_progress(int64_t mono_ms);
+int64_t ww_health_last_progress(void);
+int64_t ww_health_started(void);
+
+/* Set once the process has finished starting (sidecar may answer earlier). */
+void ww_health_set_running(bool running);
+bool ww_health_running(void);
+
+/* Milliseconds since the consume loop last progressed, measured from the
+ * start time while it has not progressed yet; -1 when neither is known
+ * (ww_health_set_started was never called). now_mono is ww_clock_mono_ms(). */
+int64_t ww_health_progress_age_ms(int64_t now_mono);
+
+/* The liveness rule behind /livez: true while the progress age is at most
+ * threshold_ms. Unknown age (nothing recorded yet) counts as live: a process
+ * still wiring itself up has not had the chance to stall. */
+bool ww_health_live(int64_t now_mono, int64_t threshold_ms);
+
+#endif

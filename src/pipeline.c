@@ -1,0 +1,683 @@
+/* pipeline.c: see pipeline.h for the design. */
+#include "pipeline.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "health.h"
+#include "log.h"
+#include "metrics.h"
+
+typedef struct part part_t;
+typedef struct entry entry_t;
+
+typedef struct {
+    entry_t *e;
+    int idx;
+} delivery_t;
+
+struct entry {
+    part_t *part;
+    int64_t offset;
+    entry_t *next;       /* partition deque, offset order */
+    entry_t *held_next;  /* held list (not yet dispatched) */
+    entry_t *redo_next;  /* outputs to produce again */
+    int refs;            /* deque + worker + undelivered outputs */
+    bool processed;      /* handler finished successfully */
+    bool done;           /* processed and every output acknowledged */
+    bool abandoned;      /* partition revoked / shutdown: never counts as done */
+    int pending;         /* outputs not yet acknowledged */
+    bool failed_out[WW_OUT_MAX];
+    ww_msg_t *msg;
+    const ww_route_t *route;
+    ww_outputs_t outs;
+    delivery_t dl[WW_OUT_MAX];
+};
+
+struct part {
+    char topic[250];
+    int32_t partition;
+    bool assigned;
+    entry_t *head, *tail;
+    part_t *next;
+};
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    entry_t **ring;
+    int cap, head, count;
+    pthread_t thread;
+    struct ww_pipeline *p;
+    unsigned seed;
+} worker_t;
+
+struct ww_pipeline {
+    ww_pipeline_config_t cfg;
+    ww_route_t *routes;
+    size_t n_routes;
+    ww_bus_t *bus;
+
+    pthread_mutex_t lock; /* parts, entries, held and redo lists */
+    pthread_cond_t changed;
+    part_t *parts;
+    entry_t *held_head, *held_tail;
+    entry_t *redo;
+    bool paused;
+
+    worker_t *workers;
+    int n_workers;
+    atomic_bool quit;     /* workers exit */
+    atomic_bool stopping; /* shutdown deadline passed: give up retries */
+    atomic_uint_fast64_t done_count;
+};
+
+/* ---- outputs ------------------------------------------------------------ */
+
+ww_out_t *ww_outputs_add(ww_outputs_t *outs, const char *topic, const void *key, size_t key_len,
+                         const void *value, size_t value_len) {
+    if (outs->n >= WW_OUT_MAX) return NULL;
+    ww_out_t *o = &outs->out[outs->n];
+    memset(o, 0, sizeof *o);
+    snprintf(o->topic, sizeof o->topic, "%s", topic);
+    if (key_len) {
+        o->key = malloc(key_len);
+        if (!o->key) return NULL;
+        memcpy(o->key, key, key_len);
+        o->key_len = key_len;
+    }
+    if (value_len) {
+        o->value = malloc(value_len);
+        if (!o->value) {
+            free(o->key);
+            o->key = NULL;
+            return NULL;
+        }
+        memcpy(o->value, value, value_len);
+        o->value_len = value_len;
+    }
+    outs->n++;
+    return o;
+}
+
+bool ww_out_add_header(ww_out_t *out, const char *name, const void *value, size_t value_len) {
+    if (out->n_headers >= WW_OUT_HEADERS_MAX) return false;
+    ww_out_header_t *h = &out->headers[out->n_headers];
+    snprintf(h->name, sizeof h->name, "%s", name);
+    h->value = malloc(value_len ? value_len : 1);
+    if (!h->value) return false;
+    memcpy(h->value, value, value_len);
+    h->value_len = value_len;
+    out->n_headers++;
+    return true;
+}
+
+void ww_outputs_clear(ww_outputs_t *outs) {
+    for (size_t i = 0; i < outs->n; i++) {
+        free(outs->out[i].key);
+        free(outs->out[i].value);
+        for (size_t h = 0; h < outs->out[i].n_headers; h++) free(outs->out[i].headers[h].value);
+    }
+    memset(outs, 0, sizeof *outs);
+}
+
+/* ---- entries (all under p->lock) ------------------------------------------ */
+
+static void entry_unref(entry_t *e) {
+    if (--e->refs > 0) return;
+    ww_msg_destroy(e->msg);
+    ww_outputs_clear(&e->outs);
+    free(e);
+}
+
+static void mark_done(ww_pipeline_t *p, entry_t *e) {
+    e->done = true;
+    atomic_fetch_add(&p->done_count, 1);
+    pthread_cond_broadcast(&p->changed);
+}
+
+static part_t *find_part(ww_pipeline_t *p, const char *topic, int32_t partition, bool create) {
+    for (part_t *pt = p->parts; pt; pt = pt->next)
+        if (pt->partition == partition && strcmp(pt->topic, topic) == 0) return pt;
+    if (!create) return NULL;
+    part_t *pt = calloc(1, sizeof *pt);
+    if (!pt) return NULL;
+    snprintf(pt->topic, sizeof pt->topic, "%s", topic);
+    pt->partition = partition;
+    pt->next = p->parts;
+    p->parts = pt;
+    return pt;
+}
+
+/* ---- producing outputs ---------------------------------------------------- */
+
+static bool produce_one(ww_pipeline_t *p, entry_t *e, int i) {
+    ww_out_t *o = &e->outs.out[i];
+    ww_header_t hdrs[WW_OUT_HEADERS_MAX];
+    for (size_t h = 0; h < o->n_headers; h++) {
+        hdrs[h].name = o->headers[h].name;
+        hdrs[h].value = o->headers[h].value;
+        hdrs[h].value_len = o->headers[h].value_len;
+    }
+    ww_error_t err;
+    ww_error_clear(&err);
+    for (int attempt = 0;; attempt++) {
+        if (ww_bus_produce(p->bus, o->topic, o->key, o->key_len, o->value, o->value_len, hdrs,
+                           o->n_headers, &e->dl[i], &err))
+            return true;
+        if (!err.retryable || atomic_load(&p->quit)) {
+            ww_err("pipeline", "cannot queue output topic=%s error=\"%s\"", o->topic, err.message);
+            return false;
+        }
+        if (attempt % 100 == 0)
+            ww_warn("pipeline", "producer queue full, waiting topic=%s", o->topic);
+        ww_clock_sleep_ms(10, NULL);
+    }
+}
+
+static void on_delivery(void *ctx, void *opaque, bool ok, const char *error) {
+    ww_pipeline_t *p = ctx;
+    delivery_t *d = opaque;
+    entry_t *e = d->e;
+    pthread_mutex_lock(&p->lock);
+    if (ok) {
+        e->pending--;
+        if (e->pending == 0 && !e->abandoned) mark_done(p, e);
+        entry_unref(e);
+    } else {
+        /* A permanent delivery error (e.g. the topic is missing). Keep the
+         * entry undone and produce this output again from the poll loop. */
+        ww_err("pipeline", "delivery failed topic=%s error=\"%s\" (will retry)",
+               e->outs.out[d->idx].topic, error ? error : "?");
+        e->failed_out[d->idx] = true;
+        e->redo_next = p->redo;
+        p->redo = e;
+        ww_metrics_inc_retry("produce");
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- workers -------------------------------------------------------------- */
+
+static int64_t backoff_ms(ww_pipeline_t *p, int attempt, unsigned *seed) {
+    int64_t d = p->cfg.retry_base_ms;
+    for (int i = 0; i < attempt && d < p->cfg.retry_max_ms; i++) d *= 2;
+    if (d > p->cfg.retry_max_ms) d = p->cfg.retry_max_ms;
+    /* full jitter on the upper half: spreads retries of many workers */
+    return d / 2 + (int64_t)(rand_r(seed) % (unsigned)(d / 2 + 1));
+}
+
+static bool entry_abandoned(ww_pipeline_t *p, entry_t *e) {
+    pthread_mutex_lock(&p->lock);
+    bool a = e->abandoned;
+    pthread_mutex_unlock(&p->lock);
+    return a;
+}
+
+static void dead_letter_failure(entry_t *e, const ww_error_t *err) {
+    const ww_msg_t *m = e->msg;
+    ww_out_t *o = ww_outputs_add(&e->outs, e->route->dlq_topic, m->key, m->key_len, m->value,
+                                 m->value_len);
+    if (!o) return;
+    char num[32];
+    ww_out_add_header(o, "ww.error.code", "processing_failed", strlen("processing_failed"));
+    ww_out_add_header(o, "ww.error.reason", err->message, strlen(err->message));
+    ww_out_add_header(o, "ww.source.topic", m->topic, strlen(m->topic));
+    int n = snprintf(num, sizeof num, "%d", m->partition);
+    ww_out_add_header(o, "ww.source.partition", num, (size_t)n);
+    n = snprintf(num, sizeof num, "%lld", (long long)m->offset);
+    ww_out_add_header(o, "ww.source.offset", num, (size_t)n);
+    ww_metrics_inc_dead_letter(m->topic, "processing_failed");
+    ww_metrics_inc_processed(m->topic, "failed");
+}
+
+static void process(ww_pipeline_t *p, worker_t *w, entry_t *e) {
+    ww_outputs_t outs;
+    memset(&outs, 0, sizeof outs);
+    ww_error_t err;
+    bool finished = false;
+    for (int attempt = 0;; attempt++) {
+        if (entry_abandoned(p, e) || atomic_load(&p->stopping)) break;
+        ww_error_clear(&err);
+        ww_outputs_clear(&outs);
+        if (e->route->handle(e->route->ctx, e->msg, &outs, &err)) {
+            finished = true;
+            break;
+        }
+        if (!err.retryable) {
+            ww_err("pipeline", "permanent failure topic=%s partition=%d offset=%lld "
+                   "error=\"%s\": dead-lettering", e->msg->topic, e->msg->partition,
+                   (long long)e->msg->offset, err.message);
+            ww_outputs_clear(&outs);
+            dead_letter_failure(e, &err);
+            outs = e->outs;
+            memset(&e->outs, 0, sizeof e->outs);
+            finished = true;
+            break;
+        }
+        ww_metrics_inc_retry(ww_error_domain_name(err.domain));
+        int64_t delay = backoff_ms(p, attempt, &w->seed);
+        if (attempt == 0 || attempt % 10 == 0)
+            ww_warn("pipeline", "retrying topic=%s partition=%d offset=%lld attempt=%d "
+                    "delay_ms=%lld error=\"%s\"", e->msg->topic, e->msg->partition,
+                    (long long)e->msg->offset, attempt + 1, (long long)delay, err.message);
+        ww_clock_sleep_ms(delay, NULL);
+    }
+
+    pthread_mutex_lock(&p->lock);
+    if (!finished) {
+        /* given up: revoked or shutting down; the offset stays unstored */
+        ww_outputs_clear(&outs);
+        entry_unref(e);
+        pthread_cond_broadcast(&p->changed);
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
+    e->processed = true;
+    e->outs = outs;
+    e->pending = (int)outs.n;
+    e->refs += (int)outs.n;
+    if (outs.n == 0 && !e->abandoned) mark_done(p, e);
+    pthread_mutex_unlock(&p->lock);
+
+    for (size_t i = 0; i < e->outs.n; i++) {
+        e->dl[i].e = e;
+        e->dl[i].idx = (int)i;
+        if (!produce_one(p, e, (int)i)) {
+            /* could not even queue it: undone, re-run after restart */
+            pthread_mutex_lock(&p->lock);
+            e->abandoned = true;
+            e->pending--;
+            entry_unref(e);
+            pthread_mutex_unlock(&p->lock);
+        }
+    }
+    pthread_mutex_lock(&p->lock);
+    entry_unref(e); /* the worker's reference */
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void *worker_main(void *arg) {
+    worker_t *w = arg;
+    ww_pipeline_t *p = w->p;
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        while (w->count == 0 && !atomic_load(&p->quit)) pthread_cond_wait(&w->cond, &w->lock);
+        if (w->count == 0) {
+            pthread_mutex_unlock(&w->lock);
+            break;
+        }
+        entry_t *e = w->ring[w->head];
+        w->head = (w->head + 1) % w->cap;
+        w->count--;
+        pthread_mutex_unlock(&w->lock);
+        process(p, w, e);
+    }
+    return NULL;
+}
+
+/* ---- dispatch -------------------------------------------------------------- */
+
+static uint32_t hash_key(const ww_msg_t *m) {
+    uint32_t h = 2166136261u;
+    const unsigned char *k = m->key;
+    size_t n = m->key_len;
+    if (!k) {
+        k = (const unsigned char *)&m->partition;
+        n = sizeof m->partition;
+    }
+    for (size_t i = 0; i < n; i++) h = (h ^ k[i]) * 16777619u;
+    return h;
+}
+
+static bool dispatch(ww_pipeline_t *p, entry_t *e) {
+    worker_t *w = &p->workers[hash_key(e->msg) % (uint32_t)p->n_workers];
+    pthread_mutex_lock(&w->lock);
+    if (w->count == w->cap) {
+        pthread_mutex_unlock(&w->lock);
+        return false;
+    }
+    w->ring[(w->head + w->count) % w->cap] = e;
+    w->count++;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    return true;
+}
+
+static const ww_route_t *route_for(ww_pipeline_t *p, const char *topic) {
+    for (size_t i = 0; i < p->n_routes; i++)
+        if (strcmp(p->routes[i].topic, topic) == 0) return &p->routes[i];
+    return NULL;
+}
+
+/* Takes ownership of msg. */
+static void accept(ww_pipeline_t *p, ww_msg_t *msg) {
+    ww_metrics_inc_consumed(msg->topic);
+    const ww_route_t *route = route_for(p, msg->topic);
+    entry_t *e = calloc(1, sizeof *e);
+    pthread_mutex_lock(&p->lock);
+    part_t *pt = find_part(p, msg->topic, msg->partition, false);
+    if (!route || !pt || !pt->assigned || !e) {
+        /* not ours (late message of a revoked partition): its next owner reads it */
+        pthread_mutex_unlock(&p->lock);
+        free(e);
+        ww_msg_destroy(msg);
+        return;
+    }
+    e->part = pt;
+    e->offset = msg->offset;
+    e->msg = msg;
+    e->route = route;
+    e->refs = 2; /* deque + worker */
+    if (pt->tail)
+        pt->tail->next = e;
+    else
+        pt->head = e;
+    pt->tail = e;
+    bool hold = p->held_head != NULL;
+    if (!hold && !dispatch(p, e)) hold = true;
+    if (hold) {
+        if (p->held_tail)
+            p->held_tail->held_next = e;
+        else
+            p->held_head = e;
+        p->held_tail = e;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (hold) {
+        /* backpressure: stop fetching until the workers catch up */
+        if (!p->paused) ww_debug("pipeline", "workers busy: pausing fetch");
+        ww_bus_pause_all(p->bus);
+        p->paused = true;
+    }
+}
+
+/* Dispatches held entries in order; resumes fetching once all are out. */
+static void drain_held(ww_pipeline_t *p) {
+    pthread_mutex_lock(&p->lock);
+    while (p->held_head) {
+        entry_t *e = p->held_head;
+        if (!e->abandoned && !dispatch(p, e)) break;
+        p->held_head = e->held_next;
+        if (!p->held_head) p->held_tail = NULL;
+        e->held_next = NULL;
+        if (e->abandoned) entry_unref(e); /* the worker reference it never used */
+    }
+    bool empty = p->held_head == NULL;
+    pthread_mutex_unlock(&p->lock);
+    if (empty && p->paused) {
+        ww_bus_resume_all(p->bus);
+        p->paused = false;
+        ww_debug("pipeline", "resumed fetch");
+    }
+}
+
+static void redo_outputs(ww_pipeline_t *p) {
+    pthread_mutex_lock(&p->lock);
+    entry_t *list = p->redo;
+    p->redo = NULL;
+    pthread_mutex_unlock(&p->lock);
+    for (entry_t *e = list, *next; e; e = next) {
+        next = e->redo_next;
+        for (size_t i = 0; i < e->outs.n; i++) {
+            if (!e->failed_out[i]) continue;
+            e->failed_out[i] = false;
+            produce_one(p, e, (int)i);
+        }
+    }
+}
+
+/* Stores the contiguous done prefix of every assigned partition. */
+static void store_offsets(ww_pipeline_t *p) {
+    for (;;) {
+        char topic[250];
+        int32_t partition = -1;
+        int64_t next = -1;
+        pthread_mutex_lock(&p->lock);
+        for (part_t *pt = p->parts; pt && partition < 0; pt = pt->next) {
+            if (!pt->assigned || !pt->head || !pt->head->done) continue;
+            while (pt->head && pt->head->done) {
+                entry_t *e = pt->head;
+                next = e->offset + 1;
+                pt->head = e->next;
+                if (!pt->head) pt->tail = NULL;
+                entry_unref(e);
+            }
+            snprintf(topic, sizeof topic, "%s", pt->topic);
+            partition = pt->partition;
+        }
+        pthread_mutex_unlock(&p->lock);
+        if (partition < 0) return;
+        ww_error_t err;
+        if (!ww_bus_store_offset(p->bus, topic, partition, next, &err))
+            ww_warn("pipeline", "%s", err.message);
+        else
+            ww_debug("pipeline", "stored topic=%s partition=%d offset=%lld", topic, partition,
+                     (long long)next);
+    }
+}
+
+/* true when no entry of the given partitions (all when parts==NULL) is
+ * dispatched and unfinished. Under p->lock. */
+static bool quiet(ww_pipeline_t *p, const ww_partition_t *parts, size_t n) {
+    for (part_t *pt = p->parts; pt; pt = pt->next) {
+        if (!pt->assigned) continue;
+        bool match = parts == NULL;
+        for (size_t i = 0; i < n && !match; i++)
+            match = parts[i].partition == pt->partition && strcmp(parts[i].topic, pt->topic) == 0;
+        if (!match) continue;
+        for (entry_t *e = pt->head; e; e = e->next)
+            if (!e->done && !e->abandoned) return false;
+    }
+    return true;
+}
+
+/* Abandons undispatched (held) entries of the matching partitions. */
+static void abandon_held(ww_pipeline_t *p, const ww_partition_t *parts, size_t n) {
+    for (entry_t *e = p->held_head; e; e = e->held_next) {
+        bool match = parts == NULL;
+        for (size_t i = 0; i < n && !match; i++)
+            match = parts[i].partition == e->part->partition &&
+                    strcmp(parts[i].topic, e->part->topic) == 0;
+        if (match) e->abandoned = true;
+    }
+}
+
+static void wait_quiet(ww_pipeline_t *p, const ww_partition_t *parts, size_t n, int timeout_ms) {
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&p->lock);
+    abandon_held(p, parts, n);
+    while (!quiet(p, parts, n))
+        if (pthread_cond_timedwait(&p->changed, &p->lock, &deadline) != 0) break;
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- rebalance hooks (poll thread) ------------------------------------------ */
+
+static void on_assign(void *ctx, const ww_partition_t *parts, size_t n) {
+    ww_pipeline_t *p = ctx;
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < n; i++) {
+        part_t *pt = find_part(p, parts[i].topic, parts[i].partition, true);
+        if (pt) {
+            pt->assigned = true;
+            pt->head = pt->tail = NULL;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void on_revoke(void *ctx, const ww_partition_t *parts, size_t n, bool lost) {
+    ww_pipeline_t *p = ctx;
+    /* Lost partitions already belong to someone else: do not wait for them. */
+    wait_quiet(p, parts, n, lost ? 0 : p->cfg.shutdown_timeout_ms);
+    if (!lost) store_offsets(p);
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < n; i++) {
+        part_t *pt = find_part(p, parts[i].topic, parts[i].partition, false);
+        if (!pt) continue;
+        for (entry_t *e = pt->head, *next; e; e = next) {
+            next = e->next;
+            if (!e->done) e->abandoned = true;
+            e->next = NULL;
+            entry_unref(e);
+        }
+        pt->head = pt->tail = NULL;
+        pt->assigned = false;
+    }
+    /* held entries of these partitions leave the held list now */
+    entry_t **link = &p->held_head;
+    p->held_tail = NULL;
+    while (*link) {
+        entry_t *e = *link;
+        if (e->abandoned) {
+            *link = e->held_next;
+            entry_unref(e);
+        } else {
+            p->held_tail = e;
+            link = &e->held_next;
+        }
+    }
+    pthread_cond_broadcast(&p->changed);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- public ---------------------------------------------------------------- */
+
+void ww_pipeline_config_defaults(ww_pipeline_config_t *cfg) {
+    cfg->workers = 8;
+    cfg->queue_depth = 64;
+    cfg->shutdown_timeout_ms = 5000;
+    cfg->retry_base_ms = 100;
+    cfg->retry_max_ms = 10000;
+}
+
+ww_pipeline_t *ww_pipeline_new(const ww_pipeline_config_t *cfg, const ww_route_t *routes,
+                               size_t n_routes, ww_error_t *error) {
+    ww_pipeline_t *p = calloc(1, sizeof *p);
+    if (!p) goto oom;
+    p->cfg = *cfg;
+    if (p->cfg.retry_base_ms < 2) p->cfg.retry_base_ms = 2;
+    if (p->cfg.retry_max_ms < p->cfg.retry_base_ms) p->cfg.retry_max_ms = p->cfg.retry_base_ms;
+    p->routes = calloc(n_routes, sizeof *routes);
+    if (!p->routes) goto oom;
+    memcpy(p->routes, routes, n_routes * sizeof *routes);
+    p->n_routes = n_routes;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->changed, NULL);
+    p->n_workers = cfg->workers > 0 ? cfg->workers : 1;
+    p->workers = calloc((size_t)p->n_workers, sizeof *p->workers);
+    if (!p->workers) goto oom;
+    for (int i = 0; i < p->n_workers; i++) {
+        worker_t *w = &p->workers[i];
+        w->p = p;
+        w->cap = cfg->queue_depth > 0 ? cfg->queue_depth : 64;
+        w->ring = calloc((size_t)w->cap, sizeof *w->ring);
+        w->seed = (unsigned)time(NULL) ^ (unsigned)(i * 7919);
+        pthread_mutex_init(&w->lock, NULL);
+        pthread_cond_init(&w->cond, NULL);
+        if (!w->ring || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            ww_error_set(error, WW_ERR_SYSTEM, 0, false, "cannot start worker thread %d", i);
+            p->n_workers = i;
+            ww_pipeline_destroy(p);
+            return NULL;
+        }
+    }
+    return p;
+oom:
+    ww_error_set(error, WW_ERR_SYSTEM, 0, false, "out of memory");
+    if (p) free(p->routes);
+    free(p);
+    return NULL;
+}
+
+ww_bus_hooks_t ww_pipeline_bus_hooks(ww_pipeline_t *p) {
+    ww_bus_hooks_t h = {.ctx = p, .on_assign = on_assign, .on_revoke = on_revoke,
+                        .on_delivery = on_delivery};
+    return h;
+}
+
+void ww_pipeline_attach(ww_pipeline_t *p, ww_bus_t *bus) { p->bus = bus; }
+
+void ww_pipeline_run(ww_pipeline_t *p, volatile int *stop) {
+    int64_t next_lag = 0;
+    while (!*stop && !ww_bus_fatal(p->bus)) {
+        int64_t now = ww_clock_mono_ms();
+        ww_health_progress(now);
+        if (p->held_head || p->paused) drain_held(p);
+        if (p->redo) redo_outputs(p);
+        ww_msg_t *m = ww_bus_poll(p->bus, 100);
+        if (m) accept(p, m);
+        store_offsets(p);
+        if (now >= next_lag) {
+            ww_bus_update_lag(p->bus);
+            next_lag = now + 5000;
+        }
+    }
+    /* Drain: finish what is in flight (bounded), store, commit. */
+    ww_info("pipeline", "stopping: waiting up to %d ms for in-flight messages",
+            p->cfg.shutdown_timeout_ms);
+    wait_quiet(p, NULL, 0, p->cfg.shutdown_timeout_ms);
+    atomic_store(&p->stopping, true);
+    store_offsets(p);
+    ww_error_t err;
+    if (!ww_bus_commit_stored(p->bus, &err)) ww_warn("pipeline", "%s", err.message);
+}
+
+void ww_pipeline_destroy(ww_pipeline_t *p) {
+    if (!p) return;
+    atomic_store(&p->stopping, true);
+    atomic_store(&p->quit, true);
+    for (int i = 0; i < p->n_workers; i++) {
+        worker_t *w = &p->workers[i];
+        pthread_mutex_lock(&w->lock);
+        pthread_cond_broadcast(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+    }
+    for (int i = 0; i < p->n_workers; i++) {
+        worker_t *w = &p->workers[i];
+        pthread_join(w->thread, NULL);
+        /* queued entries never started: drop their worker reference */
+        pthread_mutex_lock(&p->lock);
+        for (int k = 0; k < w->count; k++) entry_unref(w->ring[(w->head + k) % w->cap]);
+        pthread_mutex_unlock(&p->lock);
+        free(w->ring);
+        pthread_mutex_destroy(&w->lock);
+        pthread_cond_destroy(&w->cond);
+    }
+    free(p->workers);
+    pthread_mutex_lock(&p->lock);
+    for (entry_t *e = p->held_head, *next; e; e = next) {
+        next = e->held_next;
+        entry_unref(e);
+    }
+    for (part_t *pt = p->parts, *next; pt; pt = next) {
+        next = pt->next;
+        for (entry_t *e = pt->head, *en; e; e = en) {
+            en = e->next;
+            entry_unref(e);
+        }
+        free(pt);
+    }
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->changed);
+    free(p->routes);
+    free(p);
+}
+
+uint64_t ww_pipeline_done_count(const ww_pipeline_t *p) {
+    return atomic_load(&((ww_pipeline_t *)p)->done_count);
+}

@@ -1,0 +1,114 @@
+/* pipeline.h: the consume -> process -> produce engine.
+ *
+ * DESIGN
+ * - One polling thread (the caller of ww_pipeline_run) and N worker threads.
+ *   A message goes to worker hash(key) % N, so one key (an ownerUserId, an
+ *   invite code) is always handled by one thread, in offset order, while
+ *   different keys run concurrently (that is what the connection pool is
+ *   for). Correctness never depends on this routing: the handlers are
+ *   idempotent and guard every write; routing only buys ordering.
+ * - A message is done when its handler has finished and every output it
+ *   produced (result event, dead letter) has been acknowledged by Kafka.
+ *   Per partition, only the contiguous prefix of done offsets is stored;
+ *   auto-commit then commits it. A crash therefore re-delivers every
+ *   message whose effects might not be complete, and the handlers make
+ *   re-delivery harmless.
+ * - Handlers report infrastructure trouble as a retryable error: the worker
+ *   backs off (capped exponential, jitter) and tries again, forever, until
+ *   the partition is revoked or the process stops. Its queue fills, the
+ *   poller pauses fetching (the member stays in its group) and resumes when
+ *   there is room again. Nothing is dropped and no offset moves meanwhile.
+ * - On revoke, queued work of the lost partitions is abandoned, in-flight
+ *   work gets a bounded time to finish, and the done prefix is stored
+ *   before the partitions are handed over. */
+#ifndef WW_PIPELINE_H
+#define WW_PIPELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus.h"
+#include "error.h"
+
+#define WW_OUT_MAX 2
+#define WW_OUT_HEADERS_MAX 8
+
+typedef struct {
+    char name[48];
+    char *value;
+    size_t value_len;
+} ww_out_header_t;
+
+/* One message to produce once the handler is done. Owns its buffers. */
+typedef struct {
+    char topic[250];
+    char *key;
+    size_t key_len;
+    char *value;
+    size_t value_len;
+    size_t n_headers;
+    ww_out_header_t headers[WW_OUT_HEADERS_MAX];
+} ww_out_t;
+
+typedef struct {
+    size_t n;
+    ww_out_t out[WW_OUT_MAX];
+} ww_outputs_t;
+
+/* Adds an output (copies topic, key and value); NULL when full. */
+ww_out_t *ww_outputs_add(ww_outputs_t *outs, const char *topic, const void *key, size_t key_len,
+                         const void *value, size_t value_len);
+/* Adds a header (copies); false when full. */
+bool ww_out_add_header(ww_out_t *out, const char *name, const void *value, size_t value_len);
+void ww_outputs_clear(ww_outputs_t *outs);
+
+/* A handler processes one message of its topic. It returns true when the
+ * message is finished (applied, rejected or dead-lettered: described by the
+ * outputs it adds). It returns false with error->retryable set when the
+ * infrastructure failed (the pipeline retries it later) and false with a
+ * permanent error for a failure of this message only (the pipeline
+ * dead-letters it to `dlq_topic` with reason "processing_failed"). */
+typedef bool (*ww_handle_fn)(void *ctx, const ww_msg_t *msg, ww_outputs_t *outs,
+                             ww_error_t *error);
+
+typedef struct {
+    const char *topic;
+    const char *dlq_topic;
+    ww_handle_fn handle;
+    void *ctx;
+} ww_route_t;
+
+typedef struct {
+    int32_t workers;          /* threads */
+    int32_t queue_depth;      /* per worker */
+    int32_t shutdown_timeout_ms;
+    int32_t retry_base_ms;    /* first backoff */
+    int32_t retry_max_ms;     /* backoff cap */
+} ww_pipeline_config_t;
+
+void ww_pipeline_config_defaults(ww_pipeline_config_t *cfg);
+
+typedef struct ww_pipeline ww_pipeline_t;
+
+/* Creates the pipeline and its worker threads. Routes are copied (topic
+ * strings must outlive the pipeline). */
+ww_pipeline_t *ww_pipeline_new(const ww_pipeline_config_t *cfg, const ww_route_t *routes,
+                               size_t n_routes, ww_error_t *error);
+
+/* The hooks to give ww_bus_new (rebalance + delivery); bind with
+ * ww_pipeline_attach before the first poll. */
+ww_bus_hooks_t ww_pipeline_bus_hooks(ww_pipeline_t *p);
+void ww_pipeline_attach(ww_pipeline_t *p, ww_bus_t *bus);
+
+/* Polls and processes until *stop becomes non-zero, then drains in-flight
+ * work for up to shutdown_timeout_ms and stores the done offsets. */
+void ww_pipeline_run(ww_pipeline_t *p, volatile int *stop);
+
+/* Stops the worker threads and frees everything (after run returned). */
+void ww_pipeline_destroy(ww_pipeline_t *p);
+
+/* Counters for tests and the shutdown log. */
+uint64_t ww_pipeline_done_count(const ww_pipeline_t *p);
+
+#endif

@@ -1,0 +1,868 @@
+/* wallet.c: see wallet.h and docs/wallet-protocol.md.
+ *
+ * DESIGN (why it is safe without multi-document transactions)
+ * - The wallet document is the one place where decisions about its keys are
+ *   serialised. Every decision (applied or insufficient_funds) is written by a
+ *   single-document update guarded by the snapshot's exact version and
+ *   balance, and records a marker {the full ledger entry} in the wallet's
+ *   `pendingTransactions` array in the same update. Two writers deciding the
+ *   same key cannot both succeed: the second one's guard no longer matches,
+ *   it starts over and finds the first one's marker or ledger entry.
+ * - Markers are removed only by a later guarded update (which bumps the
+ *   version) and only once their ledger entry exists. A reader that takes
+ *   the wallet snapshot BEFORE reading the ledger therefore always sees a
+ *   decided key: either its marker is in the snapshot, or its ledger entry
+ *   was written before the marker was pruned, hence before the snapshot,
+ *   hence before the ledger read. This is what defeats a zombie (a consumer
+ *   whose partition moved on while it was paused): whatever it read earlier,
+ *   its guarded update fails once anyone has decided since its snapshot.
+ * - The ledger entry is built once, inside the marker, with its _id chosen
+ *   there; whoever writes it (the decider, a retry after a crash, or the next
+ *   command on the same wallet completing an orphan) writes the same
+ *   document, and the unique idempotencyKey index makes it happen once.
+ * - wallet_not_found has no wallet to serialise on: its ledger insert is the
+ *   decision. If a wallet for the owner appears and another writer applies
+ *   the same key concurrently, the applier finds the wallet_not_found entry
+ *   when it writes the ledger and undoes its own, never-reported effect. */
+#include "wallet.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "clock.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+
+#define MARKERS "pendingTransactions"
+#define MAX_MARKERS 64      /* per wallet; in practice 0-2 (in-flight keys) */
+#define MAX_WALLETS 8       /* documents per owner (live + soft-deleted) */
+#define MAX_ATTEMPTS 64     /* guarded-update races before giving up (retryable) */
+#define BALANCE_MAX INT64_C(9007199254740991) /* 2^53-1: exact in every client */
+
+const char *ww_outcome_name(ww_outcome_t outcome) {
+    switch (outcome) {
+    case WW_OUTCOME_APPLIED: return "applied";
+    case WW_OUTCOME_DUPLICATE: return "duplicate";
+    case WW_OUTCOME_CONFLICT: return "conflict";
+    case WW_OUTCOME_INSUFFICIENT_FUNDS: return "insufficient_funds";
+    case WW_OUTCOME_WALLET_NOT_FOUND: return "wallet_not_found";
+    case WW_OUTCOME_INVALID: return "invalid";
+    }
+    return "unknown";
+}
+
+static bool outcome_from_name(const char *s, ww_outcome_t *out) {
+    for (int o = WW_OUTCOME_APPLIED; o <= WW_OUTCOME_INVALID; o++) {
+        if (strcmp(s, ww_outcome_name((ww_outcome_t)o)) == 0) {
+            *out = (ww_outcome_t)o;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- reading stored numbers ------------------------------------------------ */
+
+/* int32, int64 or an integral double within 2^53: the shapes the backend's
+ * Mongoose models may have written. Anything else is unusable data. */
+static bool read_exact_int(const bson_iter_t *it, int64_t *out) {
+    switch (bson_iter_type(it)) {
+    case BSON_TYPE_INT32: *out = bson_iter_int32(it); return true;
+    case BSON_TYPE_INT64: *out = bson_iter_int64(it); return true;
+    case BSON_TYPE_DOUBLE: {
+        double d = bson_iter_double(it);
+        if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0)) return false;
+        int64_t v = (int64_t)d;
+        if ((double)v != d) return false;
+        *out = v;
+        return true;
+    }
+    default: return false;
+    }
+}
+
+static bool doc_int(const bson_t *doc, const char *key, int64_t *out) {
+    bson_iter_t it;
+    return bson_iter_init_find(&it, doc, key) && read_exact_int(&it, out);
+}
+
+static const char *doc_str(const bson_t *doc, const char *key) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it))
+        return bson_iter_utf8(&it, NULL);
+    return NULL;
+}
+
+static bool doc_oid(const bson_t *doc, const char *key, bson_oid_t *out) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_OID(&it)) {
+        bson_oid_copy(bson_iter_oid(&it), out);
+        return true;
+    }
+    return false;
+}
+
+/* A field that is absent or null. */
+static bool doc_missing_or_null(const bson_t *doc, const char *key) {
+    bson_iter_t it;
+    return !bson_iter_init_find(&it, doc, key) || BSON_ITER_HOLDS_NULL(&it);
+}
+
+/* ---- the ledger entry ------------------------------------------------------ */
+
+static void append_date_now(bson_t *doc, const char *key, int64_t now_ms) {
+    bson_append_date_time(doc, key, -1, now_ms);
+}
+
+static void append_reference(bson_t *doc, const ww_command_t *cmd) {
+    if (!cmd->has_reference) return;
+    bson_t ref;
+    bson_append_document_begin(doc, "reference", -1, &ref);
+    for (size_t i = 0; i < cmd->reference_count; i++) {
+        const ww_command_ref_t *r = &cmd->reference[i];
+        switch (r->kind) {
+        case WW_COMMAND_REF_STRING:
+            bson_append_utf8(&ref, r->key, -1, r->str, (int)r->str_len);
+            break;
+        case WW_COMMAND_REF_INT: bson_append_int64(&ref, r->key, -1, r->i); break;
+        case WW_COMMAND_REF_BOOL: bson_append_bool(&ref, r->key, -1, r->b); break;
+        }
+    }
+    bson_append_document_end(doc, &ref);
+}
+
+/* The transactions document for a decision. walletId NULL for
+ * wallet_not_found. Built once and stored verbatim in the wallet's marker. */
+static void build_ledger(bson_t *doc, const ww_command_t *cmd, const bson_oid_t *txid,
+                         ww_outcome_t outcome, const bson_oid_t *wallet_id,
+                         const bson_oid_t *owner, bool has_balance, int64_t balance_after,
+                         const char *topic, int32_t partition, int64_t offset, int64_t now_ms) {
+    bson_init(doc);
+    BSON_APPEND_OID(doc, "_id", txid);
+    BSON_APPEND_UTF8(doc, "idempotencyKey", cmd->idempotency_key);
+    BSON_APPEND_UTF8(doc, "type", cmd->type == WW_COMMAND_DEBIT ? "debit" : "credit");
+    BSON_APPEND_UTF8(doc, "status", ww_outcome_name(outcome));
+    if (wallet_id)
+        BSON_APPEND_OID(doc, "walletId", wallet_id);
+    else
+        BSON_APPEND_NULL(doc, "walletId");
+    BSON_APPEND_OID(doc, "ownerUserId", owner);
+    BSON_APPEND_INT64(doc, "amountPaise", cmd->amount_paise);
+    if (has_balance)
+        BSON_APPEND_INT64(doc, "balanceAfterPaise", balance_after);
+    else
+        BSON_APPEND_NULL(doc, "balanceAfterPaise");
+    BSON_APPEND_UTF8(doc, "fingerprint", cmd->fingerprint);
+    append_reference(doc, cmd);
+    if (cmd->has_occurred_at) bson_append_date_time(doc, "occurredAt", -1, cmd->occurred_at_ms);
+    bson_t src;
+    bson_append_document_begin(doc, "source", -1, &src);
+    BSON_APPEND_UTF8(&src, "topic", topic ? topic : "");
+    BSON_APPEND_INT32(&src, "partition", partition);
+    BSON_APPEND_INT64(&src, "offset", offset);
+    bson_append_document_end(doc, &src);
+    append_date_now(doc, "createdAt", now_ms);
+    append_date_now(doc, "updatedAt", now_ms);
+}
+
+/* Fills a result from a stored ledger entry (ours or an earlier one). */
+static bool result_from_ledger(const bson_t *entry, ww_wallet_result_t *r, ww_error_t *error) {
+    const char *status = doc_str(entry, "status");
+    ww_outcome_t o;
+    if (!status || !outcome_from_name(status, &o)) {
+        ww_error_set(error, WW_ERR_DB, 0, false, "ledger entry has no usable status");
+        return false;
+    }
+    r->original = o;
+    bson_oid_t oid;
+    if (doc_oid(entry, "_id", &oid)) {
+        bson_oid_to_string(&oid, r->transaction_id);
+        r->has_transaction = true;
+    }
+    if (doc_oid(entry, "walletId", &oid)) {
+        bson_oid_to_string(&oid, r->wallet_id);
+        r->has_wallet = true;
+    }
+    doc_int(entry, "amountPaise", &r->amount_paise);
+    r->has_balance = doc_int(entry, "balanceAfterPaise", &r->balance_after_paise);
+    return true;
+}
+
+static void set_rejection(ww_wallet_result_t *r, ww_outcome_t o) {
+    switch (o) {
+    case WW_OUTCOME_INSUFFICIENT_FUNDS:
+        snprintf(r->error_code, sizeof r->error_code, "insufficient_funds");
+        snprintf(r->error_message, sizeof r->error_message,
+                 "the wallet's available balance is lower than amountPaise");
+        break;
+    case WW_OUTCOME_WALLET_NOT_FOUND:
+        snprintf(r->error_code, sizeof r->error_code, "wallet_not_found");
+        snprintf(r->error_message, sizeof r->error_message,
+                 "no live wallet exists for ownerUserId");
+        break;
+    case WW_OUTCOME_INVALID:
+        snprintf(r->error_code, sizeof r->error_code, "balance_limit_exceeded");
+        snprintf(r->error_message, sizeof r->error_message,
+                 "the credit would take the balance above 2^53-1 paise");
+        break;
+    default: break;
+    }
+}
+
+/* The key was decided before: same payload = duplicate (the first result
+ * again), different payload = conflict (nothing changes). */
+static bool answer_repeat(const ww_command_t *cmd, const bson_t *entry, ww_wallet_result_t *r,
+                          ww_error_t *error) {
+    if (!result_from_ledger(entry, r, error)) return false;
+    const char *fp = doc_str(entry, "fingerprint");
+    if (fp && strcmp(fp, cmd->fingerprint) == 0) {
+        r->outcome = WW_OUTCOME_DUPLICATE;
+        set_rejection(r, r->original);
+    } else {
+        r->outcome = WW_OUTCOME_CONFLICT;
+        snprintf(r->error_code, sizeof r->error_code, "conflict");
+        snprintf(r->error_message, sizeof r->error_message,
+                 "idempotencyKey was already used with a different payload");
+    }
+    return true;
+}
+
+/* ---- database steps ---------------------------------------------------------- */
+
+static bool find_ledger(ww_db_t *db, const char *key, bson_t *out, bool *found,
+                        ww_error_t *error) {
+    bson_t filter = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&filter, "idempotencyKey", key);
+    bool ok = ww_db_find_one(db, WW_TRANSACTIONS, &filter, NULL, out, found, error);
+    bson_destroy(&filter);
+    return ok;
+}
+
+typedef struct {
+    bson_t docs[MAX_WALLETS];
+    size_t n;
+    int live; /* index of the live wallet, -1 when none */
+} wallets_t;
+
+static bool collect_wallet(const bson_t *doc, void *ctx) {
+    wallets_t *w = ctx;
+    if (w->n >= MAX_WALLETS) return false;
+    bson_copy_to(doc, &w->docs[w->n]);
+    if (w->live < 0 && doc_missing_or_null(doc, "deletedAt")) w->live = (int)w->n;
+    w->n++;
+    return true;
+}
+
+static void wallets_destroy(wallets_t *w) {
+    for (size_t i = 0; i < w->n; i++) bson_destroy(&w->docs[i]);
+    w->n = 0;
+}
+
+/* Every wallet document of the owner, live and soft-deleted (markers may sit
+ * in a wallet that was deleted after deciding a key). */
+static bool snapshot_wallets(ww_db_t *db, const bson_oid_t *owner, wallets_t *w,
+                             ww_error_t *error) {
+    memset(w, 0, sizeof *w);
+    w->live = -1;
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
+    BSON_APPEND_OID(&filter, "ownerUserId", owner);
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+    BSON_APPEND_INT32(&sort, "_id", 1);
+    bson_append_document_end(&opts, &sort);
+    BSON_APPEND_INT64(&opts, "limit", MAX_WALLETS);
+    bool ok = ww_db_find(db, WW_WALLETS, &filter, &opts, collect_wallet, w, error);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    if (!ok) wallets_destroy(w);
+    return ok;
+}
+
+typedef struct {
+    bson_t doc; /* the embedded ledger entry */
+    const char *key;
+    size_t wallet; /* index in wallets_t */
+    bool in_ledger;
+} marker_t;
+
+typedef struct {
+    marker_t m[MAX_MARKERS * 2];
+    size_t n;
+} markers_t;
+
+static void markers_destroy(markers_t *ms) {
+    for (size_t i = 0; i < ms->n; i++) bson_destroy(&ms->m[i].doc);
+    ms->n = 0;
+}
+
+static bool collect_markers(const wallets_t *w, markers_t *ms, ww_error_t *error) {
+    ms->n = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        bson_iter_t it, arr;
+        if (!bson_iter_init_find(&it, &w->docs[i], MARKERS)) continue;
+        if (!BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &arr)) continue;
+        while (bson_iter_next(&arr)) {
+            if (!BSON_ITER_HOLDS_DOCUMENT(&arr)) continue;
+            if (ms->n >= sizeof ms->m / sizeof ms->m[0]) {
+                ww_error_set(error, WW_ERR_DB, 0, true, "too many pending markers on one owner");
+                markers_destroy(ms);
+                return false;
+            }
+            uint32_t len;
+            const uint8_t *data;
+            bson_iter_document(&arr, &len, &data);
+            marker_t *m = &ms->m[ms->n];
+            if (!bson_init_static(&m->doc, data, len)) continue;
+            bson_t copy;
+            bson_copy_to(&m->doc, &copy);
+            m->doc = copy;
+            m->key = doc_str(&m->doc, "idempotencyKey");
+            if (!m->key) {
+                bson_destroy(&m->doc);
+                continue;
+            }
+            m->wallet = i;
+            m->in_ledger = false;
+            ms->n++;
+        }
+    }
+    return true;
+}
+
+typedef struct {
+    markers_t *ms;
+    const char *key;
+    bson_t *key_entry;
+    bool *key_found;
+} ledger_scan_t;
+
+static bool scan_ledger_doc(const bson_t *doc, void *ctx) {
+    ledger_scan_t *s = ctx;
+    const char *k = doc_str(doc, "idempotencyKey");
+    if (!k) return true;
+    if (strcmp(k, s->key) == 0 && !*s->key_found) {
+        bson_copy_to(doc, s->key_entry);
+        *s->key_found = true;
+    }
+    for (size_t i = 0; i < s->ms->n; i++)
+        if (strcmp(s->ms->m[i].key, k) == 0) s->ms->m[i].in_ledger = true;
+    return true;
+}
+
+/* Step 3: one query for the key and every marker's key. */
+static bool read_ledger_after_snapshot(ww_db_t *db, const char *key, markers_t *ms,
+                                       bson_t *key_entry, bool *key_found, ww_error_t *error) {
+    *key_found = false;
+    bson_t filter = BSON_INITIALIZER, cond, in;
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "idempotencyKey", &cond);
+    BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &in);
+    char idx[16];
+    const char *ikey;
+    uint32_t n = 0;
+    bson_uint32_to_string(n, &ikey, idx, sizeof idx);
+    BSON_APPEND_UTF8(&in, ikey, key);
+    for (size_t i = 0; i < ms->n; i++) {
+        bson_uint32_to_string(++n, &ikey, idx, sizeof idx);
+        BSON_APPEND_UTF8(&in, ikey, ms->m[i].key);
+    }
+    bson_append_array_end(&cond, &in);
+    bson_append_document_end(&filter, &cond);
+    ledger_scan_t s = {ms, key, key_entry, key_found};
+    bool ok = ww_db_find(db, WW_TRANSACTIONS, &filter, NULL, scan_ledger_doc, &s, error);
+    bson_destroy(&filter);
+    if (!ok && *key_found) {
+        bson_destroy(key_entry);
+        *key_found = false;
+    }
+    return ok;
+}
+
+/* Inserts a ledger entry built in a marker. *same: the stored entry is this
+ * one (inserted now, or earlier by another writer); when it is not, *other
+ * holds the entry that won (the caller destroys it). */
+static bool write_ledger(ww_db_t *db, const bson_t *entry, bool *same, bson_t *other,
+                         bool *has_other, ww_error_t *error) {
+    *same = false;
+    *has_other = false;
+    bool dup;
+    if (!ww_db_insert_one(db, WW_TRANSACTIONS, entry, &dup, error)) return false;
+    if (!dup) {
+        *same = true;
+        return true;
+    }
+    const char *key = doc_str(entry, "idempotencyKey");
+    bool found;
+    if (!find_ledger(db, key, other, &found, error)) return false;
+    if (!found) {
+        /* A duplicate on some other unique index, not idempotencyKey. */
+        ww_error_set(error, WW_ERR_DB, WW_DB_DUPLICATE_KEY, false,
+                     "ledger insert hit a unique index other than idempotencyKey");
+        return false;
+    }
+    bson_oid_t a, b;
+    *same = doc_oid(entry, "_id", &a) && doc_oid(other, "_id", &b) && bson_oid_equal(&a, &b);
+    if (*same)
+        bson_destroy(other);
+    else
+        *has_other = true;
+    return true;
+}
+
+/* Writes the ledger entries of markers whose entry is missing (orphans of a
+ * crash), so they can be pruned. */
+static bool complete_orphans(ww_db_t *db, markers_t *ms, const char *except, ww_error_t *error) {
+    for (size_t i = 0; i < ms->n; i++) {
+        marker_t *m = &ms->m[i];
+        if (m->in_ledger || strcmp(m->key, except) == 0) continue;
+        bool same, has_other;
+        bson_t other;
+        if (!write_ledger(db, &m->doc, &same, &other, &has_other, error)) return false;
+        if (has_other) bson_destroy(&other);
+        ww_info("wallet", "completed an interrupted command key=%s", m->key);
+        m->in_ledger = true;
+    }
+    return true;
+}
+
+/* The guarded update: succeeds only if the wallet still has the snapshot's
+ * version and balance (and is live). */
+static bool guarded_update(ww_db_t *db, const bson_t *wallet, int64_t version, int64_t balance,
+                           int64_t new_balance, const markers_t *ms, const bson_t *add_marker,
+                           const char *drop_key, bool *matched, ww_error_t *error) {
+    bson_oid_t wid;
+    doc_oid(wallet, "_id", &wid);
+    bson_t filter = BSON_INITIALIZER, upd = BSON_INITIALIZER, set, arr;
+    BSON_APPEND_OID(&filter, "_id", &wid);
+    BSON_APPEND_INT64(&filter, "version", version);
+    BSON_APPEND_INT64(&filter, "availablePaise", balance);
+    BSON_APPEND_NULL(&filter, "deletedAt");
+    int64_t now = ww_clock_now_ms();
+    BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
+    BSON_APPEND_INT64(&set, "availablePaise", new_balance);
+    BSON_APPEND_INT64(&set, "version", version + 1);
+    BSON_APPEND_ARRAY_BEGIN(&set, MARKERS, &arr);
+    uint32_t n = 0;
+    char idx[16];
+    const char *ikey;
+    /* keep the markers of this wallet whose ledger entry is still missing */
+    for (size_t i = 0; i < ms->n; i++) {
+        const marker_t *m = &ms->m[i];
+        if (m->in_ledger) continue;
+        bson_oid_t mw;
+        if (!doc_oid(&m->doc, "walletId", &mw) || !bson_oid_equal(&mw, &wid)) continue;
+        if (drop_key && strcmp(m->key, drop_key) == 0) continue;
+        bson_uint32_to_string(n++, &ikey, idx, sizeof idx);
+        BSON_APPEND_DOCUMENT(&arr, ikey, &m->doc);
+    }
+    if (add_marker) {
+        bson_uint32_to_string(n++, &ikey, idx, sizeof idx);
+        BSON_APPEND_DOCUMENT(&arr, ikey, add_marker);
+    }
+    bson_append_array_end(&set, &arr);
+    append_date_now(&set, "updatedAt", now);
+    bson_append_document_end(&upd, &set);
+    int64_t m = 0;
+    bool ok = ww_db_update_one(db, WW_WALLETS, &filter, &upd, NULL, &m, NULL, error);
+    *matched = ok && m == 1;
+    bson_destroy(&filter);
+    bson_destroy(&upd);
+    return ok;
+}
+
+/* ---- the protocol ---------------------------------------------------------------- */
+
+bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, int32_t partition,
+                     int64_t offset, ww_wallet_result_t *r, ww_error_t *error) {
+    memset(r, 0, sizeof *r);
+    r->amount_paise = cmd->amount_paise;
+    bson_oid_t owner;
+    bson_oid_init_from_string(&owner, cmd->owner_user_id);
+
+    for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        bool ok = false, found = false;
+        bson_t entry;
+
+        /* 1. decided before? (fast path for re-deliveries) */
+        if (!find_ledger(db, cmd->idempotency_key, &entry, &found, error)) return false;
+        if (found) {
+            ok = answer_repeat(cmd, &entry, r, error);
+            bson_destroy(&entry);
+            return ok;
+        }
+
+        /* 2. snapshot the owner's wallets */
+        wallets_t w;
+        markers_t ms;
+        ms.n = 0;
+        if (!snapshot_wallets(db, &owner, &w, error)) return false;
+        if (!collect_markers(&w, &ms, error)) goto fail;
+
+        /* 3. the ledger, read after the snapshot */
+        if (!read_ledger_after_snapshot(db, cmd->idempotency_key, &ms, &entry, &found, error))
+            goto fail;
+        if (found) { /* decided meanwhile */
+            ok = answer_repeat(cmd, &entry, r, error);
+            bson_destroy(&entry);
+            goto out;
+        }
+
+        /* 4a. a marker for this key: decided, ledger entry missing (crash
+         *     window, or the decider is still on its way): finish it */
+        for (size_t i = 0; i < ms.n; i++) {
+            if (strcmp(ms.m[i].key, cmd->idempotency_key) != 0) continue;
+            bool same, has_other;
+            bson_t other;
+            if (!write_ledger(db, &ms.m[i].doc, &same, &other, &has_other, error)) goto fail;
+            const bson_t *stored = has_other ? &other : &ms.m[i].doc;
+            const char *fp = doc_str(stored, "fingerprint");
+            if (fp && strcmp(fp, cmd->fingerprint) == 0 && same) {
+                ok = result_from_ledger(stored, r, error);
+                r->outcome = r->original;
+                set_rejection(r, r->outcome);
+            } else {
+                ok = answer_repeat(cmd, stored, r, error);
+            }
+            if (has_other) bson_destroy(&other);
+            goto out;
+        }
+
+        if (w.live < 0) {
+            /* no live wallet: the ledger insert is the decision */
+            bson_oid_t txid;
+            bson_oid_init(&txid, NULL);
+            build_ledger(&entry, cmd, &txid, WW_OUTCOME_WALLET_NOT_FOUND, NULL, &owner, false, 0,
+                         topic, partition, offset, ww_clock_now_ms());
+            bool same, has_other;
+            bson_t other;
+            ok = write_ledger(db, &entry, &same, &other, &has_other, error);
+            if (ok && same) {
+                ok = result_from_ledger(&entry, r, error);
+                r->outcome = WW_OUTCOME_WALLET_NOT_FOUND;
+                set_rejection(r, r->outcome);
+            } else if (ok) {
+                ok = answer_repeat(cmd, &other, r, error);
+            }
+            if (has_other) bson_destroy(&other);
+            bson_destroy(&entry);
+            goto out;
+        }
+
+        /* 4b. decide against the live wallet's snapshot */
+        const bson_t *wallet = &w.docs[w.live];
+        int64_t balance = 0, version = 0;
+        if (!doc_int(wallet, "availablePaise", &balance)) {
+            ww_error_set(error, WW_ERR_DB, 0, false,
+                         "wallet %s: availablePaise is missing or not an exact integer",
+                         cmd->owner_user_id);
+            goto fail;
+        }
+        bson_iter_t vit;
+        if (bson_iter_init_find(&vit, wallet, "version") && !read_exact_int(&vit, &version)) {
+            ww_error_set(error, WW_ERR_DB, 0, false, "wallet %s: version is not an integer",
+                         cmd->owner_user_id);
+            goto fail;
+        }
+        if (!complete_orphans(db, &ms, cmd->idempotency_key, error)) goto fail;
+
+        ww_outcome_t outcome = WW_OUTCOME_APPLIED;
+        int64_t new_balance = balance;
+        if (cmd->type == WW_COMMAND_DEBIT) {
+            if (balance < cmd->amount_paise)
+                outcome = WW_OUTCOME_INSUFFICIENT_FUNDS;
+            else
+                new_balance = balance - cmd->amount_paise;
+        } else if (balance > BALANCE_MAX - cmd->amount_paise) {
+            outcome = WW_OUTCOME_INVALID;
+        } else {
+            new_balance = balance + cmd->amount_paise;
+        }
+        bson_oid_t wid, txid;
+        doc_oid(wallet, "_id", &wid);
+        bson_oid_init(&txid, NULL);
+        build_ledger(&entry, cmd, &txid, outcome, &wid, &owner, true, new_balance, topic,
+                     partition, offset, ww_clock_now_ms());
+        bool matched;
+        ok = guarded_update(db, wallet, version, balance, new_balance, &ms, &entry, NULL, &matched,
+                            error);
+        if (!ok) {
+            bson_destroy(&entry);
+            goto fail;
+        }
+        if (!matched) {
+            /* someone changed the wallet since the snapshot: start over */
+            bson_destroy(&entry);
+            markers_destroy(&ms);
+            wallets_destroy(&w);
+            ww_metrics_inc_retry("wallet_contention");
+            continue;
+        }
+
+        /* 5. the ledger entry, from the marker we just recorded */
+        bool same, has_other;
+        bson_t other;
+        ok = write_ledger(db, &entry, &same, &other, &has_other, error);
+        if (ok && same) {
+            ok = result_from_ledger(&entry, r, error);
+            r->outcome = outcome;
+            set_rejection(r, outcome);
+        } else if (ok) {
+            /* Another decision won the ledger (wallet_not_found, taken while
+             * this owner had no wallet). Ours was never reported: undo it. */
+            ww_warn("wallet", "key=%s decided twice; keeping the ledger's outcome and undoing "
+                    "this worker's wallet update", cmd->idempotency_key);
+            wallets_t w2;
+            markers_t ms2;
+            ms2.n = 0;
+            for (int k = 0; ok && k < MAX_ATTEMPTS; k++) {
+                ok = snapshot_wallets(db, &owner, &w2, error) && collect_markers(&w2, &ms2, error);
+                if (!ok) break;
+                int64_t b2 = 0, v2 = 0;
+                bool matched2 = true;
+                for (size_t i = 0; i < w2.n; i++) {
+                    bool has_ours = false;
+                    for (size_t j = 0; j < ms2.n; j++)
+                        if (ms2.m[j].wallet == i && strcmp(ms2.m[j].key, cmd->idempotency_key) == 0)
+                            has_ours = true;
+                    if (!has_ours) continue;
+                    doc_int(&w2.docs[i], "availablePaise", &b2);
+                    doc_int(&w2.docs[i], "version", &v2);
+                    int64_t undo = b2 + (balance - new_balance);
+                    ok = guarded_update(db, &w2.docs[i], v2, b2, undo, &ms2, NULL,
+                                        cmd->idempotency_key, &matched2, error);
+                }
+                markers_destroy(&ms2);
+                wallets_destroy(&w2);
+                if (ok && matched2) break;
+            }
+            if (ok) ok = answer_repeat(cmd, &other, r, error);
+        }
+        if (has_other) bson_destroy(&other);
+        bson_destroy(&entry);
+    out:
+        markers_destroy(&ms);
+        wallets_destroy(&w);
+        return ok;
+    fail:
+        markers_destroy(&ms);
+        wallets_destroy(&w);
+        return false;
+    }
+    ww_error_set(error, WW_ERR_DB, 0, true, "wallet of %s: too much contention, will retry",
+                 cmd->owner_user_id);
+    return false;
+}
+
+/* ---- indexes ----------------------------------------------------------------------- */
+
+/* One index per createIndexes command: FerretDB 1.24 drops the connection
+ * (a server-side panic) when one command lists several indexes that all
+ * exist already, and one at a time also lets a conflict name its index. */
+static bool create_index(ww_db_t *db, const char *coll, const char *name, const char *k1, int d1,
+                         const char *k2, int d2, bool unique, ww_error_t *error) {
+    bson_t cmd = BSON_INITIALIZER, reply, arr, ix, key;
+    BSON_APPEND_UTF8(&cmd, "createIndexes", coll);
+    BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &arr);
+    BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &ix);
+    BSON_APPEND_DOCUMENT_BEGIN(&ix, "key", &key);
+    BSON_APPEND_INT32(&key, k1, d1);
+    if (k2) BSON_APPEND_INT32(&key, k2, d2);
+    bson_append_document_end(&ix, &key);
+    BSON_APPEND_UTF8(&ix, "name", name);
+    if (unique) BSON_APPEND_BOOL(&ix, "unique", true);
+    bson_append_document_end(&arr, &ix);
+    bson_append_array_end(&cmd, &arr);
+    ww_error_t e;
+    ww_error_clear(&e);
+    bool ok = ww_db_command(db, &cmd, &reply, &e);
+    if (!ok && !e.retryable) {
+        /* 85 IndexOptionsConflict / 86 IndexKeySpecsConflict: the backend made
+         * an equivalent index under its own name or options; leave it. */
+        ww_warn("wallet", "index %s.%s not created: %s (left as it is)", coll, name, e.message);
+        ok = true;
+    } else if (!ok && error) {
+        *error = e;
+    }
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    return ok;
+}
+
+bool ww_wallet_ensure_indexes(ww_db_t *db, ww_error_t *error) {
+    return create_index(db, WW_TRANSACTIONS, "idempotencyKey_1", "idempotencyKey", 1, NULL, 0,
+                        true, error) &&
+           create_index(db, WW_TRANSACTIONS, "walletId_1", "walletId", 1, NULL, 0, false,
+                        error) &&
+           create_index(db, WW_TRANSACTIONS, "walletId_1_createdAt_-1", "walletId", 1,
+                        "createdAt", -1, false, error) &&
+           create_index(db, WW_WALLETS, "ownerUserId_1", "ownerUserId", 1, NULL, 0, false,
+                        error);
+}
+
+/* ---- the handler: bytes in, result event (and dead letter) out --------------------- */
+
+static void add_str_or_null(json_object *o, const char *k, bool has, const char *v) {
+    json_object_object_add(o, k, has ? json_object_new_string(v) : NULL);
+}
+
+static bool emit_result(ww_outputs_t *outs, const char *results_topic, const char *key,
+                        size_t key_len, const ww_command_t *cmd, const ww_wallet_result_t *r,
+                        const ww_msg_t *msg) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "idempotencyKey",
+                           cmd ? json_object_new_string(cmd->idempotency_key) : NULL);
+    json_object_object_add(o, "status", json_object_new_string(ww_outcome_name(r->outcome)));
+    add_str_or_null(o, "walletId", r->has_wallet, r->wallet_id);
+    add_str_or_null(o, "transactionId", r->has_transaction, r->transaction_id);
+    json_object_object_add(o, "amountPaise", cmd ? json_object_new_int64(r->amount_paise) : NULL);
+    json_object_object_add(o, "balanceAfterPaise",
+                           r->has_balance ? json_object_new_int64(r->balance_after_paise) : NULL);
+    char ts[32];
+    ww_clock_format_iso8601(ww_clock_now_ms(), ts, sizeof ts);
+    json_object_object_add(o, "processedAt", json_object_new_string(ts));
+    if (cmd) {
+        json_object_object_add(o, "type", json_object_new_string(ww_command_type_name(cmd->type)));
+        json_object_object_add(o, "ownerUserId", json_object_new_string(cmd->owner_user_id));
+    }
+    if (r->outcome == WW_OUTCOME_DUPLICATE || r->outcome == WW_OUTCOME_CONFLICT)
+        json_object_object_add(o, "originalStatus",
+                               json_object_new_string(ww_outcome_name(r->original)));
+    json_object *src = json_object_new_object();
+    json_object_object_add(src, "topic", json_object_new_string(msg->topic));
+    json_object_object_add(src, "partition", json_object_new_int(msg->partition));
+    json_object_object_add(src, "offset", json_object_new_int64(msg->offset));
+    json_object_object_add(o, "source", src);
+    if (r->error_code[0]) {
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "code", json_object_new_string(r->error_code));
+        json_object_object_add(e, "message", json_object_new_string(r->error_message));
+        json_object_object_add(o, "error", e);
+    }
+    size_t len;
+    const char *text = json_object_to_json_string_length(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    bool ok = ww_outputs_add(outs, results_topic, key, key_len, text, len) != NULL;
+    json_object_put(o);
+    return ok;
+}
+
+/* Best effort: an invalid message's idempotencyKey, when it has a usable one,
+ * so its producer can correlate the result. */
+static bool salvage_key(const ww_msg_t *msg, size_t max, ww_command_t *partial) {
+    json_object *root = NULL;
+    ww_json_limits_t lim = {.max_bytes = max, .max_depth = 8};
+    if (!msg->value || !ww_json_parse_object(msg->value, msg->value_len, &lim, &root, NULL))
+        return false;
+    json_object *k;
+    bool ok = false;
+    if (json_object_object_get_ex(root, "idempotencyKey", &k) &&
+        json_object_is_type(k, json_type_string)) {
+        const char *s = json_object_get_string(k);
+        size_t n = strlen(s);
+        ok = n >= 1 && n <= WW_COMMAND_KEY_MAX && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                              "abcdefghijklmnopqrstuvwxyz"
+                                                              "0123456789._:-") == n;
+        if (ok) memcpy(partial->idempotency_key, s, n + 1);
+    }
+    json_object_put(root);
+    return ok;
+}
+
+bool ww_wallet_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_error_t *error) {
+    ww_wallet_ctx_t *ctx = vctx;
+    ww_command_t cmd;
+    ww_error_t perr;
+    ww_error_clear(&perr);
+    ww_json_limits_t lim = {.max_bytes = (size_t)ctx->max_message_bytes, .max_depth = 8};
+    bool parsed = false;
+    if (!msg->value || msg->value_len == 0) {
+        ww_error_set(&perr, WW_ERR_INPUT, WW_COMMAND_INVALID_JSON, false, "empty message");
+    } else if (msg->value_len > (size_t)ctx->max_message_bytes) {
+        ww_error_set(&perr, WW_ERR_INPUT, WW_COMMAND_TOO_LARGE, false,
+                     "message of %zu bytes is larger than %d", msg->value_len,
+                     ctx->max_message_bytes);
+    } else {
+        parsed = ww_command_parse(msg->value, msg->value_len, &lim, &cmd, &perr);
+        if (!parsed && perr.domain != WW_ERR_INPUT) {
+            if (error) *error = perr; /* out of memory: retry */
+            return false;
+        }
+    }
+
+    if (!parsed) {
+        const char *reason = ww_command_reason_name(perr.code);
+        ww_out_t *d = ww_outputs_add(outs, ctx->dlq_topic, msg->key, msg->key_len, msg->value,
+                                     msg->value_len);
+        if (!d) goto oom;
+        char num[32];
+        int n;
+        ww_out_add_header(d, "ww.error.code", reason, strlen(reason));
+        ww_out_add_header(d, "ww.error.reason", perr.message, strlen(perr.message));
+        ww_out_add_header(d, "ww.source.topic", msg->topic, strlen(msg->topic));
+        n = snprintf(num, sizeof num, "%d", msg->partition);
+        ww_out_add_header(d, "ww.source.partition", num, (size_t)n);
+        n = snprintf(num, sizeof num, "%lld", (long long)msg->offset);
+        ww_out_add_header(d, "ww.source.offset", num, (size_t)n);
+        if (msg->timestamp_ms >= 0) {
+            n = snprintf(num, sizeof num, "%lld", (long long)msg->timestamp_ms);
+            ww_out_add_header(d, "ww.source.timestamp", num, (size_t)n);
+        }
+        ww_wallet_result_t r;
+        memset(&r, 0, sizeof r);
+        r.outcome = WW_OUTCOME_INVALID;
+        snprintf(r.error_code, sizeof r.error_code, "%s", reason);
+        snprintf(r.error_message, sizeof r.error_message, "%s", perr.message);
+        memset(&cmd, 0, sizeof cmd);
+        bool has_key = salvage_key(msg, lim.max_bytes, &cmd);
+        const char *rkey = has_key ? cmd.idempotency_key : msg->key;
+        size_t rkey_len = has_key ? strlen(cmd.idempotency_key) : msg->key_len;
+        /* the result carries the key when there is one; nothing else is trusted */
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "idempotencyKey",
+                               has_key ? json_object_new_string(cmd.idempotency_key) : NULL);
+        json_object_object_add(o, "status", json_object_new_string("invalid"));
+        json_object_object_add(o, "walletId", NULL);
+        json_object_object_add(o, "transactionId", NULL);
+        json_object_object_add(o, "amountPaise", NULL);
+        json_object_object_add(o, "balanceAfterPaise", NULL);
+        char ts[32];
+        ww_clock_format_iso8601(ww_clock_now_ms(), ts, sizeof ts);
+        json_object_object_add(o, "processedAt", json_object_new_string(ts));
+        json_object *src = json_object_new_object();
+        json_object_object_add(src, "topic", json_object_new_string(msg->topic));
+        json_object_object_add(src, "partition", json_object_new_int(msg->partition));
+        json_object_object_add(src, "offset", json_object_new_int64(msg->offset));
+        json_object_object_add(o, "source", src);
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "code", json_object_new_string(r.error_code));
+        json_object_object_add(e, "message", json_object_new_string(r.error_message));
+        json_object_object_add(o, "error", e);
+        size_t len;
+        const char *text = json_object_to_json_string_length(
+            o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+        bool added = ww_outputs_add(outs, ctx->results_topic, rkey, rkey_len, text, len) != NULL;
+        json_object_put(o);
+        if (!added) goto oom;
+        ww_info("wallet", "invalid topic=%s partition=%d offset=%lld reason=%s detail=\"%s\"",
+                msg->topic, msg->partition, (long long)msg->offset, reason, perr.message);
+        ww_metrics_inc_dead_letter(msg->topic, reason);
+        ww_metrics_inc_processed(msg->topic, "invalid");
+        return true;
+    }
+
+    ww_wallet_result_t r;
+    if (!ww_wallet_apply(ctx->db, &cmd, msg->topic, msg->partition, msg->offset, &r, error))
+        return false;
+    if (!emit_result(outs, ctx->results_topic, cmd.idempotency_key,
+                     strlen(cmd.idempotency_key), &cmd, &r, msg))
+        goto oom;
+    ww_metrics_inc_processed(msg->topic, ww_outcome_name(r.outcome));
+    ww_debug("wallet", "%s key=%s owner=%s amount=%lld partition=%d offset=%lld",
+             ww_outcome_name(r.outcome), cmd.idempotency_key, cmd.owner_user_id,
+             (long long)cmd.amount_paise, msg->partition, (long long)msg->offset);
+    return true;
+oom:
+    ww_outputs_clear(outs);
+    ww_error_set(error, WW_ERR_SYSTEM, 0, true, "out of memory building outputs");
+    return false;
+}

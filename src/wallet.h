@@ -1,0 +1,80 @@
+/* wallet.h: wallet commands (debit, credit) applied exactly once in effect.
+ *
+ * The protocol and the argument for why every crash point is safe are in
+ * docs/wallet-protocol.md; wallet.c carries the short version next to the
+ * code. In brief, per command with key K for owner O:
+ *   1. K in the ledger (transactions, unique idempotencyKey)? Then it was
+ *      decided before: duplicate (same fingerprint) or conflict.
+ *   2. Snapshot O's wallet(s): balance, version, decision markers.
+ *   3. Read the ledger again for K and for every marker (after the snapshot:
+ *      this order is what makes a zombie harmless).
+ *   4. A marker for K means K was decided but its ledger entry may be
+ *      missing: write it from the marker. Otherwise decide (applied or
+ *      insufficient_funds) and record the decision in the wallet with one
+ *      conditional single-document update guarded by the snapshot's version
+ *      and balance: {$set balance, version+1, markers (pruned) + marker K}.
+ *      No match = someone moved first: start again.
+ *   5. Insert the ledger entry built from the marker (its _id was chosen in
+ *      the marker, so every writer writes the same entry). */
+#ifndef WW_WALLET_H
+#define WW_WALLET_H
+
+#include <stdbool.h>
+
+#include "bus.h"
+#include "command.h"
+#include "db.h"
+#include "error.h"
+#include "pipeline.h"
+
+#define WW_WALLETS "wallets"
+#define WW_TRANSACTIONS "transactions"
+
+typedef enum {
+    WW_OUTCOME_APPLIED = 1,
+    WW_OUTCOME_DUPLICATE,
+    WW_OUTCOME_CONFLICT,
+    WW_OUTCOME_INSUFFICIENT_FUNDS,
+    WW_OUTCOME_WALLET_NOT_FOUND,
+    WW_OUTCOME_INVALID
+} ww_outcome_t;
+
+const char *ww_outcome_name(ww_outcome_t outcome);
+
+/* What happened to one command: enough to write its result event. */
+typedef struct {
+    ww_outcome_t outcome;
+    ww_outcome_t original;  /* for duplicate/conflict: the key's first outcome */
+    bool has_wallet;
+    char wallet_id[25];
+    bool has_transaction;
+    char transaction_id[25];
+    bool has_balance;
+    int64_t amount_paise;
+    int64_t balance_after_paise;
+    char error_code[48];    /* empty when applied/duplicate */
+    char error_message[WW_ERROR_MSG_MAX];
+} ww_wallet_result_t;
+
+typedef struct {
+    ww_db_t *db;
+    const char *results_topic;
+    const char *dlq_topic;
+    int32_t max_message_bytes;
+} ww_wallet_ctx_t;
+
+/* Creates the indexes the protocol relies on (unique idempotencyKey above
+ * all). Idempotent; an index that exists with other options is logged and
+ * left alone. */
+bool ww_wallet_ensure_indexes(ww_db_t *db, ww_error_t *error);
+
+/* Applies one parsed command. Returns false with a retryable error when the
+ * database is unavailable (nothing is lost: running it again is safe), or a
+ * permanent error when the wallet's stored data cannot be used. */
+bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, int32_t partition,
+                     int64_t offset, ww_wallet_result_t *result, ww_error_t *error);
+
+/* The pipeline handler for the wallet commands topic (ctx: ww_wallet_ctx_t). */
+bool ww_wallet_handle(void *ctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_error_t *error);
+
+#endif
