@@ -93,8 +93,8 @@ static bool get_string(struct json_object *v, const char *field, const char **s,
 }
 
 static bool parse_type(struct json_object *v, ww_command_t *cmd, ww_error_t *error) {
-    const char *s;
-    size_t len;
+    const char *s = NULL;
+    size_t len = 0;
     char e[ECHO_BUF];
     if (!get_string(v, "type", &s, &len, error)) return false;
     if (len == strlen("wallet.debit") && memcmp(s, "wallet.debit", len) == 0) {
@@ -117,8 +117,8 @@ static bool key_char(unsigned char c) {
 }
 
 static bool parse_idempotency_key(struct json_object *v, ww_command_t *cmd, ww_error_t *error) {
-    const char *s;
-    size_t len;
+    const char *s = NULL;
+    size_t len = 0;
     if (!get_string(v, "idempotencyKey", &s, &len, error)) return false;
     if (len == 0 || len > WW_COMMAND_KEY_MAX) {
         ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_INVALID_VALUE, false,
@@ -142,8 +142,8 @@ static bool parse_idempotency_key(struct json_object *v, ww_command_t *cmd, ww_e
 }
 
 static bool parse_owner(struct json_object *v, ww_command_t *cmd, ww_error_t *error) {
-    const char *s;
-    size_t len;
+    const char *s = NULL;
+    size_t len = 0;
     if (!get_string(v, "ownerUserId", &s, &len, error)) return false;
     bool ok = len == WW_COMMAND_OWNER_LEN;
     for (size_t i = 0; ok && i < len; i++) {
@@ -181,8 +181,8 @@ static bool parse_amount(struct json_object *v, ww_command_t *cmd, ww_error_t *e
 }
 
 static bool parse_occurred_at(struct json_object *v, ww_command_t *cmd, ww_error_t *error) {
-    const char *s;
-    size_t len;
+    const char *s = NULL;
+    size_t len = 0;
     if (!get_string(v, "occurredAt", &s, &len, error)) return false;
     if (!ww_clock_parse_rfc3339(s, len, &cmd->occurred_at_ms)) {
         char e[ECHO_BUF];
