@@ -9,7 +9,8 @@
 #   WW_CACHE          cache folder (default: $HOME/.cache/wallet-worker)
 #   KAFKA_VERSION     org.apache.kafka:kafka_2.13 version (default 3.9.2)
 #   FERRETDB_VERSION  FerretDB module version (default v1.24.2)
-#   MJS_VERSION       de.bwaldvogel:mongo-java-server version (default 1.47.0)
+#   MJS_VERSION       de.bwaldvogel:mongo-java-server version (default 1.47.0); the memory
+#                     and H2 (persistent, used by default) backends are both resolved
 #   WW_SKIP_APT=1     skip the apt step
 #
 # Keep the version defaults in sync with scripts/stack.sh.
@@ -117,26 +118,51 @@ step_kafka() {
   log "kafka $KAFKA_VERSION: $(ls "$dir/libs" | wc -l) jars in $dir/libs"
 }
 
+# Jars the mongo-java-server launcher needs. A cache made by an older bootstrap.sh (memory
+# backend only) lacks the H2 ones: it is detected here and re-resolved.
+mjs_missing_jars() { # prints the missing ones
+  local dir=$1 j
+  for j in mongo-java-server-$MJS_VERSION mongo-java-server-core-$MJS_VERSION \
+           mongo-java-server-memory-backend-$MJS_VERSION mongo-java-server-h2-backend-$MJS_VERSION \
+           'h2-[0-9]*' 'slf4j-simple-[0-9]*'; do
+    compgen -G "$dir/libs/$j.jar" >/dev/null || printf '%s.jar ' "$j"
+  done
+}
+
 step_mjs() {
   local dir="$WW_CACHE/mongo-java-server-$MJS_VERSION"
-  local src="$SCRIPT_DIR/MongoJavaServerLauncher.java"
-  if [[ -f "$dir/.complete" ]]; then
+  local src="$SCRIPT_DIR/MongoJavaServerLauncher.java" missing=""
+  [[ -f "$dir/.complete" ]] && missing=$(mjs_missing_jars "$dir")
+  if [[ -f "$dir/.complete" && -z "$missing" ]]; then
     log "mongo-java-server $MJS_VERSION: cached ($dir)"
   else
-    log "mongo-java-server $MJS_VERSION: resolving with mvn"
+    if [[ -n "$missing" ]]; then
+      log "mongo-java-server $MJS_VERSION: cache lacks ${missing% }; re-resolving with mvn"
+    else
+      log "mongo-java-server $MJS_VERSION: resolving with mvn"
+    fi
+    rm -f "$dir/.complete"
+    rm -rf "$dir/classes"   # compiled against the old jar set: recompile below
     mvn_resolve "$dir" "
     <dependency><groupId>de.bwaldvogel</groupId><artifactId>mongo-java-server</artifactId><version>$MJS_VERSION</version></dependency>
     <dependency><groupId>de.bwaldvogel</groupId><artifactId>mongo-java-server-memory-backend</artifactId><version>$MJS_VERSION</version></dependency>
+    <dependency><groupId>de.bwaldvogel</groupId><artifactId>mongo-java-server-h2-backend</artifactId><version>$MJS_VERSION</version></dependency>
     <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-simple</artifactId><version>2.0.17</version></dependency>"
+    missing=$(mjs_missing_jars "$dir")
+    [[ -z "$missing" ]] || die "mongo-java-server: ${missing% } missing after resolve"
     touch "$dir/.complete"
+    log "mongo-java-server $MJS_VERSION: $(ls "$dir/libs" | wc -l) jars in $dir/libs"
   fi
   local cls="$dir/classes/MongoJavaServerLauncher.class"
   if [[ -f "$cls" && ! "$src" -nt "$cls" ]]; then
     log "mongo-java-server launcher: compiled"
   else
     log "mongo-java-server launcher: compiling $src"
-    mkdir -p "$dir/classes"
-    javac -nowarn -d "$dir/classes" -cp "$dir/libs/*" "$src"
+    # compile into a temp dir and swap, so a failed javac never leaves a half-written class
+    rm -rf "$dir/classes.tmp"; mkdir -p "$dir/classes.tmp"
+    javac -nowarn -d "$dir/classes.tmp" -cp "$dir/libs/*" "$src" \
+      || die "mongo-java-server: compiling $src failed"
+    rm -rf "$dir/classes"; mv "$dir/classes.tmp" "$dir/classes"
   fi
 }
 
@@ -196,6 +222,12 @@ step_ferretdb() {
 main() {
   local t0=$SECONDS
   mkdir -p "$WW_CACHE"
+  # Two bootstraps on one cache (e.g. two stacks started at once) would race on libs.tmp:
+  # serialise them; the second one then finds everything cached.
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$WW_CACHE/.bootstrap.lock"
+    flock -n 9 || { log "another bootstrap.sh is running on $WW_CACHE; waiting"; flock 9; }
+  fi
   step_apt
   command -v java >/dev/null && command -v javac >/dev/null && command -v mvn >/dev/null \
     || die "java/javac/mvn not found after apt step"

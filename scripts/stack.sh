@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Local server stack for wallet-worker tests: a single-node KRaft Kafka broker and a
-# MongoDB-compatible server (FerretDB with SQLite storage, or mongo-java-server in memory).
+# MongoDB-compatible server (FerretDB with SQLite storage, or mongo-java-server with its H2
+# file backend, optionally its in-memory backend).
 #
 # Usage: scripts/stack.sh up|down [--purge]|status|env|kafka-start|kafka-stop|mongo-start|mongo-stop
 #
@@ -8,12 +9,14 @@
 #                are missing), wait until both really answer, create the topics. Idempotent.
 #                A running server whose settings (MONGO_IMPL, ports) differ is restarted.
 #   down         stop exactly the processes this stack dir started (TERM, then KILL).
-#                --purge (or WW_PURGE=1) also deletes the stack dir.
+#                --purge (or WW_PURGE=1) also deletes the stack dir (all data, including the
+#                FerretDB SQLite files and the mongo-java-server H2 file).
 #   status       one line per server; exit 1 if one is not running.
 #   env          export lines for: eval "$(scripts/stack.sh env)"
 #   kafka-stop|kafka-start|mongo-stop|mongo-start   one server only; data is kept
-#                (FerretDB's SQLite files persist; mongo-java-server is in-memory, so its data
-#                is lost whenever it stops).
+#                (FerretDB: SQLite files in $WW_STACK_DIR/mongo/ferretdb-data; mongo-java-server:
+#                H2 MVStore file $WW_STACK_DIR/mongo/mongo-java-server.mv, closed cleanly on TERM.
+#                Only MONGO_JAVA_BACKEND=memory loses its data whenever it stops).
 #
 # Environment (all optional):
 #   WW_STACK_DIR           state + logs (default: <repo>/.stack); one dir = one independent stack
@@ -22,6 +25,8 @@
 #   MONGO_PORT             MongoDB wire-protocol port (default 27017)
 #   MONGO_IMPL             ferretdb (default) | mongo-java-server. When unset, the implementation
 #                          last started in this stack dir is kept.
+#   MONGO_JAVA_BACKEND     h2 (default, persistent) | memory: mongo-java-server backend. When
+#                          unset, the backend last used in this stack dir is kept.
 #   WW_CACHE               bootstrap cache (default: $HOME/.cache/wallet-worker)
 #   WW_START_TIMEOUT       seconds to wait for a server to answer (default 90)
 #   WW_STOP_TIMEOUT        seconds between TERM and KILL (default 30)
@@ -70,6 +75,12 @@ case "$MONGO_IMPL" in
   ferretdb | mongo-java-server) ;;
   *) die "MONGO_IMPL must be ferretdb or mongo-java-server (got '$MONGO_IMPL')" ;;
 esac
+MONGO_JAVA_BACKEND="${MONGO_JAVA_BACKEND:-$(recorded MONGO_JAVA_BACKEND)}"
+MONGO_JAVA_BACKEND="${MONGO_JAVA_BACKEND:-h2}"
+case "$MONGO_JAVA_BACKEND" in
+  h2 | memory) ;;
+  *) die "MONGO_JAVA_BACKEND must be h2 or memory (got '$MONGO_JAVA_BACKEND')" ;;
+esac
 
 save_settings() {
   mkdir -p "$STACK"
@@ -78,6 +89,7 @@ KAFKA_PORT=$KAFKA_PORT
 KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT
 MONGO_PORT=$MONGO_PORT
 MONGO_IMPL=$MONGO_IMPL
+MONGO_JAVA_BACKEND=$MONGO_JAVA_BACKEND
 EOF
   mv "$STACK/settings.tmp" "$STACK/settings"
 }
@@ -166,6 +178,8 @@ ensure_bootstrap() {
   [[ -f "$WW_CACHE/kafka-$KAFKA_VERSION/.complete" ]] || need=1
   [[ -x "$FERRETDB_BIN" ]] || need=1
   [[ -f "$MJS_DIR/.complete" && -f "$MJS_DIR/classes/MongoJavaServerLauncher.class" ]] || need=1
+  # caches made before the H2 backend was added lack its jar; bootstrap.sh re-resolves them
+  [[ -f "$MJS_DIR/libs/mongo-java-server-h2-backend-$MJS_VERSION.jar" ]] || need=1
   [[ "$SCRIPT_DIR/MongoJavaServerLauncher.java" -nt "$MJS_DIR/classes/MongoJavaServerLauncher.class" ]] && need=1
   if ((need)); then
     log "cached servers missing: running scripts/bootstrap.sh"
@@ -325,7 +339,7 @@ wait_kafka() {
 mongo_sig() {
   case "$MONGO_IMPL" in
     ferretdb) echo "ferretdb $FERRETDB_VERSION port=$MONGO_PORT" ;;
-    mongo-java-server) echo "mongo-java-server $MJS_VERSION port=$MONGO_PORT" ;;
+    mongo-java-server) echo "mongo-java-server $MJS_VERSION backend=$MONGO_JAVA_BACKEND port=$MONGO_PORT" ;;
   esac
 }
 
@@ -362,10 +376,18 @@ mongo_start() {
       ;;
     mongo-java-server)
       [[ -f "$MJS_DIR/classes/MongoJavaServerLauncher.class" ]] || die "mongo-java-server not in cache; run scripts/bootstrap.sh"
-      log "mongo: starting mongo-java-server $MJS_VERSION (in-memory) on 127.0.0.1:$MONGO_PORT"
+      local backend_args
+      if [[ "$MONGO_JAVA_BACKEND" == memory ]]; then
+        backend_args=(--memory)
+        log "mongo: starting mongo-java-server $MJS_VERSION (in-memory) on 127.0.0.1:$MONGO_PORT"
+      else
+        backend_args=(--h2 "$d/mongo-java-server.mv")
+        log "mongo: starting mongo-java-server $MJS_VERSION (H2 file: $d/mongo-java-server.mv) on 127.0.0.1:$MONGO_PORT"
+      fi
+      # "-Dww.stack=$STACK/mongo/" is the marker pid_of() looks for.
       launch mongo "$d/mongo.log" java -Xms64m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
         "-Dww.stack=$STACK/mongo/" -cp "$MJS_DIR/libs/*:$MJS_DIR/classes" \
-        MongoJavaServerLauncher 127.0.0.1 "$MONGO_PORT"
+        MongoJavaServerLauncher "${backend_args[@]}" 127.0.0.1 "$MONGO_PORT"
       ;;
   esac
   mongo_sig >"$STACK/mongo.sig"
@@ -388,6 +410,7 @@ cmd_env() {
   echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
   echo "export MONGODB_URI=mongodb://127.0.0.1:$MONGO_PORT/wallet"
   echo "export MONGO_IMPL=$MONGO_IMPL"
+  echo "export MONGO_JAVA_BACKEND=$MONGO_JAVA_BACKEND"
   echo "export WW_STACK_DIR=$STACK"
 }
 

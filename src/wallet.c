@@ -313,10 +313,11 @@ static bool collect_markers(const wallets_t *w, markers_t *ms, ww_error_t *error
             const uint8_t *data;
             bson_iter_document(&arr, &len, &data);
             marker_t *m = &ms->m[ms->n];
-            if (!bson_init_static(&m->doc, data, len)) continue;
-            bson_t copy;
-            bson_copy_to(&m->doc, &copy);
-            m->doc = copy;
+            bson_t view;
+            if (!bson_init_static(&view, data, len)) continue;
+            /* copy in place: a bson_t must never be copied by value (an
+             * allocated one points into itself) */
+            bson_copy_to(&view, &m->doc);
             m->key = doc_str(&m->doc, "idempotencyKey");
             if (!m->key) {
                 bson_destroy(&m->doc);

@@ -256,15 +256,19 @@ static void test_metrics_build_info_is_escaped(void **state) {
 
 static void test_metrics_render_truncates_like_snprintf(void **state) {
     ww_metrics_inc_consumed("wallet.commands");
+    /* uptime_seconds moves between calls, so lengths may differ by a few
+     * bytes from one render to the next: allow that, nothing more */
     size_t need = ww_metrics_render(NULL, 0);
     assert_true(need > 1000);
     char small[32];
-    assert_int_equal(ww_metrics_render(small, sizeof small), need);
+    size_t need_small = ww_metrics_render(small, sizeof small);
+    assert_true(need_small + 16 >= need && need_small <= need + 16);
     assert_int_equal(strlen(small), sizeof small - 1);
-    char *full = malloc(need + 1);
+    char *full = malloc(need + 64);
     assert_non_null(full);
-    assert_int_equal(ww_metrics_render(full, need + 1), need);
-    assert_int_equal(strlen(full), need);
+    size_t got = ww_metrics_render(full, need + 64);
+    assert_true(got + 16 >= need && got <= need + 16);
+    assert_int_equal(strlen(full), got); /* fitted: the whole text, NUL-terminated */
     assert_memory_equal(small, full, sizeof small - 1);
     free(full);
 }
