@@ -25,6 +25,7 @@ struct ww_db {
      * heartbeat restores it) must not flood the log: at most
      * TRANSITION_BURST transition lines per TRANSITION_WINDOW_MS, then one
      * "suppressed" line; health keeps tracking every transition. */
+    bool use_transactions;
     int64_t window_start;
     int window_lines;
     int suppressed;
@@ -270,6 +271,8 @@ void ww_db_destroy(ww_db_t *db) {
 }
 
 const char *ww_db_name(const ww_db_t *db) { return db->db_name; }
+void ww_db_set_use_transactions(ww_db_t *db, bool use) { db->use_transactions = use; }
+bool ww_db_use_transactions(const ww_db_t *db) { return db->use_transactions; }
 int32_t ww_db_pool_max(const ww_db_t *db) {
     return mongoc_uri_get_option_as_int32(db->uri, MONGOC_URI_MAXPOOLSIZE, 100);
 }
@@ -319,6 +322,13 @@ bool ww_db_transactions_supported(ww_db_t *db, bool *supported, ww_error_t *erro
     bson_t cmd = BSON_INITIALIZER, reply;
     BSON_APPEND_INT32(&cmd, "hello", 1);
     bool ok = ww_db_command(db, &cmd, &reply, error);
+    if (!ok && !(error && error->retryable)) {
+        /* servers that predate `hello` (and mongo-java-server) know isMaster */
+        bson_destroy(&reply);
+        bson_reinit(&cmd);
+        BSON_APPEND_INT32(&cmd, "isMaster", 1);
+        ok = ww_db_command(db, &cmd, &reply, error);
+    }
     if (ok) {
         bson_iter_t it;
         if (bson_iter_init_find(&it, &reply, "setName") && BSON_ITER_HOLDS_UTF8(&it))
@@ -472,5 +482,115 @@ bool ww_db_drop_database(ww_db_t *db, ww_error_t *error) {
     if (!ok) translate(&be, NULL, "dropDatabase", error);
     mongoc_database_destroy(d);
     op_end(&o);
+    return ok;
+}
+
+/* ---- transactions --------------------------------------------------------- */
+
+struct ww_db_txn {
+    ww_db_t *db;
+    mongoc_client_t *client;
+    mongoc_client_session_t *session;
+};
+
+typedef struct {
+    ww_db_txn_t *txn;
+    ww_db_txn_fn fn;
+    void *ctx;
+    ww_error_t *error;
+} txn_call_t;
+
+static bool txn_cb(mongoc_client_session_t *session, void *vctx, bson_t **reply,
+                   bson_error_t *be) {
+    (void)session;
+    txn_call_t *c = vctx;
+    *reply = NULL;
+    ww_error_clear(c->error);
+    if (c->fn(c->txn, c->ctx, c->error)) return true;
+    /* Hand libmongoc an error it understands; a retryable one carries the
+     * TransientTransactionError label so the whole callback is re-run. */
+    bson_set_error(be, MONGOC_ERROR_TRANSACTION, MONGOC_ERROR_TRANSACTION_INVALID_STATE, "%s",
+                   c->error->message);
+    if (c->error->retryable) {
+        *reply = bson_new();
+        bson_t labels;
+        BSON_APPEND_ARRAY_BEGIN(*reply, "errorLabels", &labels);
+        BSON_APPEND_UTF8(&labels, "0", "TransientTransactionError");
+        bson_append_array_end(*reply, &labels);
+    }
+    return false;
+}
+
+bool ww_db_with_transaction(ww_db_t *db, ww_db_txn_fn fn, void *ctx, ww_error_t *error) {
+    ww_error_t local;
+    if (!error) error = &local;
+    op_t o;
+    op_begin(&o, db, NULL, "transaction");
+    bson_error_t be;
+    bool ok = false;
+    mongoc_client_session_t *session = mongoc_client_start_session(o.client, NULL, &be);
+    if (!session) {
+        translate(&be, NULL, "startSession", error);
+        op_end(&o);
+        return false;
+    }
+    mongoc_transaction_opt_t *topts = mongoc_transaction_opts_new();
+    mongoc_write_concern_t *wc = mongoc_write_concern_new();
+    mongoc_write_concern_set_wmajority(wc, 10000);
+    mongoc_read_concern_t *rc = mongoc_read_concern_new();
+    mongoc_read_concern_set_level(rc, MONGOC_READ_CONCERN_LEVEL_SNAPSHOT);
+    mongoc_transaction_opts_set_write_concern(topts, wc);
+    mongoc_transaction_opts_set_read_concern(topts, rc);
+    ww_db_txn_t txn = {db, o.client, session};
+    txn_call_t call = {&txn, fn, ctx, error};
+    bson_t reply;
+    ok = mongoc_client_session_with_transaction(session, txn_cb, topts, &call, &reply, &be);
+    if (!ok && error->domain == WW_ERR_NONE) translate(&be, &reply, "transaction", error);
+    bson_destroy(&reply);
+    mongoc_read_concern_destroy(rc);
+    mongoc_write_concern_destroy(wc);
+    mongoc_transaction_opts_destroy(topts);
+    mongoc_client_session_destroy(session);
+    op_end(&o);
+    return ok;
+}
+
+bool ww_db_txn_update_one(ww_db_txn_t *txn, const char *collection, const bson_t *filter,
+                          const bson_t *update, int64_t *matched, ww_error_t *error) {
+    mongoc_collection_t *coll =
+        mongoc_client_get_collection(txn->client, txn->db->db_name, collection);
+    bson_t opts = BSON_INITIALIZER, reply;
+    bson_error_t be;
+    bool ok = mongoc_client_session_append(txn->session, &opts, &be) &&
+              mongoc_collection_update_one(coll, filter, update, &opts, &reply, &be);
+    if (ok && matched) *matched = reply_int(&reply, "matchedCount");
+    if (!ok) translate(&be, &reply, "updateOne", error);
+    bson_destroy(&reply);
+    bson_destroy(&opts);
+    mongoc_collection_destroy(coll);
+    return ok;
+}
+
+bool ww_db_txn_insert_one(ww_db_txn_t *txn, const char *collection, const bson_t *doc,
+                          bool *duplicate, ww_error_t *error) {
+    *duplicate = false;
+    mongoc_collection_t *coll =
+        mongoc_client_get_collection(txn->client, txn->db->db_name, collection);
+    bson_t opts = BSON_INITIALIZER, reply;
+    bson_error_t be;
+    bool ok = mongoc_client_session_append(txn->session, &opts, &be) &&
+              mongoc_collection_insert_one(coll, doc, &opts, &reply, &be);
+    if (!ok && be.code == WW_DB_DUPLICATE_KEY) {
+        /* In a transaction a duplicate aborts it: report it, the caller
+         * aborts and starts over (and then finds the existing entry). */
+        *duplicate = true;
+        ww_error_set(error, WW_ERR_DB, WW_DB_DUPLICATE_KEY, false, "duplicate key");
+        ok = false;
+    } else if (!ok) {
+        translate(&be, &reply, "insert", error);
+    }
+    bson_destroy(&reply);
+    bson_destroy(&opts);
+    mongoc_collection_destroy(coll);
     return ok;
 }

@@ -59,6 +59,26 @@ bool ww_db_ping(ww_db_t *db, ww_error_t *error);
  * answering ok. Sets *supported; returns false on error. */
 bool ww_db_transactions_supported(ww_db_t *db, bool *supported, ww_error_t *error);
 
+/* Whether the wallet protocol wraps its wallet update and ledger insert in a
+ * transaction (decided once at start from ww_db_transactions_supported). */
+void ww_db_set_use_transactions(ww_db_t *db, bool use);
+bool ww_db_use_transactions(const ww_db_t *db);
+
+/* ---- transactions ------------------------------------------------------
+ * Used only when ww_db_transactions_supported() said yes (a replica set or
+ * mongos). The callback runs inside a transaction with write concern
+ * "majority" and read concern "snapshot"; libmongoc retries the whole
+ * callback on TransientTransactionError and the commit on
+ * UnknownTransactionCommitResult. The callback returns false to abort (with
+ * *error set) -- e.g. a guarded update that matched nothing. */
+typedef struct ww_db_txn ww_db_txn_t;
+typedef bool (*ww_db_txn_fn)(ww_db_txn_t *txn, void *ctx, ww_error_t *error);
+bool ww_db_with_transaction(ww_db_t *db, ww_db_txn_fn fn, void *ctx, ww_error_t *error);
+bool ww_db_txn_update_one(ww_db_txn_t *txn, const char *collection, const bson_t *filter,
+                          const bson_t *update, int64_t *matched, ww_error_t *error);
+bool ww_db_txn_insert_one(ww_db_txn_t *txn, const char *collection, const bson_t *doc,
+                          bool *duplicate, ww_error_t *error);
+
 /* Finds one document. On success *found says whether one matched and, when
  * it did, `out` is initialised with a copy (the caller destroys it). */
 bool ww_db_find_one(ww_db_t *db, const char *collection, const bson_t *filter,

@@ -283,7 +283,8 @@ typedef struct {
     bson_t doc; /* the embedded ledger entry */
     const char *key;
     size_t wallet; /* index in wallets_t */
-    bool in_ledger;
+    bool in_ledger; /* the ledger holds this key... */
+    bool lost;      /* ...under another entry: this marker's effect must be undone */
 } marker_t;
 
 typedef struct {
@@ -325,6 +326,7 @@ static bool collect_markers(const wallets_t *w, markers_t *ms, ww_error_t *error
             }
             m->wallet = i;
             m->in_ledger = false;
+            m->lost = false;
             ms->n++;
         }
     }
@@ -346,8 +348,13 @@ static bool scan_ledger_doc(const bson_t *doc, void *ctx) {
         bson_copy_to(doc, s->key_entry);
         *s->key_found = true;
     }
-    for (size_t i = 0; i < s->ms->n; i++)
-        if (strcmp(s->ms->m[i].key, k) == 0) s->ms->m[i].in_ledger = true;
+    for (size_t i = 0; i < s->ms->n; i++) {
+        marker_t *m = &s->ms->m[i];
+        if (strcmp(m->key, k) != 0) continue;
+        m->in_ledger = true;
+        bson_oid_t a, b;
+        m->lost = !(doc_oid(&m->doc, "_id", &a) && doc_oid(doc, "_id", &b) && bson_oid_equal(&a, &b));
+    }
     return true;
 }
 
@@ -411,7 +418,8 @@ static bool write_ledger(ww_db_t *db, const bson_t *entry, bool *same, bson_t *o
 }
 
 /* Writes the ledger entries of markers whose entry is missing (orphans of a
- * crash), so they can be pruned. */
+ * crash), so they can be pruned. An orphan whose key the ledger already holds
+ * under another entry is marked lost (the caller undoes it). */
 static bool complete_orphans(ww_db_t *db, markers_t *ms, const char *except, ww_error_t *error) {
     for (size_t i = 0; i < ms->n; i++) {
         marker_t *m = &ms->m[i];
@@ -420,26 +428,28 @@ static bool complete_orphans(ww_db_t *db, markers_t *ms, const char *except, ww_
         bson_t other;
         if (!write_ledger(db, &m->doc, &same, &other, &has_other, error)) return false;
         if (has_other) bson_destroy(&other);
-        ww_info("wallet", "completed an interrupted command key=%s", m->key);
         m->in_ledger = true;
+        m->lost = !same;
+        if (same) ww_info("wallet", "completed an interrupted command key=%s", m->key);
     }
     return true;
 }
 
-/* The guarded update: succeeds only if the wallet still has the snapshot's
- * version and balance (and is live). */
-static bool guarded_update(ww_db_t *db, const bson_t *wallet, int64_t version, int64_t balance,
-                           int64_t new_balance, const markers_t *ms, const bson_t *add_marker,
-                           const char *drop_key, bool *matched, ww_error_t *error) {
+/* The guarded update: matches only if the wallet still has the snapshot's
+ * version and balance (and is live). Builds filter and update. */
+static void build_guarded(bson_t *filter, bson_t *upd, const bson_t *wallet, int64_t version,
+                          int64_t balance, int64_t new_balance, const markers_t *ms,
+                          const bson_t *add_marker, const char *drop_key) {
     bson_oid_t wid;
     doc_oid(wallet, "_id", &wid);
-    bson_t filter = BSON_INITIALIZER, upd = BSON_INITIALIZER, set, arr;
-    BSON_APPEND_OID(&filter, "_id", &wid);
-    BSON_APPEND_INT64(&filter, "version", version);
-    BSON_APPEND_INT64(&filter, "availablePaise", balance);
-    BSON_APPEND_NULL(&filter, "deletedAt");
-    int64_t now = ww_clock_now_ms();
-    BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
+    bson_t set, arr;
+    bson_init(filter);
+    bson_init(upd);
+    BSON_APPEND_OID(filter, "_id", &wid);
+    BSON_APPEND_INT64(filter, "version", version);
+    BSON_APPEND_INT64(filter, "availablePaise", balance);
+    BSON_APPEND_NULL(filter, "deletedAt");
+    BSON_APPEND_DOCUMENT_BEGIN(upd, "$set", &set);
     BSON_APPEND_INT64(&set, "availablePaise", new_balance);
     BSON_APPEND_INT64(&set, "version", version + 1);
     BSON_APPEND_ARRAY_BEGIN(&set, MARKERS, &arr);
@@ -449,7 +459,7 @@ static bool guarded_update(ww_db_t *db, const bson_t *wallet, int64_t version, i
     /* keep the markers of this wallet whose ledger entry is still missing */
     for (size_t i = 0; i < ms->n; i++) {
         const marker_t *m = &ms->m[i];
-        if (m->in_ledger) continue;
+        if (m->in_ledger && !m->lost) continue; /* completed: prune */
         bson_oid_t mw;
         if (!doc_oid(&m->doc, "walletId", &mw) || !bson_oid_equal(&mw, &wid)) continue;
         if (drop_key && strcmp(m->key, drop_key) == 0) continue;
@@ -461,14 +471,112 @@ static bool guarded_update(ww_db_t *db, const bson_t *wallet, int64_t version, i
         BSON_APPEND_DOCUMENT(&arr, ikey, add_marker);
     }
     bson_append_array_end(&set, &arr);
-    append_date_now(&set, "updatedAt", now);
-    bson_append_document_end(&upd, &set);
+    append_date_now(&set, "updatedAt", ww_clock_now_ms());
+    bson_append_document_end(upd, &set);
+}
+
+static bool guarded_update(ww_db_t *db, const bson_t *wallet, int64_t version, int64_t balance,
+                           int64_t new_balance, const markers_t *ms, const bson_t *add_marker,
+                           const char *drop_key, bool *matched, ww_error_t *error) {
+    bson_t filter, upd;
+    build_guarded(&filter, &upd, wallet, version, balance, new_balance, ms, add_marker, drop_key);
     int64_t m = 0;
     bool ok = ww_db_update_one(db, WW_WALLETS, &filter, &upd, NULL, &m, NULL, error);
     *matched = ok && m == 1;
     bson_destroy(&filter);
     bson_destroy(&upd);
     return ok;
+}
+
+/* With transactions (replica set / mongos): the guarded update and the
+ * ledger insert commit together, with majority write concern. A guard that
+ * no longer matches, or a ledger entry that already exists, aborts the
+ * transaction and the caller starts over, exactly as without transactions.
+ * The marker is still written: the protocol does not change, it only loses
+ * its crash window. */
+#define TXN_RESTART 1 /* ww_error_t.code of an abort that means "start over" */
+
+typedef struct {
+    bson_t *filter, *upd;
+    const bson_t *entry;
+} txn_decide_t;
+
+static bool decide_in_txn(ww_db_txn_t *txn, void *vctx, ww_error_t *error) {
+    txn_decide_t *c = vctx;
+    int64_t matched = 0;
+    if (!ww_db_txn_update_one(txn, WW_WALLETS, c->filter, c->upd, &matched, error)) return false;
+    if (matched != 1) {
+        ww_error_set(error, WW_ERR_DB, TXN_RESTART, false, "wallet changed since the snapshot");
+        return false;
+    }
+    bool dup;
+    if (!ww_db_txn_insert_one(txn, WW_TRANSACTIONS, c->entry, &dup, error)) {
+        if (dup) ww_error_set(error, WW_ERR_DB, TXN_RESTART, false, "key decided meanwhile");
+        return false;
+    }
+    return true;
+}
+
+/* Returns false on a real error; *restart when the caller must start over. */
+static bool decide_transactional(ww_db_t *db, const bson_t *wallet, int64_t version,
+                                 int64_t balance, int64_t new_balance, const markers_t *ms,
+                                 const bson_t *entry, bool *restart, ww_error_t *error) {
+    bson_t filter, upd;
+    build_guarded(&filter, &upd, wallet, version, balance, new_balance, ms, entry, NULL);
+    txn_decide_t c = {&filter, &upd, entry};
+    ww_error_t e;
+    ww_error_clear(&e);
+    bool ok = ww_db_with_transaction(db, decide_in_txn, &c, &e);
+    *restart = !ok && e.domain == WW_ERR_DB && e.code == TXN_RESTART;
+    if (!ok && !*restart && error) *error = e;
+    bson_destroy(&filter);
+    bson_destroy(&upd);
+    return ok || *restart;
+}
+
+/* The ledger recorded another decision for this key (wallet_not_found, taken
+ * while the owner had no wallet), so the marker's effect on the wallet was
+ * never reported and must not stand: give the amount back and drop the
+ * marker, with the same guarded update. Idempotent: once the marker is gone
+ * there is nothing left to undo. */
+static bool undo_marker(ww_db_t *db, const bson_oid_t *owner, const char *key,
+                        ww_error_t *error) {
+    for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        wallets_t w;
+        markers_t ms;
+        ms.n = 0;
+        if (!snapshot_wallets(db, owner, &w, error)) return false;
+        if (!collect_markers(&w, &ms, error)) {
+            wallets_destroy(&w);
+            return false;
+        }
+        const marker_t *mk = NULL;
+        for (size_t i = 0; i < ms.n && !mk; i++)
+            if (strcmp(ms.m[i].key, key) == 0) mk = &ms.m[i];
+        bool ok = true, matched = true;
+        if (mk) {
+            const bson_t *wallet = &w.docs[mk->wallet];
+            int64_t b = 0, v = 0, amount = 0;
+            doc_int(wallet, "availablePaise", &b);
+            doc_int(wallet, "version", &v);
+            doc_int(&mk->doc, "amountPaise", &amount);
+            const char *st = doc_str(&mk->doc, "status");
+            const char *type = doc_str(&mk->doc, "type");
+            int64_t delta = 0;
+            if (st && strcmp(st, "applied") == 0)
+                delta = type && strcmp(type, "debit") == 0 ? amount : -amount;
+            ok = guarded_update(db, wallet, v, b, b + delta, &ms, NULL, key, &matched, error);
+            if (ok && matched)
+                ww_warn("wallet", "key=%s was decided twice; the ledger's outcome stands and "
+                        "this wallet update was undone (delta=%lld)", key, (long long)delta);
+        }
+        markers_destroy(&ms);
+        wallets_destroy(&w);
+        if (!ok) return false;
+        if (matched) return true;
+    }
+    ww_error_set(error, WW_ERR_DB, 0, true, "undo of key %s: too much contention", key);
+    return false;
 }
 
 /* ---- the protocol ---------------------------------------------------------------- */
@@ -487,9 +595,17 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
         /* 1. decided before? (fast path for re-deliveries) */
         if (!find_ledger(db, cmd->idempotency_key, &entry, &found, error)) return false;
         if (found) {
-            ok = answer_repeat(cmd, &entry, r, error);
+            /* wallet_not_found may have raced a decision on a wallet that
+             * appeared meanwhile: take the full path, which finds and undoes
+             * such a marker; every other outcome is final as it stands */
+            const char *st = doc_str(&entry, "status");
+            bool full_path = st && strcmp(st, "wallet_not_found") == 0;
+            if (!full_path) {
+                ok = answer_repeat(cmd, &entry, r, error);
+                bson_destroy(&entry);
+                return ok;
+            }
             bson_destroy(&entry);
-            return ok;
         }
 
         /* 2. snapshot the owner's wallets */
@@ -502,6 +618,21 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
         /* 3. the ledger, read after the snapshot */
         if (!read_ledger_after_snapshot(db, cmd->idempotency_key, &ms, &entry, &found, error))
             goto fail;
+        bool undone = false;
+        for (size_t i = 0; i < ms.n; i++) {
+            if (!ms.m[i].lost) continue;
+            if (!undo_marker(db, &owner, ms.m[i].key, error)) {
+                if (found) bson_destroy(&entry);
+                goto fail;
+            }
+            undone = true;
+        }
+        if (undone) { /* the wallet changed: look again */
+            if (found) bson_destroy(&entry);
+            markers_destroy(&ms);
+            wallets_destroy(&w);
+            continue;
+        }
         if (found) { /* decided meanwhile */
             ok = answer_repeat(cmd, &entry, r, error);
             bson_destroy(&entry);
@@ -522,7 +653,8 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
                 r->outcome = r->original;
                 set_rejection(r, r->outcome);
             } else {
-                ok = answer_repeat(cmd, stored, r, error);
+                if (has_other) ok = undo_marker(db, &owner, cmd->idempotency_key, error);
+                ok = ok && answer_repeat(cmd, stored, r, error);
             }
             if (has_other) bson_destroy(&other);
             goto out;
@@ -565,6 +697,17 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
             goto fail;
         }
         if (!complete_orphans(db, &ms, cmd->idempotency_key, error)) goto fail;
+        bool undone_orphan = false;
+        for (size_t i = 0; i < ms.n; i++) {
+            if (!ms.m[i].lost) continue;
+            if (!undo_marker(db, &owner, ms.m[i].key, error)) goto fail;
+            undone_orphan = true;
+        }
+        if (undone_orphan) {
+            markers_destroy(&ms);
+            wallets_destroy(&w);
+            continue;
+        }
 
         ww_outcome_t outcome = WW_OUTCOME_APPLIED;
         int64_t new_balance = balance;
@@ -584,8 +727,22 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
         build_ledger(&entry, cmd, &txid, outcome, &wid, &owner, true, new_balance, topic,
                      partition, offset, ww_clock_now_ms());
         bool matched;
-        ok = guarded_update(db, wallet, version, balance, new_balance, &ms, &entry, NULL, &matched,
-                            error);
+        if (ww_db_use_transactions(db)) {
+            bool restart = false;
+            ok = decide_transactional(db, wallet, version, balance, new_balance, &ms, &entry,
+                                      &restart, error);
+            matched = ok && !restart;
+            if (matched) { /* committed with its ledger entry */
+                ok = result_from_ledger(&entry, r, error);
+                r->outcome = outcome;
+                set_rejection(r, outcome);
+                bson_destroy(&entry);
+                goto out;
+            }
+        } else {
+            ok = guarded_update(db, wallet, version, balance, new_balance, &ms, &entry, NULL,
+                                &matched, error);
+        }
         if (!ok) {
             bson_destroy(&entry);
             goto fail;
@@ -610,32 +767,7 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
         } else if (ok) {
             /* Another decision won the ledger (wallet_not_found, taken while
              * this owner had no wallet). Ours was never reported: undo it. */
-            ww_warn("wallet", "key=%s decided twice; keeping the ledger's outcome and undoing "
-                    "this worker's wallet update", cmd->idempotency_key);
-            wallets_t w2;
-            markers_t ms2;
-            ms2.n = 0;
-            for (int k = 0; ok && k < MAX_ATTEMPTS; k++) {
-                ok = snapshot_wallets(db, &owner, &w2, error) && collect_markers(&w2, &ms2, error);
-                if (!ok) break;
-                int64_t b2 = 0, v2 = 0;
-                bool matched2 = true;
-                for (size_t i = 0; i < w2.n; i++) {
-                    bool has_ours = false;
-                    for (size_t j = 0; j < ms2.n; j++)
-                        if (ms2.m[j].wallet == i && strcmp(ms2.m[j].key, cmd->idempotency_key) == 0)
-                            has_ours = true;
-                    if (!has_ours) continue;
-                    doc_int(&w2.docs[i], "availablePaise", &b2);
-                    doc_int(&w2.docs[i], "version", &v2);
-                    int64_t undo = b2 + (balance - new_balance);
-                    ok = guarded_update(db, &w2.docs[i], v2, b2, undo, &ms2, NULL,
-                                        cmd->idempotency_key, &matched2, error);
-                }
-                markers_destroy(&ms2);
-                wallets_destroy(&w2);
-                if (ok && matched2) break;
-            }
+            ok = undo_marker(db, &owner, cmd->idempotency_key, error);
             if (ok) ok = answer_repeat(cmd, &other, r, error);
         }
         if (has_other) bson_destroy(&other);

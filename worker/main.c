@@ -98,6 +98,16 @@ static int run(const ww_config_t *cfg) {
         status = 0;
         goto done;
     }
+    bool txn = false;
+    if (ww_db_transactions_supported(db, &txn, &err)) {
+        ww_db_set_use_transactions(db, txn);
+        if (txn)
+            ww_info("main", "transactions available (replica set or mongos): wallet update and "
+                    "ledger entry commit together, write concern majority");
+        else
+            ww_info("main", "transactions not available (standalone or MongoDB-compatible "
+                    "server): single-document protocol only");
+    }
 
     ww_wallet_ctx_t wallet = {.db = db,
                               .results_topic = cfg->results_topic,

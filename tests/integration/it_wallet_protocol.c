@@ -1,0 +1,282 @@
+/* it_wallet_protocol.c: the wallet protocol's crash windows and races, driven
+ * directly against the real MongoDB-compatible server. Each test builds the
+ * state a crash or a competing worker would leave (by deleting the ledger
+ * entry that a crashed worker never wrote, or inserting the one a competitor
+ * did) and checks that the next attempt finishes the job exactly once. */
+#include <bson/bson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "harness.h"
+#include "wallet.h"
+
+static h_env_t env;
+
+static int setup(void **state) {
+    (void)state;
+    h_env_init(&env, "proto");
+    ww_error_t err;
+    assert_true(ww_wallet_ensure_indexes(env.db, &err));
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    h_env_destroy(&env);
+    return 0;
+}
+
+static void make_wallet(const char *owner_hex, int64_t balance, bool deleted) {
+    bson_t doc = BSON_INITIALIZER;
+    bson_oid_t id, owner;
+    bson_oid_init(&id, NULL);
+    bson_oid_init_from_string(&owner, owner_hex);
+    BSON_APPEND_OID(&doc, "_id", &id);
+    BSON_APPEND_OID(&doc, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&doc, "availablePaise", balance);
+    BSON_APPEND_INT64(&doc, "version", 7);
+    if (deleted) BSON_APPEND_DATE_TIME(&doc, "deletedAt", 1700000000000);
+    bool dup;
+    ww_error_t err;
+    assert_true(ww_db_insert_one(env.db, WW_WALLETS, &doc, &dup, &err));
+    bson_destroy(&doc);
+}
+
+static ww_command_t cmd(const char *type, const char *key, const char *owner, int64_t amount) {
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"type\":\"%s\",\"idempotencyKey\":\"%s-%s\",\"ownerUserId\":\"%s\","
+             "\"amountPaise\":%lld}",
+             type, env.run_id, key, owner, (long long)amount);
+    ww_command_t c;
+    ww_error_t err;
+    assert_true(ww_command_parse(json, strlen(json), NULL, &c, &err));
+    return c;
+}
+
+static ww_wallet_result_t apply(const ww_command_t *c) {
+    ww_wallet_result_t r;
+    ww_error_t err;
+    ww_error_clear(&err);
+    if (!ww_wallet_apply(env.db, c, "t", 0, 1, &r, &err)) fail_msg("apply: %s", err.message);
+    return r;
+}
+
+static int64_t live_balance(const char *owner_hex, size_t *markers) {
+    bson_t filter = BSON_INITIALIZER, doc;
+    bson_oid_t owner;
+    bson_oid_init_from_string(&owner, owner_hex);
+    BSON_APPEND_OID(&filter, "ownerUserId", &owner);
+    BSON_APPEND_NULL(&filter, "deletedAt");
+    bool found;
+    ww_error_t err;
+    assert_true(ww_db_find_one(env.db, WW_WALLETS, &filter, NULL, &doc, &found, &err));
+    assert_true(found);
+    bson_iter_t it, arr;
+    assert_true(bson_iter_init_find(&it, &doc, "availablePaise"));
+    int64_t b = bson_iter_as_int64(&it);
+    *markers = 0;
+    if (bson_iter_init_find(&it, &doc, "pendingTransactions") && bson_iter_recurse(&it, &arr))
+        while (bson_iter_next(&arr)) ++*markers;
+    bson_destroy(&doc);
+    bson_destroy(&filter);
+    return b;
+}
+
+static void delete_ledger(const ww_command_t *c) {
+    bson_t filter = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&filter, "idempotencyKey", c->idempotency_key);
+    int64_t n;
+    ww_error_t err;
+    assert_true(ww_db_delete_many(env.db, WW_TRANSACTIONS, &filter, &n, &err));
+    assert_int_equal(n, 1);
+    bson_destroy(&filter);
+}
+
+static int64_t ledger_entries(const ww_command_t *c) {
+    bson_t cmdq = BSON_INITIALIZER, reply, q = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&q, "idempotencyKey", c->idempotency_key);
+    BSON_APPEND_UTF8(&cmdq, "count", WW_TRANSACTIONS);
+    BSON_APPEND_DOCUMENT(&cmdq, "query", &q);
+    ww_error_t err;
+    assert_true(ww_db_command(env.db, &cmdq, &reply, &err));
+    bson_iter_t it;
+    assert_true(bson_iter_init_find(&it, &reply, "n"));
+    int64_t n = bson_iter_as_int64(&it);
+    bson_destroy(&reply);
+    bson_destroy(&cmdq);
+    bson_destroy(&q);
+    return n;
+}
+
+/* Crash after the wallet update, before the ledger insert: the retry writes
+ * the ledger entry from the marker and does not move money again. */
+static void test_protocol_crash_before_ledger_is_finished_once(void **state) {
+    (void)state;
+    const char *o = "aaaaaaaaaaaaaaaaaaaa0001";
+    make_wallet(o, 1000, false);
+    ww_command_t c = cmd("wallet.debit", "crash1", o, 300);
+    ww_wallet_result_t first = apply(&c);
+    assert_int_equal(first.outcome, WW_OUTCOME_APPLIED);
+    delete_ledger(&c); /* the crash: the marker is in the wallet, no ledger entry */
+    size_t markers;
+    assert_int_equal(live_balance(o, &markers), 700);
+    assert_int_equal(markers, 1);
+    ww_wallet_result_t again = apply(&c);
+    assert_int_equal(again.outcome, WW_OUTCOME_APPLIED); /* first report of this key */
+    assert_string_equal(again.transaction_id, first.transaction_id); /* same entry */
+    assert_int_equal(again.balance_after_paise, 700);
+    assert_int_equal(live_balance(o, &markers), 700); /* not debited twice */
+    assert_int_equal(ledger_entries(&c), 1);
+    ww_wallet_result_t third = apply(&c);
+    assert_int_equal(third.outcome, WW_OUTCOME_DUPLICATE);
+}
+
+/* The next command on the wallet completes an orphaned marker and prunes it. */
+static void test_protocol_next_command_completes_orphan_and_prunes(void **state) {
+    (void)state;
+    const char *o = "aaaaaaaaaaaaaaaaaaaa0002";
+    make_wallet(o, 1000, false);
+    ww_command_t c1 = cmd("wallet.debit", "orphan1", o, 100);
+    ww_command_t c2 = cmd("wallet.credit", "orphan2", o, 50);
+    assert_int_equal(apply(&c1).outcome, WW_OUTCOME_APPLIED);
+    delete_ledger(&c1);
+    assert_int_equal(apply(&c2).outcome, WW_OUTCOME_APPLIED);
+    assert_int_equal(ledger_entries(&c1), 1); /* written by c2's worker */
+    size_t markers;
+    assert_int_equal(live_balance(o, &markers), 950);
+    assert_int_equal(markers, 1); /* only c2's, c1's pruned */
+    assert_int_equal(apply(&c1).outcome, WW_OUTCOME_DUPLICATE);
+    assert_int_equal(live_balance(o, &markers), 950);
+}
+
+/* Same key, different payload: conflict, nothing changes. */
+static void test_protocol_conflict_changes_nothing(void **state) {
+    (void)state;
+    const char *o = "aaaaaaaaaaaaaaaaaaaa0003";
+    make_wallet(o, 1000, false);
+    ww_command_t c = cmd("wallet.debit", "conf", o, 100);
+    ww_command_t c_other = cmd("wallet.debit", "conf", o, 200);
+    assert_int_equal(apply(&c).outcome, WW_OUTCOME_APPLIED);
+    ww_wallet_result_t r = apply(&c_other);
+    assert_int_equal(r.outcome, WW_OUTCOME_CONFLICT);
+    assert_int_equal(r.original, WW_OUTCOME_APPLIED);
+    assert_string_equal(r.error_code, "conflict");
+    size_t markers;
+    assert_int_equal(live_balance(o, &markers), 900);
+    /* a rejected key stays rejected even after the balance allows it */
+    ww_command_t big = cmd("wallet.debit", "big", o, 5000);
+    assert_int_equal(apply(&big).outcome, WW_OUTCOME_INSUFFICIENT_FUNDS);
+    ww_command_t credit = cmd("wallet.credit", "topup", o, 10000);
+    assert_int_equal(apply(&credit).outcome, WW_OUTCOME_APPLIED);
+    ww_wallet_result_t again = apply(&big);
+    assert_int_equal(again.outcome, WW_OUTCOME_DUPLICATE);
+    assert_int_equal(again.original, WW_OUTCOME_INSUFFICIENT_FUNDS);
+    assert_int_equal(live_balance(o, &markers), 10900);
+}
+
+/* A competitor recorded wallet_not_found for the key (the owner had no
+ * wallet when it looked); our decision must yield and be undone. */
+static void test_protocol_wallet_not_found_race_undoes_our_effect(void **state) {
+    (void)state;
+    const char *o = "aaaaaaaaaaaaaaaaaaaa0004";
+    make_wallet(o, 1000, false);
+    ww_command_t c = cmd("wallet.debit", "race", o, 400);
+    assert_int_equal(apply(&c).outcome, WW_OUTCOME_APPLIED);
+    delete_ledger(&c);
+    /* the competitor's entry */
+    bson_t doc = BSON_INITIALIZER;
+    bson_oid_t id, owner;
+    bson_oid_init(&id, NULL);
+    bson_oid_init_from_string(&owner, o);
+    BSON_APPEND_OID(&doc, "_id", &id);
+    BSON_APPEND_UTF8(&doc, "idempotencyKey", c.idempotency_key);
+    BSON_APPEND_UTF8(&doc, "type", "debit");
+    BSON_APPEND_UTF8(&doc, "status", "wallet_not_found");
+    BSON_APPEND_NULL(&doc, "walletId");
+    BSON_APPEND_OID(&doc, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&doc, "amountPaise", 400);
+    BSON_APPEND_NULL(&doc, "balanceAfterPaise");
+    BSON_APPEND_UTF8(&doc, "fingerprint", c.fingerprint);
+    bool dup;
+    ww_error_t err;
+    /* a later command on the wallet must not resurrect our marker as an entry */
+    ww_command_t later = cmd("wallet.credit", "later", o, 1);
+    assert_true(ww_db_insert_one(env.db, WW_TRANSACTIONS, &doc, &dup, &err));
+    bson_destroy(&doc);
+    ww_wallet_result_t r = apply(&c);
+    assert_int_equal(r.outcome, WW_OUTCOME_DUPLICATE);
+    assert_int_equal(r.original, WW_OUTCOME_WALLET_NOT_FOUND);
+    size_t markers;
+    assert_int_equal(live_balance(o, &markers), 1000); /* the 400 came back */
+    assert_int_equal(markers, 0);
+    assert_int_equal(apply(&later).outcome, WW_OUTCOME_APPLIED);
+    assert_int_equal(live_balance(o, &markers), 1001);
+    assert_int_equal(ledger_entries(&c), 1);
+}
+
+/* A decision recorded in a wallet that was then soft-deleted is found and
+ * finished there; the owner's new wallet is not charged for it. */
+static void test_protocol_marker_in_deleted_wallet_is_honoured(void **state) {
+    (void)state;
+    const char *o = "aaaaaaaaaaaaaaaaaaaa0005";
+    make_wallet(o, 1000, false);
+    ww_command_t c = cmd("wallet.debit", "moved", o, 250);
+    assert_int_equal(apply(&c).outcome, WW_OUTCOME_APPLIED);
+    delete_ledger(&c);
+    /* soft-delete the wallet, open a new one */
+    bson_t filter = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
+    bson_oid_t owner;
+    bson_oid_init_from_string(&owner, o);
+    BSON_APPEND_OID(&filter, "ownerUserId", &owner);
+    BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
+    BSON_APPEND_DATE_TIME(&set, "deletedAt", 1700000000000);
+    bson_append_document_end(&upd, &set);
+    ww_error_t err;
+    assert_true(ww_db_update_many(env.db, WW_WALLETS, &filter, &upd, NULL, NULL, NULL, &err));
+    bson_destroy(&filter);
+    bson_destroy(&upd);
+    make_wallet(o, 5000, false);
+    ww_wallet_result_t r = apply(&c);
+    assert_int_equal(r.outcome, WW_OUTCOME_APPLIED);
+    assert_int_equal(r.balance_after_paise, 750); /* the old wallet's decision */
+    size_t markers;
+    assert_int_equal(live_balance(o, &markers), 5000);
+    assert_int_equal(ledger_entries(&c), 1);
+}
+
+/* Stored numbers the backend may have written: int32 and integral doubles
+ * are read exactly; a fractional balance is refused, not rounded. */
+static void test_protocol_unusable_balance_is_a_permanent_error(void **state) {
+    (void)state;
+    const char *o = "aaaaaaaaaaaaaaaaaaaa0006";
+    bson_t doc = BSON_INITIALIZER;
+    bson_oid_t id, owner;
+    bson_oid_init(&id, NULL);
+    bson_oid_init_from_string(&owner, o);
+    BSON_APPEND_OID(&doc, "_id", &id);
+    BSON_APPEND_OID(&doc, "ownerUserId", &owner);
+    BSON_APPEND_DOUBLE(&doc, "availablePaise", 10.5);
+    bool dup;
+    ww_error_t err;
+    assert_true(ww_db_insert_one(env.db, WW_WALLETS, &doc, &dup, &err));
+    bson_destroy(&doc);
+    ww_command_t c = cmd("wallet.debit", "frac", o, 1);
+    ww_wallet_result_t r;
+    ww_error_clear(&err);
+    assert_false(ww_wallet_apply(env.db, &c, "t", 0, 1, &r, &err));
+    assert_false(err.retryable);
+    assert_non_null(strstr(err.message, "availablePaise"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_protocol_crash_before_ledger_is_finished_once),
+        cmocka_unit_test(test_protocol_next_command_completes_orphan_and_prunes),
+        cmocka_unit_test(test_protocol_conflict_changes_nothing),
+        cmocka_unit_test(test_protocol_wallet_not_found_race_undoes_our_effect),
+        cmocka_unit_test(test_protocol_marker_in_deleted_wallet_is_honoured),
+        cmocka_unit_test(test_protocol_unusable_balance_is_a_permanent_error),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
