@@ -497,9 +497,9 @@ size_t ww_metrics_render(char *buf, size_t cap) {
     put_seconds_ns(&s, up_ms > 0 ? (uint64_t)up_ms * 1000000u : 0);
     put(&s, "\n", 1);
 
-    put_header(&s, "ww_metrics_dropped_series_total", "counter",
+    put_header(&s, "wallet_worker_metrics_dropped_series_total", "counter",
                "Updates routed to an \"other\" series because a metric family was full.");
-    putf(&s, "ww_metrics_dropped_series_total %" PRIuFAST64 "\n", atomic_load(&dropped));
+    putf(&s, "wallet_worker_metrics_dropped_series_total %" PRIuFAST64 "\n", atomic_load(&dropped));
 
     if (cap) buf[s.len < s.room ? s.len : s.room] = '\0';
     return s.len;

@@ -9,7 +9,7 @@
  * Cardinality is bounded: each labelled family keeps at most
  * WW_METRICS_MAX_SERIES label sets (consumer lag: WW_METRICS_MAX_LAG_SERIES).
  * Updates for further label sets go to one series whose label values are all
- * "other", and each such update adds 1 to ww_metrics_dropped_series_total.
+ * "other", and each such update adds 1 to wallet_worker_metrics_dropped_series_total.
  * Label values longer than WW_METRICS_LABEL_MAX - 1 bytes are truncated;
  * invalid UTF-8 bytes and control characters other than '\n' become '?'.
  *
@@ -39,7 +39,7 @@
  *   wallet_worker_uptime_seconds                              gauge
  *   wallet_worker_http_requests_total{code}                   counter
  *       Responses of the HTTP sidecar, by status code.
- *   ww_metrics_dropped_series_total                           counter
+ *   wallet_worker_metrics_dropped_series_total                           counter
  *       Updates routed to an "other" series because a family was full.
  */
 #ifndef WW_METRICS_H

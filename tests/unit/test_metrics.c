@@ -57,7 +57,7 @@ static void test_metrics_every_family_has_help_and_type(void **state) {
         {"process_start_time_seconds", "gauge"},
         {"wallet_worker_uptime_seconds", "gauge"},
         {"wallet_worker_http_requests_total", "counter"},
-        {"ww_metrics_dropped_series_total", "counter"},
+        {"wallet_worker_metrics_dropped_series_total", "counter"},
     };
     char *text = render();
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
@@ -73,7 +73,7 @@ static void test_metrics_every_family_has_help_and_type(void **state) {
     assert_contains(text, "\nwallet_worker_up 1\n");
     assert_contains(text, "\nwallet_worker_db_connection_state 0\n");
     assert_contains(text, "\nwallet_worker_db_connected 0\n");
-    assert_contains(text, "\nww_metrics_dropped_series_total 0\n");
+    assert_contains(text, "\nwallet_worker_metrics_dropped_series_total 0\n");
     assert_int_equal(text[strlen(text) - 1], '\n');
     free(text);
 }
@@ -188,7 +188,7 @@ static void test_metrics_bounded_series_go_to_other(void **state) {
     snprintf(topic, sizeof topic, "{topic=\"topic-%d\"}", WW_METRICS_MAX_SERIES);
     assert_not_contains(text, topic);
     assert_contains(text, "\nwallet_worker_messages_consumed_total{topic=\"other\"} 10\n");
-    assert_contains(text, "\nww_metrics_dropped_series_total 10\n");
+    assert_contains(text, "\nwallet_worker_metrics_dropped_series_total 10\n");
     free(text);
     assert_int_equal(ww_metrics_dropped_series(), 10);
     assert_int_equal(ww_metrics_consumed_count("other"), 10);
@@ -198,7 +198,7 @@ static void test_metrics_literal_other_label_shares_the_overflow_series(void **s
     ww_metrics_inc_retry("other");
     char *text = render();
     assert_contains(text, "\nwallet_worker_retries_total{operation=\"other\"} 1\n");
-    assert_contains(text, "\nww_metrics_dropped_series_total 0\n");
+    assert_contains(text, "\nwallet_worker_metrics_dropped_series_total 0\n");
     free(text);
 }
 

@@ -1,0 +1,122 @@
+/* it_health.c: the running worker's sidecar: /metrics passes promtool,
+ * hostile requests get the right status, and the worker keeps working.
+ * (Health turning 503 while the database is down and back to 200 after, with
+ * one disconnected and one reconnected log line, is asserted by
+ * it_wallet_faults' database-outage test.) */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static int raw_request(int port, const char *req, char *out, size_t cap) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return 0;
+    }
+    size_t len = strlen(req), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, req + off, len - off);
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    size_t n = 0;
+    ssize_t r;
+    while (n < cap - 1 && (r = read(fd, out + n, cap - 1 - n)) > 0) n += (size_t)r;
+    out[n] = '\0';
+    close(fd);
+    return strncmp(out, "HTTP/1.", 7) == 0 ? atoi(out + 9) : 0;
+}
+
+static void test_health_sidecar_of_the_running_worker(void **state) {
+    (void)state;
+    h_env_t env;
+    h_env_init(&env, "health");
+    char log[256];
+    snprintf(log, sizeof log, "/tmp/ww-it-%s.log", env.run_id);
+    unlink(log);
+    pid_t pid = h_worker_start(&env, log, NULL);
+    assert_true(h_wait_http(env.http_port, "/readyz", 200, 30000));
+
+    /* /metrics is valid Prometheus text */
+    char *body = malloc(1 << 20);
+    assert_int_equal(h_http_get(env.http_port, "/metrics", body, 1 << 20), 200);
+    assert_non_null(strstr(body, "wallet_worker_build_info{"));
+    assert_non_null(strstr(body, "wallet_worker_db_connected 1"));
+    assert_non_null(strstr(body, "wallet_worker_db_operation_duration_seconds_bucket"));
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/ww-it-%s.metrics", env.run_id);
+    FILE *f = fopen(path, "w");
+    fputs(body, f);
+    fclose(f);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "promtool check metrics < %s", path);
+    int st = system(cmd);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+
+    /* methods, paths, sizes */
+    char out[8192];
+    assert_int_equal(raw_request(env.http_port,
+                                 "POST /api/health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                                 "Connection: close\r\n\r\n", out, sizeof out), 405);
+    assert_non_null(strstr(out, "Allow: GET, HEAD"));
+    assert_int_equal(raw_request(env.http_port,
+                                 "DELETE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                 out, sizeof out), 405);
+    assert_int_equal(raw_request(env.http_port,
+                                 "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                 out, sizeof out), 404);
+    size_t big = 64 * 1024;
+    char *req = malloc(big + 128);
+    strcpy(req, "GET /api/health?");
+    memset(req + strlen(req), 'a', big);
+    strcpy(req + 16 + big, " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    int s = raw_request(env.http_port, req, out, sizeof out);
+    print_message("64 KiB URL -> %d\n", s);
+    assert_true(s == 414 || s == 431 || s == 0);
+    free(req);
+
+    /* a flood of idle connections, beyond the limit */
+    int fds[200];
+    for (int i = 0; i < 200; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)env.http_port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        connect(fds[i], (struct sockaddr *)&a, sizeof a);
+    }
+    for (int i = 0; i < 200; i++) close(fds[i]);
+    assert_true(h_wait_http(env.http_port, "/api/health", 200, 15000));
+    assert_true(h_worker_alive(pid));
+
+    /* and the worker still does its job */
+    char v[512];
+    snprintf(v, sizeof v, "{\"type\":\"wallet.credit\",\"idempotencyKey\":\"%s-after\","
+             "\"ownerUserId\":\"0123456789abcdef01234567\",\"amountPaise\":5}", env.run_id);
+    h_produce(&env, env.commands_topic, "0123456789abcdef01234567", v);
+    h_flush(&env);
+    assert_int_equal(h_read_topic(&env, env.results_topic, 1, 30000, NULL, NULL), 1);
+    /* the outcome was counted */
+    assert_int_equal(h_http_get(env.http_port, "/metrics", body, 1 << 20), 200);
+    assert_non_null(strstr(body, "outcome=\"wallet_not_found\"} 1"));
+    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    free(body);
+    unlink(path);
+    h_env_destroy(&env);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_health_sidecar_of_the_running_worker),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
