@@ -43,6 +43,7 @@ typedef struct {
     int64_t timeout_ms; /* results */
     const char *match;  /* results: substring of key or value */
     int64_t limit;      /* wallets: ledger entries per owner */
+    bool verbose;       /* the libraries' warnings and info lines too */
     const char *pos[64];
     int npos;
 } opts_t;
@@ -69,6 +70,7 @@ static void usage(FILE *out) {
             "127.0.0.1:9092)\n"
             "  --mongodb-uri URI    MongoDB URI (env MONGODB_URI, default "
             "mongodb://127.0.0.1:27017/wallet)\n"
+            "  -v, --verbose        also show the Kafka/MongoDB libraries' warnings\n"
             "  -h, --help           this text\n\n"
             "Exit status: 0 ok, 1 failure (server unreachable, fewer results than --count),\n"
             "2 usage error.\n");
@@ -191,6 +193,12 @@ static void on_delivery(void *ctx, void *opaque, bool ok, const char *error) {
         snprintf(d->first_error, sizeof d->first_error, "%s", error ? error : "unknown error");
 }
 
+static void rupees(char *out, size_t cap, int64_t paise) {
+    const char *sign = paise < 0 ? "-" : "";
+    int64_t a = paise < 0 ? -paise : paise;
+    snprintf(out, cap, "%s\u20b9%lld.%02lld", sign, (long long)(a / 100), (long long)(a % 100));
+}
+
 /* ---- seed-wallet -------------------------------------------------------- */
 
 static int cmd_seed_wallet(const opts_t *o) {
@@ -234,8 +242,10 @@ static int cmd_seed_wallet(const opts_t *o) {
     }
     char id_hex[25];
     bson_oid_to_string(&id, id_hex);
-    printf("seeded wallet %s for owner %s: %lld.%02lld (%lld paise)", id_hex, owner_hex,
-           (long long)(balance / 100), (long long)(balance % 100), (long long)balance);
+    char r[48];
+    rupees(r, sizeof r, balance);
+    printf("seeded wallet %s for owner %s: %s (%lld paise)", id_hex, owner_hex, r,
+           (long long)balance);
     if (old_wallets || old_entries)
         printf(", replaced %lld wallet(s) and %lld ledger entries", (long long)old_wallets,
                (long long)old_entries);
@@ -527,11 +537,6 @@ static void doc_utf8(const bson_t *doc, const char *name, text_t *t, size_t max)
     }
 }
 
-static void rupees(char *out, size_t cap, int64_t paise) {
-    const char *sign = paise < 0 ? "-" : "";
-    int64_t a = paise < 0 ? -paise : paise;
-    snprintf(out, cap, "%s\u20b9%lld.%02lld", sign, (long long)(a / 100), (long long)(a % 100));
-}
 
 typedef struct {
     int n;
@@ -603,13 +608,13 @@ static int cmd_wallets(const opts_t *o) {
         ww_error_clear(&err);
         count_t wallets = {0}, entries = {0};
         printf("owner %s\n", hex);
-        if (!ww_db_find(db, WW_WALLETS, &filter, &wopts, print_wallet, &wallets, &err) ||
-            !ww_db_find(db, WW_TRANSACTIONS, &filter, &topts, print_entry, &entries, &err)) {
+        bool ok = ww_db_find(db, WW_WALLETS, &filter, &wopts, print_wallet, &wallets, &err);
+        if (ok && wallets.n == 0) printf("  no wallet\n");
+        ok = ok && ww_db_find(db, WW_TRANSACTIONS, &filter, &topts, print_entry, &entries, &err);
+        if (ok && entries.n == 0) printf("    (no ledger entries)\n");
+        if (!ok) {
             fprintf(stderr, "wwtool: owner %s: %s\n", hex, err.message);
             rc = 1;
-        } else {
-            if (wallets.n == 0) printf("  no wallet\n");
-            if (entries.n == 0) printf("    (no ledger entries)\n");
         }
         bson_destroy(&topts);
         bson_destroy(&wopts);
@@ -645,6 +650,10 @@ static int parse_args(int argc, char **argv, opts_t *o) {
         int rc = 0;
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return -1;
+        if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
+            o->verbose = true;
+            continue;
+        }
         if (take_opt(argc, argv, &i, "--brokers", &o->brokers, &rc) ||
             take_opt(argc, argv, &i, "--mongodb-uri", &o->mongodb_uri, &rc) ||
             take_opt(argc, argv, &i, "--count", &count, &rc) ||
@@ -695,8 +704,9 @@ int main(int argc, char **argv) {
     }
     if (prc > 0) return prc;
 
-    /* Warnings and errors only: a tool's output is its answer, not a log. */
-    ww_log_set_level(WW_LOG_WARN);
+    /* Errors only unless asked: a tool's output is its answer, not a log (and
+     * e.g. FerretDB makes libmongoc warn about endSessions on every close). */
+    ww_log_set_level(o.verbose ? WW_LOG_INFO : WW_LOG_ERROR);
     const char *cmd = o.pos[0];
     int rc;
     if (strcmp(cmd, "produce") == 0) {

@@ -128,7 +128,8 @@ note "log: ${LOG#"$ROOT"/}"
 ASHA=64d0a0000000000000000a51
 BILAL=64d0a0000000000000000b17
 CHITRA=64d0a0000000000000000c4e
-NOBODY=64d0a000000000000000dead
+# a fresh owner id per run: nobody has a wallet, and its ledger shows only this run
+NOBODY=$(printf '64d0dead%016x' "$(($(date +%s%N) / 1000))")
 RUN="demo-$(date +%Y%m%d-%H%M%S)-$$"
 
 heading "Three wallets with ₹100.00 each"
@@ -140,6 +141,9 @@ note "run stamp $RUN: every idempotencyKey starts with it, so re-runs never coll
 
 # ---------------------------------------------------------------------- batch
 heading "A batch of 12 messages on wallet.commands"
+say "5 that apply, asha-coffee resent (duplicate) and resent for ₹99.00 (conflict),"
+say "₹500.00 from Bilal (insufficient_funds), an owner without a wallet (wallet_not_found),"
+say "and 3 invalid: not JSON, amountPaise 10.5, ownerUserId {\"\$ne\": null}"
 cmd() { # cmd <type> <key> <owner> <amount>
   printf '{"type":"wallet.%s","idempotencyKey":"%s-%s","ownerUserId":"%s","amountPaise":%s}\n' \
     "$1" "$RUN" "$2" "$3" "$4"
@@ -158,9 +162,6 @@ cmd() { # cmd <type> <key> <owner> <amount>
   printf '{"type":"wallet.debit","idempotencyKey":"%s-asha-fraction","ownerUserId":"%s","amountPaise":10.5}\n' "$RUN" "$ASHA"
   printf '{"type":"wallet.debit","idempotencyKey":"%s-injection","ownerUserId":{"$ne":null},"amountPaise":100}\n' "$RUN"
 } | "$WWTOOL" produce wallet.commands | indent
-say "5 that apply, asha-coffee resent (duplicate) and resent for ₹99.00 (conflict),"
-say "₹500.00 from Bilal (insufficient_funds), an owner without a wallet (wallet_not_found),"
-say "and 3 invalid: not JSON, amountPaise 10.5, ownerUserId {\"\$ne\": null}"
 
 # -------------------------------------------------------------------- results
 heading "Result events on wallet.results (one per message)"

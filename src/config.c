@@ -52,6 +52,18 @@ static const setting_t settings[] = {
         "MongoDB connection pool size, unless MONGODB_URI sets maxPoolSize"),
     INT(shutdown_timeout_ms, "SHUTDOWN_TIMEOUT_MS", "--shutdown-timeout-ms", "5000", 0, 600000,
         "on SIGTERM/SIGINT, how long in-flight commands may take to finish"),
+    /* invites */
+    STR(invite_events_topic, "INVITE_EVENTS_TOPIC", "--invite-events-topic", "invite.events",
+        false, "topic of incoming invite events (created, used, revoked, expired)"),
+    STR(invite_results_topic, "INVITE_RESULTS_TOPIC", "--invite-results-topic", "invite.results",
+        false, "topic the result of every processed invite event is published to"),
+    STR(invite_dlq_topic, "INVITE_DLQ_TOPIC", "--invite-dlq-topic", "invite.events.dlq", false,
+        "dead-letter topic for invalid invite events and events for unknown invites"),
+    INT(invite_sweep_interval_ms, "INVITE_SWEEP_INTERVAL_MS", "--invite-sweep-interval-ms",
+        "60000", 0, 86400000,
+        "how often active invites past expiresAt are marked expired (0 disables the sweeper)"),
+    INT(invite_sweep_batch, "INVITE_SWEEP_BATCH", "--invite-sweep-batch", "500", 1, 10000,
+        "invites the sweeper expires per database round trip"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])

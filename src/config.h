@@ -34,6 +34,13 @@ typedef struct {
     int32_t liveness_threshold_ms; /* /livez fails past this without progress */
     int32_t db_pool_max;           /* maxPoolSize when the URI does not say */
     int32_t shutdown_timeout_ms;   /* how long SIGTERM waits for in-flight work */
+
+    /* invites */
+    char invite_events_topic[250];
+    char invite_results_topic[250];
+    char invite_dlq_topic[250];
+    int32_t invite_sweep_interval_ms; /* 0: no sweeper */
+    int32_t invite_sweep_batch;       /* invites expired per round trip */
 } ww_config_t;
 
 /* Fills cfg with the defaults. */

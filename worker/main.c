@@ -19,6 +19,7 @@
 #include "db.h"
 #include "health.h"
 #include "http.h"
+#include "invite.h" /* invites */
 #include "log.h"
 #include "metrics.h"
 #include "pipeline.h"
@@ -55,6 +56,7 @@ static int run(const ww_config_t *cfg) {
     ww_db_t *db = NULL;
     ww_pipeline_t *pipe = NULL;
     ww_bus_t *bus = NULL;
+    ww_invite_sweeper_t *sweeper = NULL; /* invites */
     ww_error_t err;
     ww_error_clear(&err);
 
@@ -88,7 +90,9 @@ static int run(const ww_config_t *cfg) {
     /* The unique ledger index is what makes the protocol exactly-once: wait
      * for the database rather than run without it. */
     for (int attempt = 0; !stop_requested; attempt++) {
-        if (ww_wallet_ensure_indexes(db, &err)) break;
+        if (ww_wallet_ensure_indexes(db, &err) &&
+            ww_invite_ensure_indexes(db, &err) /* invites */)
+            break;
         if (attempt == 0 || attempt % 10 == 0)
             ww_warn("main", "waiting for the database to create indexes: %s", err.message);
         ww_health_progress(ww_clock_mono_ms());
@@ -113,9 +117,16 @@ static int run(const ww_config_t *cfg) {
                               .results_topic = cfg->results_topic,
                               .dlq_topic = cfg->dlq_topic,
                               .max_message_bytes = cfg->max_message_bytes};
+    /* invites */
+    ww_invite_ctx_t invite = {.db = db,
+                              .results_topic = cfg->invite_results_topic,
+                              .dlq_topic = cfg->invite_dlq_topic,
+                              .max_message_bytes = cfg->max_message_bytes};
     ww_route_t routes[] = {
         {.topic = cfg->commands_topic, .dlq_topic = cfg->dlq_topic, .handle = ww_wallet_handle,
          .ctx = &wallet},
+        {.topic = cfg->invite_events_topic, .dlq_topic = cfg->invite_dlq_topic, /* invites */
+         .handle = ww_invite_handle, .ctx = &invite},
     };
     ww_pipeline_config_t pc;
     ww_pipeline_config_defaults(&pc);
@@ -139,14 +150,24 @@ static int run(const ww_config_t *cfg) {
         goto done;
     }
     ww_pipeline_attach(pipe, bus);
-    const char *topics[] = {cfg->commands_topic};
-    if (!ww_bus_subscribe(bus, topics, 1, &err)) {
+    const char *topics[] = {cfg->commands_topic, cfg->invite_events_topic}; /* invites */
+    if (!ww_bus_subscribe(bus, topics, sizeof topics / sizeof topics[0], &err)) {
         ww_err("main", "%s", err.message);
         goto done;
     }
     ww_health_set_running(true);
-    ww_info("main", "running group=%s topics=%s workers=%d", cfg->kafka_group_id,
-            cfg->commands_topic, cfg->worker_threads);
+    ww_info("main", "running group=%s topics=%s,%s workers=%d", cfg->kafka_group_id,
+            cfg->commands_topic, cfg->invite_events_topic, cfg->worker_threads);
+
+    /* invites: the sweeper runs on its own thread, never on the consume path */
+    if (cfg->invite_sweep_interval_ms > 0) {
+        sweeper = ww_invite_sweeper_start(db, cfg->invite_sweep_interval_ms,
+                                          cfg->invite_sweep_batch, &err);
+        if (!sweeper) {
+            ww_err("main", "%s", err.message);
+            goto done;
+        }
+    }
 
     ww_pipeline_run(pipe, &stop_requested);
     if (ww_bus_fatal(bus)) {
@@ -158,6 +179,7 @@ static int run(const ww_config_t *cfg) {
 
 done:
     ww_health_set_running(false);
+    ww_invite_sweeper_stop(sweeper); /* invites: before the pipeline and the pool go */
     ww_bus_destroy(bus, cfg->shutdown_timeout_ms);
     ww_pipeline_destroy(pipe);
     ww_db_destroy(db);

@@ -1,0 +1,1049 @@
+/* invite.c: see invite.h and docs/invites.md.
+ *
+ * DESIGN (why it is correct without multi-document transactions)
+ * - The invite document is the only place where decisions about its code are
+ *   serialised. Creation is an insert guarded by the unique {code: 1} index;
+ *   every later change is ONE conditional single-document update whose
+ *   filter names the status the decision was made from:
+ *     updateOne({_id, status: "active"}, {$set: {status, ...},
+ *                $push: {processedEvents: {eventId, type, fingerprint}}})
+ *   Only `active` has outgoing transitions, so of two writers (two events, a
+ *   zombie consumer whose partition moved on, the sweeper) at most one can
+ *   match; the loser sees matched = 0, reads the invite again and decides
+ *   again from what is there now.
+ * - The event's id is recorded in the same update that makes its change, so
+ *   "applied" and "recorded" cannot be separated by a crash: a replay finds
+ *   the id and answers duplicate, also after later transitions (a replayed
+ *   invite.created after the invite was used is still a duplicate).
+ * - processedEvents is bounded without pruning: only applied events are
+ *   recorded, and an invite has at most two (created + the one transition
+ *   out of active), because used / revoked / expired are final. No marker is
+ *   ever removed, so a zombie cannot slip through a pruning window.
+ *   Duplicates and rejections change nothing and record nothing: they are
+ *   decided again, the same way, on a replay (final states are final).
+ * - invite_not_found is the one answer that is not final: the event is
+ *   dead-lettered, and replaying it once the invite exists applies it.
+ * - The sweeper writes {_id: {$in: ids}, status: "active", expiresAt:
+ *   {$lte: now}} -> expired, the same guard, so it is idempotent, safe with
+ *   several workers, and cannot overwrite a transition made meanwhile.
+ * - Caveat: FerretDB 1.24 does not apply conditional updates atomically
+ *   (docs/testing-servers-findings.md (g)); there, the guarantee holds only
+ *   while one writer at a time touches an invite, which the pipeline's
+ *   routing by code provides for events (not against a zombie or the
+ *   sweeper racing a transition). MongoDB and mongo-java-server enforce it. */
+#include "invite.h"
+
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+#include "metrics.h"
+#include "sha256.h"
+
+#define SEEN "processedEvents"
+#define MAX_ATTEMPTS 32 /* guarded-write races before giving up (retryable) */
+#define ECHO_BUF (3 * WW_COMMAND_ECHO_MAX + 8)
+
+/* ---- names ------------------------------------------------------------------------ */
+
+static const char *const TYPE_NAMES[] = {NULL, "invite.created", "invite.used",
+                                         "invite.revoked", "invite.expired"};
+static const char *const STATUS_NAMES[] = {NULL, "active", "used", "revoked", "expired"};
+
+const char *ww_invite_event_type_name(ww_invite_event_type_t type) {
+    return type >= WW_INVITE_CREATED && type <= WW_INVITE_EXPIRED ? TYPE_NAMES[type] : "unknown";
+}
+
+const char *ww_invite_status_name(ww_invite_status_t status) {
+    return status >= WW_INVITE_ACTIVE && status <= WW_INVITE_STATUS_EXPIRED ? STATUS_NAMES[status]
+                                                                            : NULL;
+}
+
+bool ww_invite_status_from_name(const char *name, ww_invite_status_t *out) {
+    for (int s = WW_INVITE_ACTIVE; name && s <= WW_INVITE_STATUS_EXPIRED; s++) {
+        if (strcmp(name, STATUS_NAMES[s]) == 0) {
+            *out = (ww_invite_status_t)s;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *ww_invite_outcome_name(ww_invite_outcome_t outcome) {
+    switch (outcome) {
+    case WW_INVITE_APPLIED: return "applied";
+    case WW_INVITE_DUPLICATE: return "duplicate";
+    case WW_INVITE_REJECTED: return "rejected";
+    case WW_INVITE_INVALID: return "invalid";
+    case WW_INVITE_NOT_FOUND: return "rejected";
+    }
+    return "unknown";
+}
+
+/* ---- parsing (no I/O) ------------------------------------------------------------- */
+
+static void echo(const char *s, size_t len, char *out) {
+    ww_json_echo(s, len, WW_COMMAND_ECHO_MAX, out, ECHO_BUF);
+}
+
+static const char *describe(json_object *v) {
+    switch (json_object_get_type(v)) {
+    case json_type_null: return "null";
+    case json_type_boolean: return "a boolean";
+    case json_type_int: return "an integer";
+    case json_type_double: return "a number";
+    case json_type_string: return "a string";
+    case json_type_object: return "an object";
+    case json_type_array: return "an array";
+    }
+    return "an unknown value";
+}
+
+static bool get_string(json_object *v, const char *field, const char **s, size_t *len,
+                       ww_error_t *error) {
+    if (!json_object_is_type(v, json_type_string)) {
+        ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_WRONG_TYPE, false,
+                     "%s: must be a string, got %s", field, describe(v));
+        return false;
+    }
+    *s = json_object_get_string(v);
+    *len = (size_t)json_object_get_string_len(v);
+    return true;
+}
+
+typedef enum { CS_EVENT_ID, CS_CODE, CS_ROLE } charset_t;
+
+static bool in_charset(unsigned char c, charset_t cs) {
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+        c == '-')
+        return true;
+    if (cs == CS_ROLE) return false;
+    if (c == '.') return true;
+    return cs == CS_EVENT_ID && c == ':';
+}
+
+static const char *charset_text(charset_t cs) {
+    switch (cs) {
+    case CS_EVENT_ID: return "A-Z a-z 0-9 . _ : -";
+    case CS_CODE: return "A-Z a-z 0-9 . _ -";
+    case CS_ROLE: return "A-Z a-z 0-9 _ -";
+    }
+    return "?";
+}
+
+/* A bounded identifier: 1..max bytes of the charset, copied to out. */
+static bool parse_ident(json_object *v, const char *field, charset_t cs, size_t max, char *out,
+                        ww_error_t *error) {
+    const char *s = NULL;
+    size_t len = 0;
+    char e[ECHO_BUF];
+    if (!get_string(v, field, &s, &len, error)) return false;
+    if (len == 0 || len > max) {
+        ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_INVALID_VALUE, false,
+                     "%s: must be 1 to %zu characters, got %zu bytes", field, max, len);
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!in_charset((unsigned char)s[i], cs)) {
+            echo(s, len, e);
+            ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_INVALID_VALUE, false,
+                         "%s: byte %zu is not one of %s in \"%s\"", field, i, charset_text(cs), e);
+            return false;
+        }
+    }
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return true;
+}
+
+static bool parse_user_id(json_object *v, const char *field, char *out, ww_error_t *error) {
+    const char *s = NULL;
+    size_t len = 0;
+    if (!get_string(v, field, &s, &len, error)) return false;
+    bool ok = len == WW_INVITE_USER_ID_LEN;
+    for (size_t i = 0; ok && i < len; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'F') c = (char)(c - 'A' + 'a');
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) ok = false;
+        out[i] = c;
+    }
+    if (!ok) {
+        char e[ECHO_BUF];
+        echo(s, len, e);
+        memset(out, 0, WW_INVITE_USER_ID_LEN + 1);
+        ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_INVALID_VALUE, false,
+                     "%s: must be %d hex digits (an ObjectId), got \"%s\" (%zu bytes)", field,
+                     WW_INVITE_USER_ID_LEN, e, len);
+        return false;
+    }
+    out[len] = '\0';
+    return true;
+}
+
+static bool parse_time(json_object *v, const char *field, int64_t *ms, ww_error_t *error) {
+    const char *s = NULL;
+    size_t len = 0;
+    if (!get_string(v, field, &s, &len, error)) return false;
+    if (!ww_clock_parse_rfc3339(s, len, ms)) {
+        char e[ECHO_BUF];
+        echo(s, len, e);
+        *ms = 0;
+        ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_INVALID_VALUE, false,
+                     "%s: must be an RFC 3339 date-time such as 2026-01-31T12:00:00Z, got \"%s\"",
+                     field, e);
+        return false;
+    }
+    return true;
+}
+
+/* Fields per type, in the order they are checked; required ones first. */
+typedef struct {
+    const char *fields[8];
+    size_t n_required;
+} shape_t;
+
+static const shape_t SHAPES[] = {
+    [WW_INVITE_CREATED] = {{"type", "eventId", "code", "parentCode", "role", "expiresAt",
+                            "createdAt", "createdByUserId"},
+                           6},
+    [WW_INVITE_USED] = {{"type", "eventId", "code", "usedByUserId", "occurredAt"}, 5},
+    [WW_INVITE_REVOKED] = {{"type", "eventId", "code", "occurredAt"}, 4},
+    [WW_INVITE_EXPIRED] = {{"type", "eventId", "code", "occurredAt"}, 4},
+};
+
+static bool parse_type(json_object *v, ww_invite_event_t *ev, ww_error_t *error) {
+    const char *s = NULL;
+    size_t len = 0;
+    if (!get_string(v, "type", &s, &len, error)) return false;
+    for (int t = WW_INVITE_CREATED; t <= WW_INVITE_EXPIRED; t++) {
+        if (len == strlen(TYPE_NAMES[t]) && memcmp(s, TYPE_NAMES[t], len) == 0) {
+            ev->type = (ww_invite_event_type_t)t;
+            return true;
+        }
+    }
+    char e[ECHO_BUF];
+    echo(s, len, e);
+    ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_INVALID_VALUE, false,
+                 "type: must be one of invite.created, invite.used, invite.revoked, "
+                 "invite.expired, got \"%s\"",
+                 e);
+    return false;
+}
+
+static void compute_fingerprint(ww_invite_event_t *ev) {
+    /* Every value is from a restricted charset (no JSON escaping needed), so
+     * this is the RFC 8785 form of the object; keys in sorted order. */
+    char buf[512];
+    int n;
+    switch (ev->type) {
+    case WW_INVITE_CREATED: {
+        char ts[32], by[64] = "";
+        ww_clock_format_iso8601(ev->expires_at_ms, ts, sizeof ts);
+        if (ev->has_created_by)
+            snprintf(by, sizeof by, "\"createdByUserId\":\"%s\",", ev->created_by_user_id);
+        n = snprintf(buf, sizeof buf,
+                     "{\"code\":\"%s\",%s\"expiresAt\":\"%s\",\"parentCode\":\"%s\","
+                     "\"role\":\"%s\",\"type\":\"invite.created\"}",
+                     ev->code, by, ts, ev->parent_code, ev->role);
+        break;
+    }
+    case WW_INVITE_USED:
+        n = snprintf(buf, sizeof buf,
+                     "{\"code\":\"%s\",\"type\":\"invite.used\",\"usedByUserId\":\"%s\"}",
+                     ev->code, ev->used_by_user_id);
+        break;
+    default:
+        n = snprintf(buf, sizeof buf, "{\"code\":\"%s\",\"type\":\"%s\"}", ev->code,
+                     ww_invite_event_type_name(ev->type));
+        break;
+    }
+    if (n < 0 || (size_t)n >= sizeof buf) n = 0; /* cannot happen: bounded fields */
+    ww_sha256_hex(buf, (size_t)n, ev->fingerprint);
+}
+
+bool ww_invite_parse(const char *buf, size_t len, const ww_json_limits_t *limits,
+                     ww_invite_event_t *out, ww_error_t *error) {
+    bool ok = false;
+    json_object *root = NULL, *v;
+    if (!out) {
+        ww_error_set(error, WW_ERR_INTERNAL, 0, false, "ww_invite_parse: out is NULL");
+        return false;
+    }
+    memset(out, 0, sizeof *out);
+    if (!ww_json_parse_object(buf, len, limits, &root, error)) {
+        if (error && error->domain == WW_ERR_INPUT && error->code == WW_JSON_NUMBER_RANGE)
+            error->code = WW_COMMAND_INVALID_VALUE;
+        goto done;
+    }
+    /* the type decides which fields belong */
+    if (!json_object_object_get_ex(root, "type", &v)) {
+        ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_MISSING_FIELD, false,
+                     "missing field \"type\"");
+        goto done;
+    }
+    if (!parse_type(v, out, error)) goto done;
+    const shape_t *shape = &SHAPES[out->type];
+    json_object_object_foreach(root, key, val) {
+        (void)val;
+        bool known = false;
+        for (size_t i = 0; i < 8 && shape->fields[i]; i++)
+            if (strcmp(key, shape->fields[i]) == 0) known = true;
+        if (!known) {
+            char e[ECHO_BUF];
+            echo(key, strlen(key), e);
+            ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_UNKNOWN_FIELD, false,
+                         "unknown field \"%s\" for %s", e, TYPE_NAMES[out->type]);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < shape->n_required; i++) {
+        if (!json_object_object_get_ex(root, shape->fields[i], NULL)) {
+            ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_MISSING_FIELD, false,
+                         "missing field \"%s\" (required for %s)", shape->fields[i],
+                         TYPE_NAMES[out->type]);
+            goto done;
+        }
+    }
+    json_object_object_get_ex(root, "eventId", &v);
+    if (!parse_ident(v, "eventId", CS_EVENT_ID, WW_INVITE_EVENT_ID_MAX, out->event_id, error))
+        goto done;
+    json_object_object_get_ex(root, "code", &v);
+    if (!parse_ident(v, "code", CS_CODE, WW_INVITE_CODE_MAX, out->code, error)) goto done;
+    switch (out->type) {
+    case WW_INVITE_CREATED:
+        json_object_object_get_ex(root, "parentCode", &v);
+        if (!parse_ident(v, "parentCode", CS_CODE, WW_INVITE_CODE_MAX, out->parent_code, error))
+            goto done;
+        json_object_object_get_ex(root, "role", &v);
+        if (!parse_ident(v, "role", CS_ROLE, WW_INVITE_ROLE_MAX, out->role, error)) goto done;
+        json_object_object_get_ex(root, "expiresAt", &v);
+        if (!parse_time(v, "expiresAt", &out->expires_at_ms, error)) goto done;
+        if (json_object_object_get_ex(root, "createdAt", &v)) {
+            if (!parse_time(v, "createdAt", &out->created_at_ms, error)) goto done;
+            out->has_created_at = true;
+        }
+        if (json_object_object_get_ex(root, "createdByUserId", &v)) {
+            if (!parse_user_id(v, "createdByUserId", out->created_by_user_id, error)) goto done;
+            out->has_created_by = true;
+        }
+        break;
+    case WW_INVITE_USED:
+        json_object_object_get_ex(root, "usedByUserId", &v);
+        if (!parse_user_id(v, "usedByUserId", out->used_by_user_id, error)) goto done;
+        /* fall through */
+    case WW_INVITE_REVOKED:
+    case WW_INVITE_EXPIRED:
+        json_object_object_get_ex(root, "occurredAt", &v);
+        if (!parse_time(v, "occurredAt", &out->occurred_at_ms, error)) goto done;
+        break;
+    }
+    compute_fingerprint(out);
+    ok = true;
+done:
+    if (!ok) memset(out, 0, sizeof *out);
+    json_object_put(root);
+    return ok;
+}
+
+/* ---- the state machine (pure) ------------------------------------------------------ */
+
+static void reject(ww_invite_decision_t *d, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void reject(ww_invite_decision_t *d, const char *code, const char *fmt, ...) {
+    d->outcome = WW_INVITE_REJECTED;
+    snprintf(d->error_code, sizeof d->error_code, "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->error_message, sizeof d->error_message, fmt, ap);
+    va_end(ap);
+}
+
+/* invite_used / invite_revoked / invite_expired for a final status. */
+static void reject_final(ww_invite_decision_t *d, ww_invite_status_t st,
+                         ww_invite_event_type_t type) {
+    char code[48];
+    snprintf(code, sizeof code, "invite_%s", STATUS_NAMES[st]);
+    reject(d, code, "the invite is already %s (final); %s cannot change it", STATUS_NAMES[st],
+           TYPE_NAMES[type]);
+}
+
+void ww_invite_decide(const ww_invite_state_t *cur, const ww_invite_event_t *ev,
+                      ww_invite_decision_t *d) {
+    memset(d, 0, sizeof *d);
+    d->to = cur->status;
+    d->from = cur->status;
+
+    if (cur->status == WW_INVITE_NONE) {
+        if (ev->type == WW_INVITE_CREATED) {
+            d->outcome = WW_INVITE_APPLIED;
+            d->to = WW_INVITE_ACTIVE;
+            return;
+        }
+        d->outcome = WW_INVITE_NOT_FOUND;
+        snprintf(d->error_code, sizeof d->error_code, "invite_not_found");
+        snprintf(d->error_message, sizeof d->error_message,
+                 "no invite with code \"%s\" (%s before invite.created?)", ev->code,
+                 TYPE_NAMES[ev->type]);
+        return;
+    }
+
+    /* already decided? before "can it apply?" */
+    for (size_t i = 0; i < cur->n_seen && i < WW_INVITE_EVENTS_MAX; i++) {
+        if (strcmp(cur->seen[i].event_id, ev->event_id) != 0) continue;
+        if (strcmp(cur->seen[i].fingerprint, ev->fingerprint) == 0) {
+            d->outcome = WW_INVITE_DUPLICATE;
+        } else {
+            reject(d, "conflict", "eventId \"%s\" was already applied to this invite with a "
+                   "different payload", ev->event_id);
+        }
+        return;
+    }
+
+    if (ev->type == WW_INVITE_CREATED) {
+        bool same = strcmp(cur->parent_code, ev->parent_code) == 0 &&
+                    strcmp(cur->role, ev->role) == 0 && cur->has_expires_at &&
+                    cur->expires_at_ms == ev->expires_at_ms &&
+                    (!cur->has_created_by || !ev->has_created_by ||
+                     strcmp(cur->created_by_user_id, ev->created_by_user_id) == 0);
+        if (same)
+            d->outcome = WW_INVITE_DUPLICATE;
+        else
+            reject(d, "conflict", "invite \"%s\" already exists with a different parentCode, "
+                   "role, expiresAt or createdByUserId", ev->code);
+        return;
+    }
+
+    if (cur->status == WW_INVITE_ACTIVE) {
+        if (ev->type == WW_INVITE_USED && cur->has_expires_at &&
+            ev->occurred_at_ms >= cur->expires_at_ms) {
+            char exp[32], at[32];
+            ww_clock_format_iso8601(cur->expires_at_ms, exp, sizeof exp);
+            ww_clock_format_iso8601(ev->occurred_at_ms, at, sizeof at);
+            reject(d, "invite_expired", "the invite expired at %s; it was used at %s", exp, at);
+            return;
+        }
+        d->outcome = WW_INVITE_APPLIED;
+        d->from = WW_INVITE_ACTIVE;
+        d->to = ev->type == WW_INVITE_USED      ? WW_INVITE_STATUS_USED
+                : ev->type == WW_INVITE_REVOKED ? WW_INVITE_STATUS_REVOKED
+                                                : WW_INVITE_STATUS_EXPIRED;
+        return;
+    }
+
+    /* a final state: the same effect again is a duplicate, anything else is refused */
+    bool same_effect = false;
+    switch (ev->type) {
+    case WW_INVITE_USED:
+        same_effect = cur->status == WW_INVITE_STATUS_USED && cur->has_used_by &&
+                      strcmp(cur->used_by_user_id, ev->used_by_user_id) == 0;
+        break;
+    case WW_INVITE_REVOKED: same_effect = cur->status == WW_INVITE_STATUS_REVOKED; break;
+    case WW_INVITE_EXPIRED: same_effect = cur->status == WW_INVITE_STATUS_EXPIRED; break;
+    case WW_INVITE_CREATED: break; /* handled above */
+    }
+    if (same_effect)
+        d->outcome = WW_INVITE_DUPLICATE;
+    else if (ev->type == WW_INVITE_USED && cur->status == WW_INVITE_STATUS_USED)
+        reject(d, "invite_used", "the invite was already used by another user");
+    else
+        reject_final(d, cur->status, ev->type);
+}
+
+/* ---- reading the stored invite ------------------------------------------------------ */
+
+static const char *doc_str(const bson_t *doc, const char *key) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it))
+        return bson_iter_utf8(&it, NULL);
+    return NULL;
+}
+
+/* Copies a stored string that must fit; one that does not gets "\x01" so it
+ * equals no valid event value. */
+static void copy_stored(char *out, size_t cap, const char *s) {
+    if (!s) {
+        out[0] = '\0';
+    } else if (strlen(s) < cap) {
+        memcpy(out, s, strlen(s) + 1);
+    } else {
+        out[0] = '\x01';
+        out[1] = '\0';
+    }
+}
+
+/* An ObjectId (or its 24-hex string form, as a backend may have written it). */
+static bool doc_user_id(const bson_t *doc, const char *key, char out[25]) {
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, doc, key)) return false;
+    if (BSON_ITER_HOLDS_OID(&it)) {
+        bson_oid_to_string(bson_iter_oid(&it), out);
+        return true;
+    }
+    if (BSON_ITER_HOLDS_UTF8(&it)) {
+        uint32_t len;
+        const char *s = bson_iter_utf8(&it, &len);
+        if (len == 24 && bson_oid_is_valid(s, len)) {
+            for (int i = 0; i < 24; i++)
+                out[i] = (s[i] >= 'A' && s[i] <= 'F') ? (char)(s[i] - 'A' + 'a') : s[i];
+            out[24] = '\0';
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool state_from_doc(const bson_t *doc, ww_invite_state_t *st, char invite_id[25],
+                           ww_error_t *error) {
+    memset(st, 0, sizeof *st);
+    bson_iter_t it;
+    invite_id[0] = '\0';
+    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_OID(&it))
+        bson_oid_to_string(bson_iter_oid(&it), invite_id);
+    const char *status = doc_str(doc, "status");
+    if (!ww_invite_status_from_name(status, &st->status)) {
+        ww_error_set(error, WW_ERR_DB, 0, false, "invite has no usable status (\"%.32s\")",
+                     status ? status : "");
+        return false;
+    }
+    copy_stored(st->parent_code, sizeof st->parent_code, doc_str(doc, "parentCode"));
+    copy_stored(st->role, sizeof st->role, doc_str(doc, "role"));
+    if (bson_iter_init_find(&it, doc, "expiresAt") && BSON_ITER_HOLDS_DATE_TIME(&it)) {
+        st->has_expires_at = true;
+        st->expires_at_ms = bson_iter_date_time(&it);
+    }
+    st->has_created_by = doc_user_id(doc, "createdBy", st->created_by_user_id);
+    st->has_used_by = doc_user_id(doc, "usedBy", st->used_by_user_id);
+    bson_iter_t arr;
+    if (bson_iter_init_find(&it, doc, SEEN) && BSON_ITER_HOLDS_ARRAY(&it) &&
+        bson_iter_recurse(&it, &arr)) {
+        while (bson_iter_next(&arr) && st->n_seen < WW_INVITE_EVENTS_MAX) {
+            bson_iter_t f;
+            if (!BSON_ITER_HOLDS_DOCUMENT(&arr) || !bson_iter_recurse(&arr, &f)) continue;
+            ww_invite_seen_t *s = &st->seen[st->n_seen];
+            memset(s, 0, sizeof *s);
+            while (bson_iter_next(&f)) {
+                if (!BSON_ITER_HOLDS_UTF8(&f)) continue;
+                const char *k = bson_iter_key(&f);
+                const char *v = bson_iter_utf8(&f, NULL);
+                if (strcmp(k, "eventId") == 0) copy_stored(s->event_id, sizeof s->event_id, v);
+                if (strcmp(k, "fingerprint") == 0)
+                    copy_stored(s->fingerprint, sizeof s->fingerprint, v);
+            }
+            if (s->event_id[0]) st->n_seen++;
+        }
+    }
+    return true;
+}
+
+/* ---- writing ----------------------------------------------------------------------------- */
+
+static void append_seen(bson_t *parent, const char *key, const ww_invite_event_t *ev,
+                        int64_t now_ms) {
+    bson_t s;
+    bson_append_document_begin(parent, key, -1, &s);
+    BSON_APPEND_UTF8(&s, "eventId", ev->event_id);
+    BSON_APPEND_UTF8(&s, "type", TYPE_NAMES[ev->type]);
+    BSON_APPEND_UTF8(&s, "fingerprint", ev->fingerprint);
+    BSON_APPEND_DATE_TIME(&s, "appliedAt", now_ms);
+    bson_append_document_end(parent, &s);
+}
+
+static void append_oid_hex(bson_t *doc, const char *key, const char *hex) {
+    bson_oid_t oid;
+    bson_oid_init_from_string(&oid, hex);
+    BSON_APPEND_OID(doc, key, &oid);
+}
+
+/* invite.created: the insert; *duplicate when the code exists already. */
+static bool insert_invite(ww_db_t *db, const ww_invite_event_t *ev, int64_t now_ms,
+                          char invite_id[25], bool *duplicate, ww_error_t *error) {
+    bson_t doc = BSON_INITIALIZER, arr;
+    bson_oid_t id;
+    bson_oid_init(&id, NULL);
+    BSON_APPEND_OID(&doc, "_id", &id);
+    BSON_APPEND_UTF8(&doc, "code", ev->code);
+    BSON_APPEND_UTF8(&doc, "parentCode", ev->parent_code);
+    BSON_APPEND_UTF8(&doc, "role", ev->role);
+    BSON_APPEND_UTF8(&doc, "status", "active");
+    BSON_APPEND_DATE_TIME(&doc, "expiresAt", ev->expires_at_ms);
+    if (ev->has_created_by) append_oid_hex(&doc, "createdBy", ev->created_by_user_id);
+    BSON_APPEND_DATE_TIME(&doc, "createdAt", ev->has_created_at ? ev->created_at_ms : now_ms);
+    BSON_APPEND_DATE_TIME(&doc, "updatedAt", now_ms);
+    BSON_APPEND_ARRAY_BEGIN(&doc, SEEN, &arr);
+    append_seen(&arr, "0", ev, now_ms);
+    bson_append_array_end(&doc, &arr);
+    bool ok = ww_db_insert_one(db, WW_INVITES, &doc, duplicate, error);
+    if (ok && !*duplicate) bson_oid_to_string(&id, invite_id);
+    bson_destroy(&doc);
+    return ok;
+}
+
+/* One guarded transition out of `from`; *matched false = someone moved first. */
+static bool transition(ww_db_t *db, const char *invite_id, const ww_invite_event_t *ev,
+                       ww_invite_status_t from, ww_invite_status_t to, int64_t now_ms,
+                       bool *matched, ww_error_t *error) {
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set, push;
+    bson_oid_t id;
+    bson_oid_init_from_string(&id, invite_id);
+    BSON_APPEND_OID(&filter, "_id", &id);
+    BSON_APPEND_UTF8(&filter, "status", STATUS_NAMES[from]);
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+    BSON_APPEND_UTF8(&set, "status", STATUS_NAMES[to]);
+    BSON_APPEND_DATE_TIME(&set, "updatedAt", now_ms);
+    if (ev->type == WW_INVITE_USED) {
+        append_oid_hex(&set, "usedBy", ev->used_by_user_id);
+        BSON_APPEND_DATE_TIME(&set, "usedAt", ev->occurred_at_ms);
+    } else if (ev->type == WW_INVITE_REVOKED) {
+        BSON_APPEND_DATE_TIME(&set, "revokedAt", ev->occurred_at_ms);
+    }
+    bson_append_document_end(&update, &set);
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$push", &push);
+    append_seen(&push, SEEN, ev, now_ms);
+    bson_append_document_end(&update, &push);
+    int64_t n_matched = 0;
+    bool ok = ww_db_update_one(db, WW_INVITES, &filter, &update, NULL, &n_matched, NULL, error);
+    *matched = ok && n_matched > 0;
+    bson_destroy(&filter);
+    bson_destroy(&update);
+    return ok;
+}
+
+bool ww_invite_apply(ww_db_t *db, const ww_invite_event_t *ev, int64_t now_ms,
+                     ww_invite_result_t *r, ww_error_t *error) {
+    memset(r, 0, sizeof *r);
+    for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        bson_t filter = BSON_INITIALIZER, doc;
+        BSON_APPEND_UTF8(&filter, "code", ev->code);
+        bool found = false;
+        bool ok = ww_db_find_one(db, WW_INVITES, &filter, NULL, &doc, &found, error);
+        bson_destroy(&filter);
+        if (!ok) return false;
+        ww_invite_state_t st;
+        memset(&st, 0, sizeof st);
+        r->has_invite_id = false;
+        if (found) {
+            ok = state_from_doc(&doc, &st, r->invite_id, error);
+            bson_destroy(&doc);
+            if (!ok) {
+                /* permanent: the pipeline dead-letters as processing_failed */
+                ww_error_set(error, WW_ERR_DB, 0, false, "invite %s: stored status is unusable",
+                             ev->code);
+                return false;
+            }
+            r->has_invite_id = r->invite_id[0] != '\0';
+        }
+        ww_invite_decide(&st, ev, &r->decision);
+        if (r->decision.outcome != WW_INVITE_APPLIED) return true;
+
+        bool raced = false;
+        if (r->decision.from == WW_INVITE_NONE) {
+            bool dup = false;
+            if (!insert_invite(db, ev, now_ms, r->invite_id, &dup, error)) return false;
+            raced = dup;
+            r->has_invite_id = !dup;
+        } else {
+            bool matched = false;
+            if (!r->has_invite_id) {
+                ww_error_set(error, WW_ERR_DB, 0, false, "invite %s has no ObjectId _id",
+                             ev->code);
+                return false;
+            }
+            if (!transition(db, r->invite_id, ev, r->decision.from, r->decision.to, now_ms,
+                            &matched, error))
+                return false;
+            raced = !matched;
+        }
+        if (!raced) return true;
+        /* someone decided first (another event, a zombie, the sweeper): look again */
+        ww_metrics_inc_retry("invite_contention");
+    }
+    ww_error_set(error, WW_ERR_DB, 0, true, "invite %s: too much contention, will retry",
+                 ev->code);
+    return false;
+}
+
+/* ---- indexes ------------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *name;
+    const char *keys[3];
+    int dirs[3];
+    bool unique;
+    bool ttl_expired; /* expireAfterSeconds + partialFilterExpression {status: "expired"} */
+} index_spec_t;
+
+static const index_spec_t INDEXES[] = {
+    {"code_1", {"code"}, {1}, true, false},
+    {"parentCode_1_status_1_createdAt_-1", {"parentCode", "status", "createdAt"}, {1, 1, -1},
+     false, false},
+    {"status_1_expiresAt_1", {"status", "expiresAt"}, {1, 1}, false, false},
+    {"expiresAt_1", {"expiresAt"}, {1}, false, true},
+};
+
+/* Server codes for "this index option is not available here": 238
+ * NotImplemented (FerretDB), 197 InvalidIndexSpecificationOption, 67
+ * CannotCreateIndex. */
+static bool option_unsupported(int32_t code) { return code == 238 || code == 197 || code == 67; }
+
+/* One index per createIndexes command (FerretDB 1.24 panics when one
+ * command lists several indexes that all exist already). */
+static bool create_index(ww_db_t *db, const index_spec_t *spec, ww_error_t *error) {
+    bson_t cmd = BSON_INITIALIZER, reply, arr, ix, key;
+    BSON_APPEND_UTF8(&cmd, "createIndexes", WW_INVITES);
+    BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &arr);
+    BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &ix);
+    BSON_APPEND_DOCUMENT_BEGIN(&ix, "key", &key);
+    for (int i = 0; i < 3 && spec->keys[i]; i++) BSON_APPEND_INT32(&key, spec->keys[i], spec->dirs[i]);
+    bson_append_document_end(&ix, &key);
+    BSON_APPEND_UTF8(&ix, "name", spec->name);
+    if (spec->unique) BSON_APPEND_BOOL(&ix, "unique", true);
+    if (spec->ttl_expired) {
+        bson_t pfe;
+        BSON_APPEND_INT32(&ix, "expireAfterSeconds", WW_INVITE_TTL_SECONDS);
+        BSON_APPEND_DOCUMENT_BEGIN(&ix, "partialFilterExpression", &pfe);
+        BSON_APPEND_UTF8(&pfe, "status", "expired");
+        bson_append_document_end(&ix, &pfe);
+    }
+    bson_append_document_end(&arr, &ix);
+    bson_append_array_end(&cmd, &arr);
+    ww_error_t e;
+    ww_error_clear(&e);
+    bool ok = ww_db_command(db, &cmd, &reply, &e);
+    if (!ok && !e.retryable && spec->ttl_expired && option_unsupported(e.code)) {
+        ww_warn("invite",
+                "index %s.%s not created: the server does not support its options "
+                "expireAfterSeconds=%d / partialFilterExpression={status:\"expired\"} "
+                "(code %d: %s); expired invites will NOT be deleted automatically",
+                WW_INVITES, spec->name, WW_INVITE_TTL_SECONDS, (int)e.code, e.message);
+        ok = true;
+    } else if (!ok && !e.retryable) {
+        /* 85 IndexOptionsConflict / 86 IndexKeySpecsConflict: the backend made
+         * an equivalent index under its own name or options; leave it. */
+        ww_warn("invite", "index %s.%s not created: %s (left as it is)", WW_INVITES, spec->name,
+                e.message);
+        ok = true;
+    } else if (!ok && error) {
+        *error = e;
+    }
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    return ok;
+}
+
+bool ww_invite_ensure_indexes(ww_db_t *db, ww_error_t *error) {
+    for (size_t i = 0; i < sizeof INDEXES / sizeof INDEXES[0]; i++)
+        if (!create_index(db, &INDEXES[i], error)) return false;
+    return true;
+}
+
+/* ---- the sweep ----------------------------------------------------------------------------- */
+
+#define SWEEP_BATCH_MAX 10000
+
+typedef struct {
+    bson_oid_t ids[SWEEP_BATCH_MAX];
+    size_t n;
+    size_t cap;
+} id_batch_t;
+
+static bool collect_id(const bson_t *doc, void *ctx) {
+    id_batch_t *b = ctx;
+    bson_iter_t it;
+    if (b->n >= b->cap) return false;
+    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_OID(&it))
+        bson_oid_copy(bson_iter_oid(&it), &b->ids[b->n++]);
+    return true;
+}
+
+static void append_overdue(bson_t *filter, int64_t now_ms) {
+    bson_t lte;
+    BSON_APPEND_UTF8(filter, "status", "active");
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "expiresAt", &lte);
+    BSON_APPEND_DATE_TIME(&lte, "$lte", now_ms);
+    bson_append_document_end(filter, &lte);
+}
+
+/* One round: find up to `batch` overdue ids, then one guarded updateMany. */
+static bool sweep_round(ww_db_t *db, int64_t now_ms, id_batch_t *b, int64_t *changed,
+                        ww_error_t *error) {
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj, sort;
+    append_overdue(&filter, now_ms);
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
+    BSON_APPEND_INT32(&proj, "_id", 1);
+    bson_append_document_end(&opts, &proj);
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+    BSON_APPEND_INT32(&sort, "expiresAt", 1);
+    bson_append_document_end(&opts, &sort);
+    BSON_APPEND_INT64(&opts, "limit", (int64_t)b->cap);
+    b->n = 0;
+    *changed = 0;
+    bool ok = ww_db_find(db, WW_INVITES, &filter, &opts, collect_id, b, error);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    if (!ok || b->n == 0) return ok;
+
+    bson_t upd_filter = BSON_INITIALIZER, idc, in, update = BSON_INITIALIZER, set;
+    BSON_APPEND_DOCUMENT_BEGIN(&upd_filter, "_id", &idc);
+    BSON_APPEND_ARRAY_BEGIN(&idc, "$in", &in);
+    for (size_t i = 0; i < b->n; i++) {
+        char k[16];
+        const char *key;
+        bson_uint32_to_string((uint32_t)i, &key, k, sizeof k);
+        BSON_APPEND_OID(&in, key, &b->ids[i]);
+    }
+    bson_append_array_end(&idc, &in);
+    bson_append_document_end(&upd_filter, &idc);
+    append_overdue(&upd_filter, now_ms);
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+    BSON_APPEND_UTF8(&set, "status", "expired");
+    BSON_APPEND_DATE_TIME(&set, "updatedAt", now_ms);
+    bson_append_document_end(&update, &set);
+    ok = ww_db_update_many(db, WW_INVITES, &upd_filter, &update, NULL, NULL, changed, error);
+    bson_destroy(&upd_filter);
+    bson_destroy(&update);
+    return ok;
+}
+
+static bool sweep(ww_db_t *db, int64_t now_ms, int32_t batch, int max_rounds,
+                  volatile int *stop, int64_t *expired, ww_error_t *error) {
+    *expired = 0;
+    id_batch_t *b = malloc(sizeof *b);
+    if (!b) {
+        ww_error_set(error, WW_ERR_SYSTEM, 0, true, "out of memory");
+        return false;
+    }
+    b->cap = batch < 1 ? 1 : batch > SWEEP_BATCH_MAX ? SWEEP_BATCH_MAX : (size_t)batch;
+    bool ok = true;
+    for (int round = 0; ok && round < max_rounds && !(stop && *stop); round++) {
+        int64_t changed = 0;
+        ok = sweep_round(db, now_ms, b, &changed, error);
+        if (ok) *expired += changed;
+        if (b->n < b->cap) break; /* nothing more is overdue */
+    }
+    free(b);
+    return ok;
+}
+
+bool ww_invite_sweep(ww_db_t *db, int64_t now_ms, int32_t batch, int max_rounds,
+                     int64_t *expired, ww_error_t *error) {
+    return sweep(db, now_ms, batch, max_rounds, NULL, expired, error);
+}
+
+/* ---- the sweeper thread ---------------------------------------------------------------- */
+
+#define SWEEP_ROUNDS_PER_TICK 100 /* bounds one tick; the next tick continues */
+
+struct ww_invite_sweeper {
+    ww_db_t *db;
+    int32_t interval_ms;
+    int32_t batch;
+    volatile int stop;
+    pthread_t thread;
+};
+
+static void *sweeper_main(void *arg) {
+    ww_invite_sweeper_t *s = arg;
+    bool failing = false;
+    while (!s->stop) {
+        int64_t expired = 0;
+        ww_error_t err;
+        ww_error_clear(&err);
+        if (sweep(s->db, ww_clock_now_ms(), s->batch, SWEEP_ROUNDS_PER_TICK, &s->stop, &expired,
+                  &err)) {
+            if (failing) ww_info("invite", "sweeper: database available again");
+            failing = false;
+            if (expired > 0) ww_info("invite", "sweeper expired=%" PRId64, expired);
+        } else if (!failing) {
+            /* once per outage; the next tick tries again */
+            ww_warn("invite", "sweeper: %s (retrying every %d ms)", err.message, s->interval_ms);
+            failing = true;
+        }
+        ww_clock_sleep_ms(s->interval_ms, &s->stop);
+    }
+    return NULL;
+}
+
+ww_invite_sweeper_t *ww_invite_sweeper_start(ww_db_t *db, int32_t interval_ms, int32_t batch,
+                                             ww_error_t *error) {
+    if (!db || interval_ms <= 0 || batch <= 0) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false,
+                     "invite sweeper: interval_ms and batch must be > 0");
+        return NULL;
+    }
+    ww_invite_sweeper_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        ww_error_set(error, WW_ERR_SYSTEM, 0, false, "out of memory");
+        return NULL;
+    }
+    s->db = db;
+    s->interval_ms = interval_ms;
+    s->batch = batch;
+    int rc = pthread_create(&s->thread, NULL, sweeper_main, s);
+    if (rc != 0) {
+        ww_error_set(error, WW_ERR_SYSTEM, rc, false, "invite sweeper: pthread_create: %s",
+                     strerror(rc));
+        free(s);
+        return NULL;
+    }
+    ww_info("invite", "sweeper started interval_ms=%d batch=%d", interval_ms, batch);
+    return s;
+}
+
+void ww_invite_sweeper_stop(ww_invite_sweeper_t *s) {
+    if (!s) return;
+    s->stop = 1;
+    pthread_join(s->thread, NULL);
+    free(s);
+}
+
+/* ---- the handler ----------------------------------------------------------------------------- */
+
+static json_object *str_or_null(const char *s) {
+    return s && s[0] ? json_object_new_string(s) : NULL;
+}
+
+static bool add_result(ww_outputs_t *outs, const char *topic, const char *key, size_t key_len,
+                       const char *event_id, const char *type, const char *code,
+                       const char *status, ww_invite_status_t invite_status,
+                       const char *error_code, const char *error_message, const ww_msg_t *msg) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "eventId", str_or_null(event_id));
+    json_object_object_add(o, "type", str_or_null(type));
+    json_object_object_add(o, "code", str_or_null(code));
+    json_object_object_add(o, "status", json_object_new_string(status));
+    json_object_object_add(o, "inviteStatus", str_or_null(ww_invite_status_name(invite_status)));
+    char ts[32];
+    ww_clock_format_iso8601(ww_clock_now_ms(), ts, sizeof ts);
+    json_object_object_add(o, "processedAt", json_object_new_string(ts));
+    json_object *src = json_object_new_object();
+    json_object_object_add(src, "topic", json_object_new_string(msg->topic));
+    json_object_object_add(src, "partition", json_object_new_int(msg->partition));
+    json_object_object_add(src, "offset", json_object_new_int64(msg->offset));
+    json_object_object_add(o, "source", src);
+    if (error_code && error_code[0]) {
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "code", json_object_new_string(error_code));
+        json_object_object_add(e, "message", json_object_new_string(error_message));
+        json_object_object_add(o, "error", e);
+    }
+    size_t len;
+    const char *text = json_object_to_json_string_length(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    bool ok = ww_outputs_add(outs, topic, key, key_len, text, len) != NULL;
+    json_object_put(o);
+    return ok;
+}
+
+/* The original bytes to the dead-letter topic, with the wallet's headers. */
+static bool add_dead_letter(ww_outputs_t *outs, const char *dlq_topic, const ww_msg_t *msg,
+                            const char *reason, const char *detail) {
+    ww_out_t *d =
+        ww_outputs_add(outs, dlq_topic, msg->key, msg->key_len, msg->value, msg->value_len);
+    if (!d) return false;
+    char num[32];
+    int n;
+    ww_out_add_header(d, "ww.error.code", reason, strlen(reason));
+    ww_out_add_header(d, "ww.error.reason", detail, strlen(detail));
+    ww_out_add_header(d, "ww.source.topic", msg->topic, strlen(msg->topic));
+    n = snprintf(num, sizeof num, "%d", msg->partition);
+    ww_out_add_header(d, "ww.source.partition", num, (size_t)n);
+    n = snprintf(num, sizeof num, "%lld", (long long)msg->offset);
+    ww_out_add_header(d, "ww.source.offset", num, (size_t)n);
+    if (msg->timestamp_ms >= 0) {
+        n = snprintf(num, sizeof num, "%lld", (long long)msg->timestamp_ms);
+        ww_out_add_header(d, "ww.source.timestamp", num, (size_t)n);
+    }
+    return true;
+}
+
+/* Best effort for an invalid message: eventId, type and code when each is
+ * present and well-formed, so the producer can correlate the result. */
+static void salvage(const ww_msg_t *msg, size_t max, char *event_id, char *type, char *code) {
+    json_object *root = NULL, *v;
+    ww_json_limits_t lim = {.max_bytes = max, .max_depth = 8};
+    if (!msg->value || !ww_json_parse_object(msg->value, msg->value_len, &lim, &root, NULL))
+        return;
+    if (json_object_object_get_ex(root, "eventId", &v) &&
+        !parse_ident(v, "eventId", CS_EVENT_ID, WW_INVITE_EVENT_ID_MAX, event_id, NULL))
+        event_id[0] = '\0';
+    if (json_object_object_get_ex(root, "code", &v) &&
+        !parse_ident(v, "code", CS_CODE, WW_INVITE_CODE_MAX, code, NULL))
+        code[0] = '\0';
+    ww_invite_event_t ev;
+    if (json_object_object_get_ex(root, "type", &v) && parse_type(v, &ev, NULL))
+        snprintf(type, 32, "%s", TYPE_NAMES[ev.type]);
+    json_object_put(root);
+}
+
+bool ww_invite_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_error_t *error) {
+    ww_invite_ctx_t *ctx = vctx;
+    ww_invite_event_t ev;
+    ww_error_t perr;
+    ww_error_clear(&perr);
+    ww_json_limits_t lim = {.max_bytes = (size_t)ctx->max_message_bytes, .max_depth = 8};
+    bool parsed = false;
+    if (!msg->value || msg->value_len == 0) {
+        ww_error_set(&perr, WW_ERR_INPUT, WW_COMMAND_INVALID_JSON, false, "empty message");
+    } else if (msg->value_len > (size_t)ctx->max_message_bytes) {
+        ww_error_set(&perr, WW_ERR_INPUT, WW_COMMAND_TOO_LARGE, false,
+                     "message of %zu bytes is larger than %d", msg->value_len,
+                     ctx->max_message_bytes);
+    } else {
+        parsed = ww_invite_parse(msg->value, msg->value_len, &lim, &ev, &perr);
+        if (!parsed && perr.domain != WW_ERR_INPUT) {
+            if (error) *error = perr; /* out of memory: retry */
+            return false;
+        }
+    }
+
+    if (!parsed) {
+        const char *reason = ww_command_reason_name(perr.code);
+        char event_id[WW_INVITE_EVENT_ID_MAX + 1] = "", type[32] = "",
+             code[WW_INVITE_CODE_MAX + 1] = "";
+        if (perr.code != WW_COMMAND_TOO_LARGE) salvage(msg, lim.max_bytes, event_id, type, code);
+        const char *rkey = code[0] ? code : msg->key;
+        size_t rkey_len = code[0] ? strlen(code) : msg->key_len;
+        if (!add_dead_letter(outs, ctx->dlq_topic, msg, reason, perr.message) ||
+            !add_result(outs, ctx->results_topic, rkey, rkey_len, event_id, type, code, "invalid",
+                        WW_INVITE_NONE, reason, perr.message, msg))
+            goto oom;
+        ww_info("invite", "invalid topic=%s partition=%d offset=%lld reason=%s detail=\"%s\"",
+                msg->topic, msg->partition, (long long)msg->offset, reason, perr.message);
+        ww_metrics_inc_dead_letter(msg->topic, reason);
+        ww_metrics_inc_processed(msg->topic, "invalid");
+        return true;
+    }
+
+    ww_invite_result_t r;
+    if (!ww_invite_apply(ctx->db, &ev, ww_clock_now_ms(), &r, error)) return false;
+    const ww_invite_decision_t *d = &r.decision;
+    if (d->outcome == WW_INVITE_NOT_FOUND &&
+        !add_dead_letter(outs, ctx->dlq_topic, msg, d->error_code, d->error_message))
+        goto oom;
+    if (!add_result(outs, ctx->results_topic, ev.code, strlen(ev.code), ev.event_id,
+                    TYPE_NAMES[ev.type], ev.code, ww_invite_outcome_name(d->outcome), d->to,
+                    d->error_code, d->error_message, msg))
+        goto oom;
+    if (d->outcome == WW_INVITE_NOT_FOUND) {
+        ww_info("invite", "dead-letter reason=invite_not_found code=%s eventId=%s type=%s "
+                "partition=%d offset=%lld", ev.code, ev.event_id, TYPE_NAMES[ev.type],
+                msg->partition, (long long)msg->offset);
+        ww_metrics_inc_dead_letter(msg->topic, "invite_not_found");
+    }
+    ww_metrics_inc_processed(msg->topic, ww_invite_outcome_name(d->outcome));
+    ww_debug("invite", "%s code=%s eventId=%s type=%s inviteStatus=%s error=%s partition=%d "
+             "offset=%lld", ww_invite_outcome_name(d->outcome), ev.code, ev.event_id,
+             TYPE_NAMES[ev.type], d->to ? STATUS_NAMES[d->to] : "none",
+             d->error_code[0] ? d->error_code : "-", msg->partition, (long long)msg->offset);
+    return true;
+oom:
+    ww_outputs_clear(outs);
+    ww_error_set(error, WW_ERR_SYSTEM, 0, true, "out of memory building outputs");
+    return false;
+}
