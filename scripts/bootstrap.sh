@@ -27,7 +27,7 @@ GO_FALLBACK_TOOLCHAIN="${GO_FALLBACK_TOOLCHAIN:-go1.24.3}"
 APT_PACKAGES=(
   build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libjson-c-dev
   libcmocka-dev libmicrohttpd-dev kafkacat prometheus docker-compose jq curl procps
-  gnuplot-nox valgrind clang python3-yaml
+  gnuplot-nox valgrind clang python3-yaml python3-jsonschema
   # needed by the scripts themselves
   openjdk-17-jdk-headless maven python3 ca-certificates git
 )

@@ -124,6 +124,20 @@ done
 say "wallet-worker running (pid $WORKER_PID, http://$HTTP_ADDR, group $GROUP), ready after $((SECONDS - t0))s"
 note "log: ${LOG#"$ROOT"/}"
 
+# Commands an interrupted earlier run produced but did not get processed are
+# consumed first (same group): let them finish before the wallets are re-seeded.
+consumed() {
+  curl -sf -m 2 "http://$HTTP_ADDR/metrics" \
+    | awk '/^wallet_worker_messages_consumed_total\{topic="wallet.commands"/ {n += $NF} END {print n + 0}'
+}
+last=$(consumed); stable=0; t0=$SECONDS
+while ((stable < 5 && SECONDS - t0 < 20)); do
+  sleep 0.2
+  now=$(consumed)
+  if [[ $now == "$last" ]]; then stable=$((stable + 1)); else stable=0; last=$now; fi
+done
+((last == 0)) || note "first processed $last message(s) already waiting on wallet.commands (e.g. from an interrupted run)"
+
 # -------------------------------------------------------------------- wallets
 ASHA=64d0a0000000000000000a51
 BILAL=64d0a0000000000000000b17

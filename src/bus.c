@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "health.h"
 #include "log.h"
@@ -206,14 +207,18 @@ ww_bus_t *ww_bus_new(const ww_bus_config_t *cfg, const ww_bus_hooks_t *hooks, ww
         rd_kafka_conf_t *conf = base_conf(bus, cfg, error);
         if (!conf) goto fail;
         snprintf(num, sizeof num, "%d", cfg->session_timeout_ms);
-        bool ok = set(conf, "group.id", cfg->group_id ? cfg->group_id : "wallet-worker-replay", error) &&
-                  set(conf, "enable.auto.commit", "true", error) &&
+        /* No group: a private id, nothing committed (replay reads a range
+         * and must not move the live group's offsets). */
+        char private_group[64];
+        snprintf(private_group, sizeof private_group, "wallet-worker-replay-%d", (int)getpid());
+        bool ok = set(conf, "group.id", cfg->group_id ? cfg->group_id : private_group, error) &&
+                  set(conf, "enable.auto.commit", cfg->group_id ? "true" : "false", error) &&
                   set(conf, "auto.commit.interval.ms", "1000", error) &&
                   set(conf, "enable.auto.offset.store", "false", error) &&
                   set(conf, "auto.offset.reset", "earliest", error) &&
                   set(conf, "partition.assignment.strategy", "cooperative-sticky", error) &&
                   set(conf, "session.timeout.ms", num, error) &&
-                  set(conf, "enable.partition.eof", "false", error) &&
+                  set(conf, "enable.partition.eof", cfg->group_id ? "false" : "true", error) &&
                   set(conf, "isolation.level", "read_committed", error);
         snprintf(num, sizeof num, "%d", cfg->max_poll_interval_ms);
         ok = ok && set(conf, "max.poll.interval.ms", num, error);
@@ -307,8 +312,23 @@ bool ww_bus_subscribe(ww_bus_t *bus, const char *const *topics, size_t n, ww_err
 }
 
 ww_msg_t *ww_bus_poll(ww_bus_t *bus, int timeout_ms) {
+    int32_t p;
+    int64_t o;
+    return ww_bus_poll_range(bus, timeout_ms, &p, &o);
+}
+
+ww_msg_t *ww_bus_poll_range(ww_bus_t *bus, int timeout_ms, int32_t *eof_partition,
+                            int64_t *eof_offset) {
+    *eof_partition = -1;
+    *eof_offset = -1;
     rd_kafka_message_t *m = rd_kafka_consumer_poll(bus->consumer, timeout_ms);
     if (!m) return NULL;
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        *eof_partition = m->partition;
+        *eof_offset = m->offset;
+        rd_kafka_message_destroy(m);
+        return NULL;
+    }
     if (m->err) {
         /* Not a message: a consumer-level event. librdkafka retries by itself. */
         if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
@@ -474,4 +494,102 @@ bool ww_msg_header(const ww_msg_t *msg, const char *name, const void **value, si
     rd_kafka_headers_t *hdrs = NULL;
     if (rd_kafka_message_headers(msg->priv_, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
     return rd_kafka_header_get_last(hdrs, name, value, len) == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* ---- ranges ---------------------------------------------------------------- */
+
+bool ww_bus_partition_count(ww_bus_t *bus, const char *topic, int32_t *count, int timeout_ms,
+                            ww_error_t *error) {
+    rd_kafka_t *rk = bus->consumer ? bus->consumer : bus->producer;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    bool ok = false;
+    if (err) {
+        ww_error_set(error, WW_ERR_KAFKA, err, true, "metadata for %s: %s", topic,
+                     rd_kafka_err2str(err));
+    } else if (md->topic_cnt != 1 || md->topics[0].err) {
+        rd_kafka_resp_err_t terr = md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+        ww_error_set(error, WW_ERR_KAFKA, terr, false, "topic %s: %s", topic, rd_kafka_err2str(terr));
+    } else {
+        *count = md->topics[0].partition_cnt;
+        ok = true;
+    }
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return ok;
+}
+
+bool ww_bus_watermarks(ww_bus_t *bus, const char *topic, int32_t partition, int64_t *low,
+                       int64_t *high, int timeout_ms, ww_error_t *error) {
+    rd_kafka_resp_err_t err =
+        rd_kafka_query_watermark_offsets(bus->consumer, topic, partition, low, high, timeout_ms);
+    if (err) {
+        ww_error_set(error, WW_ERR_KAFKA, err, true, "watermarks %s[%d]: %s", topic, partition,
+                     rd_kafka_err2str(err));
+        return false;
+    }
+    return true;
+}
+
+bool ww_bus_offsets_for_time(ww_bus_t *bus, const char *topic, int32_t count, int64_t ts_ms,
+                             int64_t *offsets, int timeout_ms, ww_error_t *error) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(count);
+    for (int32_t p = 0; p < count; p++)
+        rd_kafka_topic_partition_list_add(list, topic, p)->offset = ts_ms;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(bus->consumer, list, timeout_ms);
+    bool ok = err == RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int i = 0; ok && i < list->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &list->elems[i];
+        if (tp->err) {
+            err = tp->err;
+            ok = false;
+            break;
+        }
+        if (tp->offset < 0) { /* no message at or after ts: the end */
+            int64_t lo, hi;
+            if (!ww_bus_watermarks(bus, topic, tp->partition, &lo, &hi, timeout_ms, error)) {
+                rd_kafka_topic_partition_list_destroy(list);
+                return false;
+            }
+            offsets[tp->partition] = hi;
+        } else {
+            offsets[tp->partition] = tp->offset;
+        }
+    }
+    if (!ok)
+        ww_error_set(error, WW_ERR_KAFKA, err, true, "offsets for time on %s: %s", topic,
+                     rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(list);
+    return ok;
+}
+
+bool ww_bus_assign(ww_bus_t *bus, const char *topic, int32_t count, const int64_t *start,
+                   ww_error_t *error) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(count);
+    for (int32_t p = 0; p < count; p++)
+        if (start[p] >= 0) rd_kafka_topic_partition_list_add(list, topic, p)->offset = start[p];
+    rd_kafka_error_t *e = rd_kafka_incremental_assign(bus->consumer, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (e) {
+        ww_error_set(error, WW_ERR_KAFKA, rd_kafka_error_code(e), false, "assign %s: %s", topic,
+                     rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return false;
+    }
+    return true;
+}
+
+bool ww_bus_unassign_one(ww_bus_t *bus, const char *topic, int32_t partition, ww_error_t *error) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition);
+    rd_kafka_error_t *e = rd_kafka_incremental_unassign(bus->consumer, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (e) {
+        ww_error_set(error, WW_ERR_KAFKA, rd_kafka_error_code(e), false, "unassign: %s",
+                     rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return false;
+    }
+    return true;
 }

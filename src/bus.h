@@ -110,6 +110,31 @@ void ww_bus_update_lag(ww_bus_t *bus);
 bool ww_bus_create_topic(ww_bus_t *bus, const char *topic, int partitions, int timeout_ms,
                          ww_error_t *error);
 
+/* ---- reading a fixed range (replay) ----------------------------------------
+ * A consumer created with group_id NULL never joins a group and never commits:
+ * the live group's offsets are untouched. */
+
+/* Number of partitions of topic (metadata round trip). */
+bool ww_bus_partition_count(ww_bus_t *bus, const char *topic, int32_t *count, int timeout_ms,
+                            ww_error_t *error);
+/* Low and high watermarks of one partition (broker round trip). */
+bool ww_bus_watermarks(ww_bus_t *bus, const char *topic, int32_t partition, int64_t *low,
+                       int64_t *high, int timeout_ms, ww_error_t *error);
+/* The first offset whose timestamp is >= ts_ms, per partition; the high
+ * watermark when there is none. offsets[] has `count` entries. */
+bool ww_bus_offsets_for_time(ww_bus_t *bus, const char *topic, int32_t count, int64_t ts_ms,
+                             int64_t *offsets, int timeout_ms, ww_error_t *error);
+/* Like ww_bus_poll for a no-group consumer: when a partition's end was
+ * reached, returns NULL with *eof_partition >= 0 and *eof_offset = the
+ * offset after the last message. */
+ww_msg_t *ww_bus_poll_range(ww_bus_t *bus, int timeout_ms, int32_t *eof_partition,
+                            int64_t *eof_offset);
+/* Reads exactly these partitions from these offsets (no group). */
+bool ww_bus_assign(ww_bus_t *bus, const char *topic, int32_t count, const int64_t *start,
+                   ww_error_t *error);
+/* Stops reading one partition (its range is done). */
+bool ww_bus_unassign_one(ww_bus_t *bus, const char *topic, int32_t partition, ww_error_t *error);
+
 const char *ww_bus_library_version(void);
 
 

@@ -177,6 +177,9 @@ static void route_mongoc_log(mongoc_log_level_t level, const char *domain, const
     case MONGOC_LOG_LEVEL_INFO: l = WW_LOG_INFO; break;
     default: return; /* debug/trace: far too chatty, and may carry URIs */
     }
+    /* Servers without sessions (FerretDB) refuse the endSessions sent at
+     * shutdown: expected, not worth a warning. */
+    if (strstr(message, "endSessions")) l = WW_LOG_DEBUG;
     WW_LOG(l, "mongoc", "%s: %s", domain, message);
 }
 

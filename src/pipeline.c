@@ -219,19 +219,30 @@ static bool entry_abandoned(ww_pipeline_t *p, entry_t *e) {
     return a;
 }
 
-static void dead_letter_failure(entry_t *e, const ww_error_t *err) {
-    const ww_msg_t *m = e->msg;
-    ww_out_t *o = ww_outputs_add(&e->outs, e->route->dlq_topic, m->key, m->key_len, m->value,
-                                 m->value_len);
-    if (!o) return;
+ww_out_t *ww_outputs_dead_letter(ww_outputs_t *outs, const char *dlq_topic, const ww_msg_t *m,
+                                 const char *code, const char *reason) {
+    ww_out_t *o = ww_outputs_add(outs, dlq_topic, m->key, m->key_len, m->value, m->value_len);
+    if (!o) return NULL;
     char num[32];
-    ww_out_add_header(o, "ww.error.code", "processing_failed", strlen("processing_failed"));
-    ww_out_add_header(o, "ww.error.reason", err->message, strlen(err->message));
+    ww_out_add_header(o, "ww.error.code", code, strlen(code));
+    ww_out_add_header(o, "ww.error.reason", reason, strlen(reason));
     ww_out_add_header(o, "ww.source.topic", m->topic, strlen(m->topic));
     int n = snprintf(num, sizeof num, "%d", m->partition);
     ww_out_add_header(o, "ww.source.partition", num, (size_t)n);
     n = snprintf(num, sizeof num, "%lld", (long long)m->offset);
     ww_out_add_header(o, "ww.source.offset", num, (size_t)n);
+    if (m->timestamp_ms >= 0) {
+        n = snprintf(num, sizeof num, "%lld", (long long)m->timestamp_ms);
+        ww_out_add_header(o, "ww.source.timestamp", num, (size_t)n);
+    }
+    return o;
+}
+
+static void dead_letter_failure(entry_t *e, const ww_error_t *err) {
+    const ww_msg_t *m = e->msg;
+    if (!ww_outputs_dead_letter(&e->outs, e->route->dlq_topic, m, "processing_failed",
+                                err->message))
+        return;
     ww_metrics_inc_dead_letter(m->topic, "processing_failed");
     ww_metrics_inc_processed(m->topic, "failed");
 }

@@ -54,6 +54,7 @@ typedef struct {
 typedef struct {
     size_t n;
     ww_out_t out[WW_OUT_MAX];
+    const char *outcome; /* set by the handler: a static string ("applied", ...) */
 } ww_outputs_t;
 
 /* Adds an output (copies topic, key and value); NULL when full. */
@@ -62,6 +63,12 @@ ww_out_t *ww_outputs_add(ww_outputs_t *outs, const char *topic, const void *key,
 /* Adds a header (copies); false when full. */
 bool ww_out_add_header(ww_out_t *out, const char *name, const void *value, size_t value_len);
 void ww_outputs_clear(ww_outputs_t *outs);
+
+/* Adds a dead letter for msg: its original key and bytes, and the headers
+ * ww.error.code, ww.error.reason, ww.source.topic/partition/offset (and
+ * ww.source.timestamp when known). NULL when outs is full. */
+ww_out_t *ww_outputs_dead_letter(ww_outputs_t *outs, const char *dlq_topic, const ww_msg_t *msg,
+                                 const char *code, const char *reason);
 
 /* A handler processes one message of its topic. It returns true when the
  * message is finished (applied, rejected or dead-lettered: described by the

@@ -221,7 +221,11 @@ static bool answer_repeat(const ww_command_t *cmd, const bson_t *entry, ww_walle
         r->outcome = WW_OUTCOME_DUPLICATE;
         set_rejection(r, r->original);
     } else {
+        /* the rejected command's own amount; nothing was recorded for it */
         r->outcome = WW_OUTCOME_CONFLICT;
+        r->amount_paise = cmd->amount_paise;
+        r->has_transaction = false;
+        r->has_balance = false;
         snprintf(r->error_code, sizeof r->error_code, "conflict");
         snprintf(r->error_message, sizeof r->error_message,
                  "idempotencyKey was already used with a different payload");
@@ -786,6 +790,75 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
     return false;
 }
 
+bool ww_wallet_predict(ww_db_t *db, const ww_command_t *cmd, ww_wallet_result_t *r,
+                       ww_error_t *error) {
+    memset(r, 0, sizeof *r);
+    r->amount_paise = cmd->amount_paise;
+    bson_oid_t owner;
+    bson_oid_init_from_string(&owner, cmd->owner_user_id);
+    bson_t entry;
+    bool found, ok = true;
+    if (!find_ledger(db, cmd->idempotency_key, &entry, &found, error)) return false;
+    if (found) {
+        ok = answer_repeat(cmd, &entry, r, error);
+        bson_destroy(&entry);
+        return ok;
+    }
+    wallets_t w;
+    markers_t ms;
+    ms.n = 0;
+    if (!snapshot_wallets(db, &owner, &w, error)) return false;
+    if (!collect_markers(&w, &ms, error)) {
+        wallets_destroy(&w);
+        return false;
+    }
+    for (size_t i = 0; i < ms.n && ok; i++) {
+        if (strcmp(ms.m[i].key, cmd->idempotency_key) != 0) continue;
+        const char *fp = doc_str(&ms.m[i].doc, "fingerprint");
+        if (fp && strcmp(fp, cmd->fingerprint) == 0) {
+            ok = result_from_ledger(&ms.m[i].doc, r, error);
+            r->outcome = r->original;
+            set_rejection(r, r->outcome);
+        } else {
+            ok = answer_repeat(cmd, &ms.m[i].doc, r, error);
+        }
+        markers_destroy(&ms);
+        wallets_destroy(&w);
+        return ok;
+    }
+    if (w.live < 0) {
+        r->outcome = WW_OUTCOME_WALLET_NOT_FOUND;
+    } else {
+        int64_t balance = 0;
+        if (!doc_int(&w.docs[w.live], "availablePaise", &balance)) {
+            ww_error_set(error, WW_ERR_DB, 0, false,
+                         "wallet %s: availablePaise is missing or not an exact integer",
+                         cmd->owner_user_id);
+            ok = false;
+        } else {
+            bson_oid_t wid;
+            doc_oid(&w.docs[w.live], "_id", &wid);
+            bson_oid_to_string(&wid, r->wallet_id);
+            r->has_wallet = true;
+            r->has_balance = true;
+            r->balance_after_paise = balance;
+            if (cmd->type == WW_COMMAND_DEBIT && balance < cmd->amount_paise) {
+                r->outcome = WW_OUTCOME_INSUFFICIENT_FUNDS;
+            } else if (cmd->type == WW_COMMAND_CREDIT && balance > BALANCE_MAX - cmd->amount_paise) {
+                r->outcome = WW_OUTCOME_INVALID;
+            } else {
+                r->outcome = WW_OUTCOME_APPLIED;
+                r->balance_after_paise = cmd->type == WW_COMMAND_DEBIT ? balance - cmd->amount_paise
+                                                                       : balance + cmd->amount_paise;
+            }
+        }
+    }
+    set_rejection(r, r->outcome);
+    markers_destroy(&ms);
+    wallets_destroy(&w);
+    return ok;
+}
+
 /* ---- indexes ----------------------------------------------------------------------- */
 
 /* One index per createIndexes command: FerretDB 1.24 drops the connection
@@ -922,24 +995,16 @@ bool ww_wallet_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
         }
     }
 
+    if (!parsed && ctx->dry_run) {
+        outs->outcome = "invalid";
+        ww_info("wallet", "invalid (dry run) topic=%s partition=%d offset=%lld reason=%s "
+                "detail=\"%s\"", msg->topic, msg->partition, (long long)msg->offset,
+                ww_command_reason_name(perr.code), perr.message);
+        return true;
+    }
     if (!parsed) {
         const char *reason = ww_command_reason_name(perr.code);
-        ww_out_t *d = ww_outputs_add(outs, ctx->dlq_topic, msg->key, msg->key_len, msg->value,
-                                     msg->value_len);
-        if (!d) goto oom;
-        char num[32];
-        int n;
-        ww_out_add_header(d, "ww.error.code", reason, strlen(reason));
-        ww_out_add_header(d, "ww.error.reason", perr.message, strlen(perr.message));
-        ww_out_add_header(d, "ww.source.topic", msg->topic, strlen(msg->topic));
-        n = snprintf(num, sizeof num, "%d", msg->partition);
-        ww_out_add_header(d, "ww.source.partition", num, (size_t)n);
-        n = snprintf(num, sizeof num, "%lld", (long long)msg->offset);
-        ww_out_add_header(d, "ww.source.offset", num, (size_t)n);
-        if (msg->timestamp_ms >= 0) {
-            n = snprintf(num, sizeof num, "%lld", (long long)msg->timestamp_ms);
-            ww_out_add_header(d, "ww.source.timestamp", num, (size_t)n);
-        }
+        if (!ww_outputs_dead_letter(outs, ctx->dlq_topic, msg, reason, perr.message)) goto oom;
         ww_wallet_result_t r;
         memset(&r, 0, sizeof r);
         r.outcome = WW_OUTCOME_INVALID;
@@ -980,16 +1045,23 @@ bool ww_wallet_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
                 msg->topic, msg->partition, (long long)msg->offset, reason, perr.message);
         ww_metrics_inc_dead_letter(msg->topic, reason);
         ww_metrics_inc_processed(msg->topic, "invalid");
+        outs->outcome = "invalid";
         return true;
     }
 
     ww_wallet_result_t r;
+    if (ctx->dry_run) {
+        if (!ww_wallet_predict(ctx->db, &cmd, &r, error)) return false;
+        outs->outcome = ww_outcome_name(r.outcome);
+        return true;
+    }
     if (!ww_wallet_apply(ctx->db, &cmd, msg->topic, msg->partition, msg->offset, &r, error))
         return false;
     if (!emit_result(outs, ctx->results_topic, cmd.idempotency_key,
                      strlen(cmd.idempotency_key), &cmd, &r, msg))
         goto oom;
     ww_metrics_inc_processed(msg->topic, ww_outcome_name(r.outcome));
+    outs->outcome = ww_outcome_name(r.outcome);
     ww_debug("wallet", "%s key=%s owner=%s amount=%lld partition=%d offset=%lld",
              ww_outcome_name(r.outcome), cmd.idempotency_key, cmd.owner_user_id,
              (long long)cmd.amount_paise, msg->partition, (long long)msg->offset);

@@ -61,6 +61,7 @@ typedef struct {
     const char *results_topic;
     const char *dlq_topic;
     int32_t max_message_bytes;
+    bool dry_run; /* predict outcomes read-only; no writes, no outputs */
 } ww_wallet_ctx_t;
 
 /* Creates the indexes the protocol relies on (unique idempotencyKey above
@@ -73,6 +74,12 @@ bool ww_wallet_ensure_indexes(ww_db_t *db, ww_error_t *error);
  * permanent error when the wallet's stored data cannot be used. */
 bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, int32_t partition,
                      int64_t offset, ww_wallet_result_t *result, ww_error_t *error);
+
+/* Predicts what ww_wallet_apply would decide, reading only: the ledger, the
+ * owner's wallets and their markers. Against the current state, so it does
+ * not see the effects of commands before it that were not applied. */
+bool ww_wallet_predict(ww_db_t *db, const ww_command_t *cmd, ww_wallet_result_t *result,
+                       ww_error_t *error);
 
 /* The pipeline handler for the wallet commands topic (ctx: ww_wallet_ctx_t). */
 bool ww_wallet_handle(void *ctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_error_t *error);

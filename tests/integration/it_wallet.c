@@ -66,9 +66,12 @@ typedef struct {
     bool has_balance[MAX_RESULTS];
 } results_t;
 
+static FILE *results_dump; /* every result event, validated against the schema */
+
 static void collect_result(const ww_msg_t *m, void *ctx) {
     results_t *r = ctx;
     if (r->n >= MAX_RESULTS) return;
+    if (results_dump) fprintf(results_dump, "%.*s\n", (int)m->value_len, (const char *)m->value);
     json_object *o = json_tokener_parse(m->value);
     assert_non_null(o);
     json_object *v;
@@ -254,8 +257,19 @@ static void test_wallet_every_outcome_then_replay_changes_nothing(void **state) 
     unlink(log);
     pid_t pid = h_worker_start(&env, log, NULL);
     results_t *r = calloc(1, sizeof *r);
+    char dump[256];
+    snprintf(dump, sizeof dump, "/tmp/ww-it-%s.results.ndjson", env.run_id);
+    results_dump = fopen(dump, "w");
     size_t got = h_read_topic(&env, env.results_topic, total, 60000, collect_result, r);
+    fclose(results_dump);
+    results_dump = NULL;
     assert_int_equal(got, total);
+    /* every event as published conforms to schemas/wallet-result.schema.json */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/tools/validate_json.py "
+             "%s/schemas/wallet-result.schema.json %s", WW_SOURCE_DIR, WW_SOURCE_DIR, dump);
+    assert_int_equal(system(cmd), 0);
+    unlink(dump);
 
     expect(r, &env, "k1", 0, "applied");
     expect(r, &env, "k1", 1, "duplicate");
@@ -275,6 +289,10 @@ static void test_wallet_every_outcome_then_replay_changes_nothing(void **state) 
     assert_int_equal(r->balance[find_result(r, &env, "k1", 0)], 700);
     assert_int_equal(r->balance[find_result(r, &env, "k1", 1)], 700); /* the original result */
     assert_int_equal(r->balance[find_result(r, &env, "k6", 0)], 0);
+    /* a conflict reports the rejected command, not the original */
+    assert_false(r->has_balance[find_result(r, &env, "k1", 2)]);
+    assert_string_equal(r->original[find_result(r, &env, "k1", 2)], "applied");
+    assert_string_equal(r->error_code[find_result(r, &env, "k2", 1)], "insufficient_funds");
     assert_int_equal(r->balance[find_result(r, &env, "k3", 0)], 750);
 
     dlq_t *d = calloc(1, sizeof *d);

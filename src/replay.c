@@ -1,0 +1,575 @@
+/* replay.c: see replay.h. */
+#define _GNU_SOURCE /* memmem */
+#include "replay.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "bus.h"
+#include "clock.h"
+#include "log.h"
+
+typedef struct {
+    ww_msg_t *kafka; /* owned Kafka message, or NULL */
+    ww_msg_t file;   /* a file line (value owned in buf) */
+    char *buf;
+    uint32_t route_hash;
+} item_t;
+
+typedef struct engine engine_t;
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond, space;
+    item_t **ring;
+    int cap, head, count;
+    bool closed;
+    pthread_t thread;
+    engine_t *e;
+    unsigned seed;
+} rworker_t;
+
+struct engine {
+    const ww_replay_config_t *cfg;
+    ww_replay_summary_t *s;
+    volatile int *stop;
+    ww_bus_t *producer;
+    rworker_t *w;
+    int n_workers;
+    pthread_mutex_t lock; /* summary and stdout/stderr */
+    atomic_long inflight;        /* produced, not yet acknowledged */
+    atomic_long delivery_failed;
+};
+
+void ww_replay_config_defaults(ww_replay_config_t *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->from = WW_FROM_BEGINNING;
+    cfg->to = WW_TO_END;
+    for (int i = 0; i < WW_REPLAY_MAX_PARTITIONS; i++) cfg->from_offsets[i] = cfg->to_offsets[i] = -1;
+    cfg->max_line_bytes = 65536;
+    cfg->workers = 8;
+    cfg->max_retry_ms = 120000;
+    cfg->progress = true;
+    cfg->publish = true;
+}
+
+bool ww_replay_parse_offsets(const char *spec, int64_t *offsets, ww_error_t *error) {
+    for (int i = 0; i < WW_REPLAY_MAX_PARTITIONS; i++) offsets[i] = -1;
+    const char *p = spec;
+    int n = 0;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long part = strtol(p, &end, 10);
+        if (errno || end == p || *end != ':' || part < 0 || part >= WW_REPLAY_MAX_PARTITIONS)
+            goto bad;
+        p = end + 1;
+        long long off = strtoll(p, &end, 10);
+        if (errno || end == p || off < 0 || (*end != ',' && *end != '\0')) goto bad;
+        offsets[part] = off;
+        n++;
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (n == 0) goto bad;
+    return true;
+bad:
+    ww_error_set(error, WW_ERR_CONFIG, 0, false,
+                 "offsets \"%.64s\": expected PARTITION:OFFSET[,PARTITION:OFFSET...]", spec);
+    return false;
+}
+
+/* ---- summary ---------------------------------------------------------------- */
+
+static void count_outcome(engine_t *e, const char *name) {
+    ww_replay_summary_t *s = e->s;
+    if (!name) name = "processed";
+    for (size_t i = 0; i < s->n_outcomes; i++)
+        if (strcmp(s->outcomes[i].name, name) == 0) {
+            s->outcomes[i].count++;
+            return;
+        }
+    if (s->n_outcomes < WW_REPLAY_MAX_OUTCOMES) {
+        snprintf(s->outcomes[s->n_outcomes].name, sizeof s->outcomes[0].name, "%s", name);
+        s->outcomes[s->n_outcomes++].count = 1;
+    }
+}
+
+void ww_replay_print_summary(const ww_replay_config_t *cfg, const ww_replay_summary_t *s,
+                             FILE *out) {
+    double secs = (double)s->elapsed_ms / 1000.0;
+    fprintf(out, "%s%s: %llu message(s) processed", cfg->dry_run ? "dry run of " : "",
+            cfg->file ? cfg->file : cfg->topic, (unsigned long long)s->processed);
+    if (s->total) fprintf(out, " of %llu", (unsigned long long)s->total);
+    fprintf(out, " in %.1f s (%.0f msg/s)\n", secs,
+            secs > 0 ? (double)s->processed / secs : 0.0);
+    fprintf(out, "  %-24s %10s\n", "outcome", "count");
+    for (size_t i = 0; i < s->n_outcomes; i++)
+        fprintf(out, "  %-24s %10llu\n", s->outcomes[i].name,
+                (unsigned long long)s->outcomes[i].count);
+    if (s->not_processed)
+        fprintf(out, "  %-24s %10llu\n", "NOT PROCESSED", (unsigned long long)s->not_processed);
+    if (!cfg->file && s->n_partitions) {
+        fprintf(out, "  %-10s %14s %14s %10s\n", "partition", "from", "to", "messages");
+        for (int32_t p = 0; p < s->n_partitions; p++) {
+            if (s->partitions[p].to <= s->partitions[p].from && !s->partitions[p].count) continue;
+            fprintf(out, "  %-10d %14lld %14lld %10llu\n", p, (long long)s->partitions[p].from,
+                    (long long)s->partitions[p].to, (unsigned long long)s->partitions[p].count);
+        }
+    }
+}
+
+/* ---- outputs ------------------------------------------------------------------ */
+
+static void on_delivery(void *ctx, void *opaque, bool ok, const char *error) {
+    (void)opaque;
+    engine_t *e = ctx;
+    if (!ok) {
+        atomic_fetch_add(&e->delivery_failed, 1);
+        ww_err("replay", "output not delivered: %s", error ? error : "?");
+    }
+    atomic_fetch_sub(&e->inflight, 1);
+}
+
+static const char *header(const ww_out_t *o, const char *name, size_t *len) {
+    for (size_t h = 0; h < o->n_headers; h++)
+        if (strcmp(o->headers[h].name, name) == 0) {
+            *len = o->headers[h].value_len;
+            return o->headers[h].value;
+        }
+    *len = 0;
+    return "";
+}
+
+static void emit(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs) {
+    const ww_replay_config_t *cfg = e->cfg;
+    for (size_t i = 0; i < outs->n; i++) {
+        ww_out_t *o = &outs->out[i];
+        if (cfg->publish) {
+            ww_header_t hdrs[WW_OUT_HEADERS_MAX];
+            for (size_t h = 0; h < o->n_headers; h++) {
+                hdrs[h].name = o->headers[h].name;
+                hdrs[h].value = o->headers[h].value;
+                hdrs[h].value_len = o->headers[h].value_len;
+            }
+            ww_error_t err;
+            atomic_fetch_add(&e->inflight, 1);
+            while (!ww_bus_produce(e->producer, o->topic, o->key, o->key_len, o->value,
+                                   o->value_len, hdrs, o->n_headers, NULL, &err)) {
+                if (!err.retryable) {
+                    atomic_fetch_sub(&e->inflight, 1);
+                    atomic_fetch_add(&e->delivery_failed, 1);
+                    ww_err("replay", "%s", err.message);
+                    break;
+                }
+                ww_clock_sleep_ms(10, NULL);
+            }
+            continue;
+        }
+        /* apply: results to stdout, dead letters as errors with the line */
+        pthread_mutex_lock(&e->lock);
+        if (cfg->route.dlq_topic && strcmp(o->topic, cfg->route.dlq_topic) == 0) {
+            size_t cl, rl;
+            const char *code = header(o, "ww.error.code", &cl);
+            const char *reason = header(o, "ww.error.reason", &rl);
+            fprintf(stderr, "%s:%lld: %.*s: %.*s\n", cfg->file, (long long)m->offset, (int)cl,
+                    code, (int)rl, reason);
+        } else {
+            fwrite(o->value, 1, o->value_len, stdout);
+            fputc('\n', stdout);
+        }
+        pthread_mutex_unlock(&e->lock);
+    }
+}
+
+/* ---- workers ------------------------------------------------------------------ */
+
+static void handle(engine_t *e, rworker_t *w, item_t *it) {
+    const ww_replay_config_t *cfg = e->cfg;
+    const ww_msg_t *m = it->kafka ? it->kafka : &it->file;
+    ww_outputs_t outs;
+    memset(&outs, 0, sizeof outs);
+    ww_error_t err;
+    int64_t deadline = ww_clock_mono_ms() + cfg->max_retry_ms;
+    bool ok = false;
+    int64_t delay = 100;
+    for (;;) {
+        ww_error_clear(&err);
+        ww_outputs_clear(&outs);
+        ok = cfg->route.handle(cfg->route.ctx, m, &outs, &err);
+        if (ok) break;
+        if (!err.retryable) {
+            /* a permanent failure of this message: dead-letter it, as live */
+            ww_outputs_clear(&outs);
+            outs.outcome = "failed";
+            if (!cfg->dry_run && cfg->route.dlq_topic)
+                ww_outputs_dead_letter(&outs, cfg->route.dlq_topic, m, "processing_failed",
+                                       err.message);
+            ok = true;
+            break;
+        }
+        if (*e->stop || ww_clock_mono_ms() + delay > deadline) break;
+        ww_warn("replay", "retrying partition=%d offset=%lld error=\"%s\"", m->partition,
+                (long long)m->offset, err.message);
+        ww_clock_sleep_ms(delay, e->stop);
+        delay = delay * 2 > 10000 ? 10000 : delay * 2;
+        delay = delay / 2 + (int64_t)(rand_r(&w->seed) % (unsigned)(delay / 2 + 1));
+    }
+    if (ok && !cfg->dry_run) emit(e, m, &outs);
+    pthread_mutex_lock(&e->lock);
+    if (ok) {
+        e->s->processed++;
+        count_outcome(e, outs.outcome);
+        if (!cfg->file && m->partition >= 0 && m->partition < WW_REPLAY_MAX_PARTITIONS)
+            e->s->partitions[m->partition].count++;
+    } else {
+        e->s->not_processed++;
+        ww_err("replay", "not processed partition=%d offset=%lld error=\"%s\"", m->partition,
+               (long long)m->offset, err.message);
+    }
+    pthread_mutex_unlock(&e->lock);
+    ww_outputs_clear(&outs);
+}
+
+static void *rworker_main(void *arg) {
+    rworker_t *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        while (w->count == 0 && !w->closed) pthread_cond_wait(&w->cond, &w->lock);
+        if (w->count == 0) {
+            pthread_mutex_unlock(&w->lock);
+            return NULL;
+        }
+        item_t *it = w->ring[w->head];
+        w->head = (w->head + 1) % w->cap;
+        w->count--;
+        pthread_cond_signal(&w->space);
+        pthread_mutex_unlock(&w->lock);
+        handle(w->e, w, it);
+        ww_msg_destroy(it->kafka);
+        free(it->buf);
+        free(it);
+    }
+}
+
+static uint32_t fnv(const void *data, size_t n) {
+    uint32_t h = 2166136261u;
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+/* Blocks while the worker's queue is full (no group here: nobody to keep
+ * polling for). */
+static void dispatch(engine_t *e, item_t *it) {
+    rworker_t *w = &e->w[it->route_hash % (uint32_t)e->n_workers];
+    pthread_mutex_lock(&w->lock);
+    while (w->count == w->cap) pthread_cond_wait(&w->space, &w->lock);
+    w->ring[(w->head + w->count) % w->cap] = it;
+    w->count++;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static bool start_workers(engine_t *e, ww_error_t *error) {
+    e->n_workers = e->cfg->workers > 0 ? e->cfg->workers : 1;
+    e->w = calloc((size_t)e->n_workers, sizeof *e->w);
+    if (!e->w) return false;
+    for (int i = 0; i < e->n_workers; i++) {
+        rworker_t *w = &e->w[i];
+        w->e = e;
+        w->cap = 64;
+        w->ring = calloc((size_t)w->cap, sizeof *w->ring);
+        w->seed = (unsigned)time(NULL) + (unsigned)i;
+        pthread_mutex_init(&w->lock, NULL);
+        pthread_cond_init(&w->cond, NULL);
+        pthread_cond_init(&w->space, NULL);
+        if (!w->ring || pthread_create(&w->thread, NULL, rworker_main, w) != 0) {
+            ww_error_set(error, WW_ERR_SYSTEM, 0, false, "cannot start worker threads");
+            e->n_workers = i;
+            return false;
+        }
+    }
+    return true;
+}
+
+static void stop_workers(engine_t *e) {
+    for (int i = 0; i < e->n_workers; i++) {
+        rworker_t *w = &e->w[i];
+        pthread_mutex_lock(&w->lock);
+        w->closed = true;
+        pthread_cond_broadcast(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+    }
+    for (int i = 0; i < e->n_workers; i++) {
+        pthread_join(e->w[i].thread, NULL);
+        free(e->w[i].ring);
+        pthread_mutex_destroy(&e->w[i].lock);
+        pthread_cond_destroy(&e->w[i].cond);
+        pthread_cond_destroy(&e->w[i].space);
+    }
+    free(e->w);
+    e->w = NULL;
+}
+
+static void progress(engine_t *e, int64_t started, uint64_t done_bytes, uint64_t total_bytes) {
+    pthread_mutex_lock(&e->lock);
+    uint64_t processed = e->s->processed + e->s->not_processed;
+    uint64_t total = e->s->total;
+    pthread_mutex_unlock(&e->lock);
+    double secs = (double)(ww_clock_mono_ms() - started) / 1000.0;
+    double rate = secs > 0 ? (double)processed / secs : 0;
+    double pct = total ? 100.0 * (double)processed / (double)total
+                       : (total_bytes ? 100.0 * (double)done_bytes / (double)total_bytes : 0);
+    if (total && rate > 0)
+        fprintf(stderr, "\rprogress: %llu/%llu %.1f%% %.0f msg/s ETA %.0fs   ",
+                (unsigned long long)processed, (unsigned long long)total, pct, rate,
+                (double)(total - processed) / rate);
+    else
+        fprintf(stderr, "\rprogress: %llu %.1f%% %.0f msg/s   ", (unsigned long long)processed,
+                pct, rate);
+    fflush(stderr);
+}
+
+/* ---- sources -------------------------------------------------------------------- */
+
+static bool run_topic(engine_t *e, ww_error_t *error) {
+    const ww_replay_config_t *cfg = e->cfg;
+    ww_replay_summary_t *s = e->s;
+    ww_bus_config_t bc;
+    ww_bus_config_defaults(&bc);
+    bc.brokers = cfg->brokers;
+    bc.group_id = NULL;
+    bc.producer = false;
+    ww_bus_t *c = ww_bus_new(&bc, NULL, error);
+    if (!c) return false;
+    bool ok = false;
+    int32_t n = 0;
+    int64_t *start = NULL, *end = NULL;
+    bool *done = NULL;
+    if (!ww_bus_partition_count(c, cfg->topic, &n, 10000, error)) goto out;
+    if (n > WW_REPLAY_MAX_PARTITIONS) n = WW_REPLAY_MAX_PARTITIONS;
+    start = calloc((size_t)n, sizeof *start);
+    end = calloc((size_t)n, sizeof *end);
+    done = calloc((size_t)n, sizeof *done);
+    if (!start || !end || !done) goto out;
+    if (cfg->from == WW_FROM_TIMESTAMP &&
+        !ww_bus_offsets_for_time(c, cfg->topic, n, cfg->from_ts_ms, start, 10000, error))
+        goto out;
+    if (cfg->to == WW_TO_TIMESTAMP &&
+        !ww_bus_offsets_for_time(c, cfg->topic, n, cfg->to_ts_ms, end, 10000, error))
+        goto out;
+    s->n_partitions = n;
+    for (int32_t p = 0; p < n; p++) {
+        int64_t lo, hi;
+        if (!ww_bus_watermarks(c, cfg->topic, p, &lo, &hi, 10000, error)) goto out;
+        if (cfg->from == WW_FROM_BEGINNING) start[p] = lo;
+        if (cfg->from == WW_FROM_OFFSETS) start[p] = cfg->from_offsets[p]; /* -1: not listed */
+        if (cfg->to == WW_TO_END) end[p] = hi;
+        if (cfg->to == WW_TO_OFFSETS) end[p] = cfg->to_offsets[p] >= 0 ? cfg->to_offsets[p] : hi;
+        if (end[p] > hi) end[p] = hi;
+        if (start[p] >= 0 && start[p] < lo) {
+            ww_warn("replay", "partition %d: offsets before %lld are gone (retention); starting "
+                    "there", p, (long long)lo);
+            start[p] = lo;
+        }
+        if (start[p] < 0 || start[p] >= end[p]) {
+            done[p] = true;
+            start[p] = -1;
+        } else {
+            s->total += (uint64_t)(end[p] - start[p]);
+        }
+        s->partitions[p].from = start[p] < 0 ? 0 : start[p];
+        s->partitions[p].to = start[p] < 0 ? 0 : end[p];
+    }
+    if (s->total && !ww_bus_assign(c, cfg->topic, n, start, error)) goto out;
+    ww_info("replay", "topic=%s partitions=%d messages=%llu dry_run=%s", cfg->topic, n,
+            (unsigned long long)s->total, cfg->dry_run ? "yes" : "no");
+
+    int64_t started = ww_clock_mono_ms(), next_progress = started + 1000;
+    int32_t remaining = 0;
+    for (int32_t p = 0; p < n; p++) remaining += !done[p];
+    while (remaining > 0 && !*e->stop) {
+        int32_t eofp;
+        int64_t eofo;
+        ww_msg_t *m = ww_bus_poll_range(c, 100, &eofp, &eofo);
+        if (m) {
+            int32_t p = m->partition;
+            if (p < 0 || p >= n || done[p] || m->offset >= end[p]) {
+                ww_msg_destroy(m);
+            } else {
+                if (m->offset >= end[p] - 1) {
+                    done[p] = true;
+                    remaining--;
+                }
+                item_t *it = calloc(1, sizeof *it);
+                if (!it) {
+                    ww_msg_destroy(m);
+                    ww_error_set(error, WW_ERR_SYSTEM, 0, false, "out of memory");
+                    goto out;
+                }
+                it->kafka = m;
+                it->route_hash = m->key ? fnv(m->key, m->key_len) : fnv(&p, sizeof p);
+                dispatch(e, it);
+            }
+        } else if (eofp >= 0 && eofp < n && !done[eofp] && eofo >= end[eofp]) {
+            done[eofp] = true; /* the range ended on records that are not messages */
+            remaining--;
+        }
+        if (cfg->progress && ww_clock_mono_ms() >= next_progress) {
+            progress(e, started, 0, 0);
+            next_progress += 1000;
+        }
+    }
+    ok = true;
+out:
+    free(start);
+    free(end);
+    free(done);
+    ww_bus_destroy(c, 0);
+    return ok;
+}
+
+/* The key a line is routed by: its ownerUserId or code string when there is
+ * one (keeps one wallet's or invite's lines in order), else the whole line. */
+static uint32_t route_line(const char *line, size_t len) {
+    static const char *const fields[] = {"\"ownerUserId\"", "\"code\""};
+    for (size_t f = 0; f < 2; f++) {
+        const char *k = memmem(line, len, fields[f], strlen(fields[f]));
+        if (!k) continue;
+        const char *q = memchr(k + strlen(fields[f]), '"', len - (size_t)(k - line) - strlen(fields[f]));
+        if (!q) continue;
+        const char *qe = memchr(q + 1, '"', len - (size_t)(q + 1 - line));
+        if (qe) return fnv(q + 1, (size_t)(qe - q - 1));
+    }
+    return fnv(line, len);
+}
+
+static bool run_file(engine_t *e, ww_error_t *error) {
+    const ww_replay_config_t *cfg = e->cfg;
+    bool is_stdin = strcmp(cfg->file, "-") == 0;
+    FILE *f = is_stdin ? stdin : fopen(cfg->file, "rb");
+    if (!f) {
+        ww_error_set(error, WW_ERR_SYSTEM, errno, false, "%s: %s", cfg->file, strerror(errno));
+        return false;
+    }
+    uint64_t total_bytes = 0, done_bytes = 0;
+    struct stat st;
+    if (!is_stdin && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
+        total_bytes = (uint64_t)st.st_size;
+    size_t cap = (size_t)cfg->max_line_bytes + 2;
+    char *buf = malloc(cap);
+    if (!buf) {
+        if (!is_stdin) fclose(f);
+        ww_error_set(error, WW_ERR_SYSTEM, 0, false, "out of memory");
+        return false;
+    }
+    int64_t line_no = 0, started = ww_clock_mono_ms(), next_progress = started + 1000;
+    bool ok = true;
+    while (!*e->stop) {
+        if (!fgets(buf, (int)cap, f)) break;
+        line_no++;
+        size_t len = strlen(buf);
+        done_bytes += len;
+        bool complete = len > 0 && buf[len - 1] == '\n';
+        size_t real_len = len;
+        if (!complete && !feof(f)) {
+            /* longer than the limit: measure and skip the rest of the line */
+            int ch;
+            while ((ch = fgetc(f)) != EOF && ch != '\n') {
+                real_len++;
+                done_bytes++;
+            }
+        }
+        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) len--;
+        if (complete || feof(f)) real_len = len > real_len ? len : real_len;
+        if (real_len == len && len == 0) continue; /* blank line */
+        /* strlen stops at a NUL byte: the line then differs from what was
+         * read; the parser sees it as too long or invalid, never truncated */
+        item_t *it = calloc(1, sizeof *it);
+        if (!it) {
+            ok = false;
+            break;
+        }
+        bool oversize = real_len > (size_t)cfg->max_line_bytes;
+        it->buf = oversize ? NULL : malloc(len ? len : 1);
+        if (!oversize && !it->buf) {
+            free(it);
+            ok = false;
+            break;
+        }
+        if (!oversize) memcpy(it->buf, buf, len);
+        it->file.topic = cfg->route.topic;
+        it->file.partition = 0;
+        it->file.offset = line_no;
+        it->file.value = it->buf;
+        it->file.value_len = oversize ? real_len : len;
+        it->file.timestamp_ms = -1;
+        it->route_hash = oversize ? (uint32_t)line_no : route_line(buf, len);
+        dispatch(e, it);
+        if (cfg->progress && ww_clock_mono_ms() >= next_progress) {
+            progress(e, started, done_bytes, total_bytes);
+            next_progress += 1000;
+        }
+    }
+    if (ferror(f)) {
+        ww_error_set(error, WW_ERR_SYSTEM, errno, false, "%s: read error", cfg->file);
+        ok = false;
+    }
+    free(buf);
+    if (!is_stdin) fclose(f);
+    return ok;
+}
+
+bool ww_replay_run(const ww_replay_config_t *cfg, ww_replay_summary_t *summary,
+                   volatile int *stop, ww_error_t *error) {
+    memset(summary, 0, sizeof *summary);
+    engine_t e;
+    memset(&e, 0, sizeof e);
+    e.cfg = cfg;
+    e.s = summary;
+    e.stop = stop;
+    pthread_mutex_init(&e.lock, NULL);
+    int64_t t0 = ww_clock_mono_ms();
+    bool ok = false;
+    if (cfg->publish && !cfg->dry_run) {
+        ww_bus_config_t bc;
+        ww_bus_config_defaults(&bc);
+        bc.brokers = cfg->brokers;
+        bc.consumer = false;
+        ww_bus_hooks_t hooks = {.ctx = &e, .on_delivery = on_delivery};
+        e.producer = ww_bus_new(&bc, &hooks, error);
+        if (!e.producer) goto out;
+    }
+    if (!start_workers(&e, error)) goto out;
+    ok = cfg->file ? run_file(&e, error) : run_topic(&e, error);
+    stop_workers(&e);
+    if (e.producer) {
+        /* every output acknowledged before we report success */
+        int64_t deadline = ww_clock_mono_ms() + 60000;
+        while (atomic_load(&e.inflight) > 0 && ww_clock_mono_ms() < deadline)
+            ww_clock_sleep_ms(20, NULL);
+        if (atomic_load(&e.inflight) > 0 || atomic_load(&e.delivery_failed) > 0) {
+            ww_err("replay", "%ld output(s) not delivered", atomic_load(&e.inflight) +
+                   atomic_load(&e.delivery_failed));
+            summary->not_processed += (uint64_t)(atomic_load(&e.inflight) +
+                                                 atomic_load(&e.delivery_failed));
+        }
+    }
+    if (cfg->progress) {
+        progress(&e, t0, 1, 1);
+        fputc('\n', stderr);
+    }
+out:
+    if (e.w) stop_workers(&e);
+    ww_bus_destroy(e.producer, 10000);
+    summary->elapsed_ms = ww_clock_mono_ms() - t0;
+    if (*stop && summary->total > summary->processed + summary->not_processed)
+        summary->not_processed = summary->total - summary->processed;
+    pthread_mutex_destroy(&e.lock);
+    return ok;
+}
