@@ -185,12 +185,25 @@ bool ww_config_validate(const ww_config_t *cfg, ww_error_t *error) {
                      colon + 1);
         return false;
     }
-    if (strcmp(cfg->commands_topic, cfg->results_topic) == 0 ||
-        strcmp(cfg->commands_topic, cfg->dlq_topic) == 0) {
-        ww_error_set(error, WW_ERR_CONFIG, 0, false,
-                     "WALLET_COMMANDS_TOPIC: must differ from the results and dead-letter topics");
-        return false;
-    }
+    /* every topic has one role: a shared name would feed one handler the
+     * other's messages (or its own results) */
+    const struct {
+        const char *env, *value;
+    } topics[] = {
+        {"WALLET_COMMANDS_TOPIC", cfg->commands_topic},
+        {"WALLET_RESULTS_TOPIC", cfg->results_topic},
+        {"WALLET_DLQ_TOPIC", cfg->dlq_topic},
+        {"INVITE_EVENTS_TOPIC", cfg->invite_events_topic},
+        {"INVITE_RESULTS_TOPIC", cfg->invite_results_topic},
+        {"INVITE_DLQ_TOPIC", cfg->invite_dlq_topic},
+    };
+    for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++)
+        for (size_t j = i + 1; j < sizeof topics / sizeof topics[0]; j++)
+            if (strcmp(topics[i].value, topics[j].value) == 0) {
+                ww_error_set(error, WW_ERR_CONFIG, 0, false, "%s: \"%.64s\" is also %s",
+                             topics[j].env, topics[j].value, topics[i].env);
+                return false;
+            }
     return true;
 }
 

@@ -63,19 +63,18 @@ void ww_redact_uri(const char *uri, char *out, size_t outlen) {
     if (outlen == 0) return;
     out[0] = '\0';
     if (!uri) return;
-    /* mongodb://user:pass@host/... -> mongodb://user:***@host/... */
+    /* mongodb://user:pass@host/db?opts -> mongodb://user:***@host/db?opts.
+     * The userinfo ends at the last '@' before the options: a password may
+     * hold '/' or '@' (unencoded), and when in doubt more is hidden, never
+     * less. */
     const char *scheme = strstr(uri, "://");
     const char *start = scheme ? scheme + 3 : uri;
-    const char *slash = strchr(start, '/');
+    const char *query = strchr(start, '?');
+    const char *end = query ? query : start + strlen(start);
     const char *at = NULL;
-    /* the userinfo ends at the last '@' before the path */
-    for (const char *p = start; *p && (!slash || p < slash); p++)
+    for (const char *p = start; p < end; p++)
         if (*p == '@') at = p;
-    if (!at) {
-        snprintf(out, outlen, "%s", uri);
-        return;
-    }
-    const char *colon = memchr(start, ':', (size_t)(at - start));
+    const char *colon = at ? memchr(start, ':', (size_t)(at - start)) : NULL;
     if (!colon) {
         snprintf(out, outlen, "%s", uri);
         return;

@@ -82,6 +82,8 @@ struct ww_pipeline {
 ww_out_t *ww_outputs_add(ww_outputs_t *outs, const char *topic, const void *key, size_t key_len,
                          const void *value, size_t value_len) {
     if (outs->n >= WW_OUT_MAX) return NULL;
+    if (!key) key_len = 0;
+    if (!value) value_len = 0;
     ww_out_t *o = &outs->out[outs->n];
     memset(o, 0, sizeof *o);
     snprintf(o->topic, sizeof o->topic, "%s", topic);

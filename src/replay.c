@@ -485,9 +485,10 @@ static bool run_file(engine_t *e, ww_error_t *error) {
                 done_bytes++;
             }
         }
+        bool overflowed = real_len > len;
         while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) len--;
-        if (complete || feof(f)) real_len = len > real_len ? len : real_len;
-        if (real_len == len && len == 0) continue; /* blank line */
+        if (!overflowed) real_len = len;
+        if (real_len == 0) continue; /* blank line */
         /* strlen stops at a NUL byte: the line then differs from what was
          * read; the parser sees it as too long or invalid, never truncated */
         item_t *it = calloc(1, sizeof *it);
@@ -495,19 +496,22 @@ static bool run_file(engine_t *e, ww_error_t *error) {
             ok = false;
             break;
         }
+        /* an oversized line keeps its first max+1 bytes: still too large
+         * for the handler, and its rejection can show how it began */
         bool oversize = real_len > (size_t)cfg->max_line_bytes;
-        it->buf = oversize ? NULL : malloc(len ? len : 1);
-        if (!oversize && !it->buf) {
+        if (oversize) len = (size_t)cfg->max_line_bytes + 1 < cap ? (size_t)cfg->max_line_bytes + 1 : cap;
+        it->buf = malloc(len ? len : 1);
+        if (!it->buf) {
             free(it);
             ok = false;
             break;
         }
-        if (!oversize) memcpy(it->buf, buf, len);
+        memcpy(it->buf, buf, len);
         it->file.topic = cfg->route.topic;
         it->file.partition = 0;
         it->file.offset = line_no;
         it->file.value = it->buf;
-        it->file.value_len = oversize ? real_len : len;
+        it->file.value_len = len;
         it->file.timestamp_ms = -1;
         it->route_hash = oversize ? (uint32_t)line_no : route_line(buf, len);
         dispatch(e, it);

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pipeline.h"
+#include "replay.h"
 #include "version.h"
 #include "wallet.h"
 
@@ -38,9 +39,33 @@ static void usage(FILE *out) {
             "wallet-worker %s: applies wallet commands from Kafka to MongoDB, exactly once in "
             "effect.\n\n"
             "Usage: wallet-worker [run] [options]\n"
+            "       wallet-worker replay --topic T [range] [--dry-run] [options]\n"
+            "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [options]\n"
             "       wallet-worker --help | --version\n\n"
             "Commands:\n"
-            "  run        consume, apply, publish results (the default)\n\n"
+            "  run      consume, apply, publish results (the default)\n"
+            "  replay   process a range of a topic again, with a private consumer (the live\n"
+            "           group's offsets are untouched); idempotent: a second replay changes\n"
+            "           nothing. Replaying a dead-letter topic re-drives the original bytes.\n"
+            "             --topic T                  wallet or invite topic, or their DLQ\n"
+            "             --from-beginning           (default) from each partition's first offset\n"
+            "             --from-timestamp RFC3339   from the first message at or after it\n"
+            "             --from-offsets P:O,...     only these partitions, from these offsets\n"
+            "             --to-timestamp RFC3339     up to (excluding) the first message at or after it\n"
+            "             --to-offsets P:O,...       up to (excluding) these offsets\n"
+            "                                        default end: the end offsets at start time\n"
+            "             --kind wallet|invite       when T is not one of the configured topics\n"
+            "  apply    the same pipeline over an NDJSON file, one message per line, without\n"
+            "           Kafka: results to stdout, rejections to stderr as FILE:LINE: code: reason\n"
+            "             --file F | --file -        the file, or standard input\n"
+            "             --kind wallet|invite       (default wallet)\n"
+            "  replay and apply also take:\n"
+            "             --dry-run                  validate and predict outcomes; write nothing\n"
+            "             --max-retry-ms N           give up on a message after N ms of database\n"
+            "                                        or broker failures (default 120000)\n"
+            "           A summary (per outcome, per partition, elapsed, rate) ends the run and a\n"
+            "           progress line is kept on stderr. Exit 0 only when every message was\n"
+            "           processed (rejections are processed; infrastructure failures are not).\n\n"
             "Options (each also read from the environment variable shown; flags win):\n",
             WW_VERSION);
     ww_config_print_help(out);
@@ -48,6 +73,34 @@ static void usage(FILE *out) {
             "\nExit status: 0 after a clean stop (SIGTERM/SIGINT), 1 on a runtime failure,\n"
             "2 on invalid configuration. Health: GET /api/health, /livez, /readyz, /metrics\n"
             "on HTTP_ADDR. Documentation: docs/configuration.md, docs/operations.md.\n");
+}
+
+/* Waits for the database (for up to wait_ms; -1 = until stopped), then
+ * creates the indexes the protocols rely on (the unique ledger index is what
+ * makes wallet commands exactly-once: never run without it) and decides
+ * whether to use transactions. False when stopped or out of time. */
+static bool prepare_db(ww_db_t *db, int64_t wait_ms, ww_error_t *err) {
+    int64_t deadline = wait_ms < 0 ? INT64_MAX : ww_clock_mono_ms() + wait_ms;
+    bool txn = false;
+    for (int attempt = 0; !stop_requested; attempt++) {
+        if (ww_wallet_ensure_indexes(db, err) && ww_invite_ensure_indexes(db, err) /* invites */ &&
+            ww_db_transactions_supported(db, &txn, err))
+            break;
+        if (ww_clock_mono_ms() >= deadline) return false;
+        if (attempt == 0 || attempt % 10 == 0)
+            ww_warn("main", "waiting for the database: %s", err->message);
+        ww_health_progress(ww_clock_mono_ms());
+        ww_clock_sleep_ms(1000, &stop_requested);
+    }
+    if (stop_requested) return false;
+    ww_db_set_use_transactions(db, txn);
+    if (txn)
+        ww_info("main", "transactions available (replica set or mongos): wallet update and "
+                "ledger entry commit together, write concern majority");
+    else
+        ww_info("main", "transactions not available (standalone or MongoDB-compatible server): "
+                "single-document protocol only");
+    return true;
 }
 
 static int run(const ww_config_t *cfg) {
@@ -87,30 +140,9 @@ static int run(const ww_config_t *cfg) {
             ww_db_name(db), ww_db_pool_max(db), ww_db_server_selection_ms(db),
             ww_db_socket_timeout_ms(db));
 
-    /* The unique ledger index is what makes the protocol exactly-once: wait
-     * for the database rather than run without it. */
-    for (int attempt = 0; !stop_requested; attempt++) {
-        if (ww_wallet_ensure_indexes(db, &err) &&
-            ww_invite_ensure_indexes(db, &err) /* invites */)
-            break;
-        if (attempt == 0 || attempt % 10 == 0)
-            ww_warn("main", "waiting for the database to create indexes: %s", err.message);
-        ww_health_progress(ww_clock_mono_ms());
-        ww_clock_sleep_ms(1000, &stop_requested);
-    }
-    if (stop_requested) {
-        status = 0;
+    if (!prepare_db(db, -1, &err)) {
+        status = stop_requested ? 0 : 1;
         goto done;
-    }
-    bool txn = false;
-    if (ww_db_transactions_supported(db, &txn, &err)) {
-        ww_db_set_use_transactions(db, txn);
-        if (txn)
-            ww_info("main", "transactions available (replica set or mongos): wallet update and "
-                    "ledger entry commit together, write concern majority");
-        else
-            ww_info("main", "transactions not available (standalone or MongoDB-compatible "
-                    "server): single-document protocol only");
     }
 
     ww_wallet_ctx_t wallet = {.db = db,
@@ -188,6 +220,154 @@ done:
     return status;
 }
 
+/* ---- replay / apply ------------------------------------------------------- */
+
+typedef struct {
+    bool is_apply;
+    const char *topic;
+    const char *file;
+    const char *kind; /* "wallet", "invite" or NULL (from the topic) */
+    bool dry_run;
+    ww_replay_config_t rc;
+} batch_opts_t;
+
+/* Parses one replay/apply flag at argv[*i]; false when it is not one. Sets
+ * *bad with a message when it is one but its value is wrong. */
+static bool batch_flag(batch_opts_t *o, int argc, char **argv, int *i, ww_error_t *bad) {
+    const char *a = argv[*i];
+    const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    int64_t ts;
+#define NEEDS_VALUE()                                                                   \
+    do {                                                                                \
+        if (!v) {                                                                       \
+            ww_error_set(bad, WW_ERR_CONFIG, 0, false, "%s: needs a value", a);         \
+            return true;                                                                \
+        }                                                                               \
+        *i += 2;                                                                        \
+    } while (0)
+    if (strcmp(a, "--dry-run") == 0) {
+        o->dry_run = true;
+        ++*i;
+    } else if (strcmp(a, "--from-beginning") == 0) {
+        o->rc.from = WW_FROM_BEGINNING;
+        ++*i;
+    } else if (strcmp(a, "--topic") == 0) {
+        NEEDS_VALUE();
+        o->topic = v;
+    } else if (strcmp(a, "--file") == 0) {
+        NEEDS_VALUE();
+        o->file = v;
+    } else if (strcmp(a, "--kind") == 0) {
+        NEEDS_VALUE();
+        if (strcmp(v, "wallet") != 0 && strcmp(v, "invite") != 0)
+            ww_error_set(bad, WW_ERR_CONFIG, 0, false, "--kind: \"%.32s\" is not wallet or invite", v);
+        o->kind = v;
+    } else if (strcmp(a, "--from-timestamp") == 0 || strcmp(a, "--to-timestamp") == 0) {
+        NEEDS_VALUE();
+        if (!ww_clock_parse_rfc3339(v, strlen(v), &ts)) {
+            ww_error_set(bad, WW_ERR_CONFIG, 0, false, "%s: \"%.64s\" is not an RFC 3339 date-time",
+                         a, v);
+        } else if (a[2] == 'f') {
+            o->rc.from = WW_FROM_TIMESTAMP;
+            o->rc.from_ts_ms = ts;
+        } else {
+            o->rc.to = WW_TO_TIMESTAMP;
+            o->rc.to_ts_ms = ts;
+        }
+    } else if (strcmp(a, "--from-offsets") == 0) {
+        NEEDS_VALUE();
+        if (ww_replay_parse_offsets(v, o->rc.from_offsets, bad)) o->rc.from = WW_FROM_OFFSETS;
+    } else if (strcmp(a, "--to-offsets") == 0) {
+        NEEDS_VALUE();
+        if (ww_replay_parse_offsets(v, o->rc.to_offsets, bad)) o->rc.to = WW_TO_OFFSETS;
+    } else if (strcmp(a, "--max-retry-ms") == 0) {
+        NEEDS_VALUE();
+        char *end;
+        long n = strtol(v, &end, 10);
+        if (*end || n < 0 || n > 86400000)
+            ww_error_set(bad, WW_ERR_CONFIG, 0, false, "--max-retry-ms: \"%.32s\" is not 0..86400000", v);
+        o->rc.max_retry_ms = (int32_t)n;
+    } else {
+        return false;
+    }
+#undef NEEDS_VALUE
+    return true;
+}
+
+static int batch(const ww_config_t *cfg, batch_opts_t *o) {
+    ww_error_t err;
+    ww_error_clear(&err);
+    bool wallet;
+    if (o->kind) {
+        wallet = strcmp(o->kind, "wallet") == 0;
+    } else if (o->is_apply) {
+        wallet = true;
+    } else if (strcmp(o->topic, cfg->commands_topic) == 0 || strcmp(o->topic, cfg->dlq_topic) == 0) {
+        wallet = true;
+    } else if (strcmp(o->topic, cfg->invite_events_topic) == 0 ||
+               strcmp(o->topic, cfg->invite_dlq_topic) == 0) {
+        wallet = false;
+    } else {
+        fprintf(stderr, "wallet-worker: replay: topic \"%.64s\" is not a configured wallet or "
+                "invite topic: say --kind wallet or --kind invite\n", o->topic);
+        return 2;
+    }
+    if (o->dry_run && !wallet) {
+        fprintf(stderr, "wallet-worker: --dry-run is available for wallet commands only\n");
+        return 2;
+    }
+    int status = 1;
+    ww_db_options_t dbo;
+    ww_db_options_defaults(&dbo);
+    dbo.pool_max = cfg->db_pool_max;
+    ww_db_t *db = ww_db_new(cfg->mongodb_uri, &dbo, &err);
+    if (!db) {
+        fprintf(stderr, "wallet-worker: %s\n", err.message);
+        return 2;
+    }
+    if (!prepare_db(db, o->rc.max_retry_ms, &err)) {
+        if (!stop_requested) fprintf(stderr, "wallet-worker: database unavailable: %s\n", err.message);
+        goto done;
+    }
+
+    char label[300];
+    if (o->is_apply) {
+        const char *base = strrchr(o->file, '/');
+        snprintf(label, sizeof label, "file:%s", strcmp(o->file, "-") == 0 ? "stdin"
+                                                  : base ? base + 1 : o->file);
+    }
+    ww_wallet_ctx_t wctx = {.db = db, .results_topic = cfg->results_topic,
+                            .dlq_topic = cfg->dlq_topic,
+                            .max_message_bytes = cfg->max_message_bytes, .dry_run = o->dry_run};
+    ww_invite_ctx_t ictx = {.db = db, .results_topic = cfg->invite_results_topic,
+                            .dlq_topic = cfg->invite_dlq_topic,
+                            .max_message_bytes = cfg->max_message_bytes};
+    ww_replay_config_t *rc = &o->rc;
+    rc->brokers = cfg->kafka_brokers;
+    rc->topic = o->topic;
+    rc->file = o->file;
+    rc->dry_run = o->dry_run;
+    rc->publish = !o->is_apply;
+    rc->workers = cfg->worker_threads;
+    rc->max_line_bytes = cfg->max_message_bytes;
+    rc->progress = isatty(STDERR_FILENO) || getenv("WW_PROGRESS") != NULL;
+    rc->route.topic = o->is_apply ? label : o->topic;
+    rc->route.dlq_topic = wallet ? cfg->dlq_topic : cfg->invite_dlq_topic;
+    rc->route.handle = wallet ? ww_wallet_handle : ww_invite_handle;
+    rc->route.ctx = wallet ? (void *)&wctx : (void *)&ictx;
+
+    ww_replay_summary_t *sum = calloc(1, sizeof *sum);
+    if (!sum) goto done;
+    bool ok = ww_replay_run(rc, sum, &stop_requested, &err);
+    if (!ok) fprintf(stderr, "wallet-worker: %s\n", err.message);
+    if (ok) ww_replay_print_summary(rc, sum, o->is_apply ? stderr : stdout);
+    status = ok && sum->not_processed == 0 && !stop_requested ? 0 : 1;
+    free(sum);
+done:
+    ww_db_destroy(db);
+    return status;
+}
+
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -203,24 +383,42 @@ int main(int argc, char **argv) {
     int i = 1;
     const char *command = "run";
     if (i < argc && argv[i][0] != '-') command = argv[i++];
-    if (strcmp(command, "run") != 0) {
+    bool is_batch = strcmp(command, "replay") == 0 || strcmp(command, "apply") == 0;
+    if (strcmp(command, "run") != 0 && !is_batch) {
         fprintf(stderr, "wallet-worker: unknown command \"%.64s\" (see --help)\n", command);
         return 2;
     }
+    batch_opts_t *bo = calloc(1, sizeof *bo);
+    if (!bo) return 1;
+    ww_replay_config_defaults(&bo->rc);
+    bo->is_apply = strcmp(command, "apply") == 0;
 
     ww_db_global_init(); /* before the URI check: libmongoc parses it */
     ww_config_t cfg;
     ww_error_t err;
     ww_error_clear(&err);
     ww_config_defaults(&cfg);
-    if (!ww_config_from_env(&cfg, &err) || !ww_config_from_args(&cfg, argc, argv, &i, &err) ||
-        !ww_config_validate(&cfg, &err) || !ww_db_check_uri(cfg.mongodb_uri, &err)) {
-        fprintf(stderr, "wallet-worker: %s\n", err.message);
-        ww_db_global_cleanup();
-        return 2;
+    bool cfg_ok = ww_config_from_env(&cfg, &err);
+    while (cfg_ok && i < argc) {
+        int before = i;
+        cfg_ok = ww_config_from_args(&cfg, argc, argv, &i, &err);
+        if (!cfg_ok || i >= argc || i != before) continue;
+        if (is_batch && batch_flag(bo, argc, argv, &i, &err)) {
+            cfg_ok = err.domain == WW_ERR_NONE;
+            continue;
+        }
+        ww_error_set(&err, WW_ERR_CONFIG, 0, false, "unknown option \"%.64s\" (see --help)", argv[i]);
+        cfg_ok = false;
     }
-    if (i < argc) {
-        fprintf(stderr, "wallet-worker: unknown option \"%.64s\" (see --help)\n", argv[i]);
+    if (cfg_ok && strcmp(command, "replay") == 0 && !bo->topic)
+        ww_error_set(&err, WW_ERR_CONFIG, 0, false, "replay: --topic is required"), cfg_ok = false;
+    if (cfg_ok && bo->is_apply && !bo->file)
+        ww_error_set(&err, WW_ERR_CONFIG, 0, false, "apply: --file is required"), cfg_ok = false;
+    ww_http_listen_addr_t listen_addr;
+    if (!cfg_ok || !ww_config_validate(&cfg, &err) || !ww_db_check_uri(cfg.mongodb_uri, &err) ||
+        !ww_http_parse_listen(cfg.http_addr, &listen_addr, &err)) {
+        fprintf(stderr, "wallet-worker: %s\n", err.message);
+        free(bo);
         ww_db_global_cleanup();
         return 2;
     }
@@ -234,9 +432,16 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    ww_info("main", "wallet-worker %s starting pid=%d", WW_VERSION, (int)getpid());
-    ww_config_log(&cfg);
-    int status = run(&cfg);
+    int status;
+    if (is_batch) {
+        if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN); /* the summary says it */
+        status = batch(&cfg, bo);
+    } else {
+        ww_info("main", "wallet-worker %s starting pid=%d", WW_VERSION, (int)getpid());
+        ww_config_log(&cfg);
+        status = run(&cfg);
+    }
+    free(bo);
     ww_db_global_cleanup();
     return status;
 }

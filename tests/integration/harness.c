@@ -88,9 +88,13 @@ void h_env_init(h_env_t *env, const char *test_name) {
     ww_bus_hooks_t hooks = {.on_delivery = on_delivery};
     env->producer = ww_bus_new(&bc, &hooks, &err);
     if (!env->producer) fail_msg("producer: %s", err.message);
-    const char *topics[] = {env->commands_topic, env->results_topic, env->dlq_topic};
-    int parts[] = {4, 4, 1};
-    for (int i = 0; i < 3; i++)
+    char iev[160], ires[160], idlq[160];
+    snprintf(iev, sizeof iev, "it.%s.invites", env->run_id);
+    snprintf(ires, sizeof ires, "it.%s.invite-results", env->run_id);
+    snprintf(idlq, sizeof idlq, "it.%s.invite-dlq", env->run_id);
+    const char *topics[] = {env->commands_topic, env->results_topic, env->dlq_topic, iev, ires, idlq};
+    int parts[] = {4, 4, 1, 2, 2, 1};
+    for (int i = 0; i < 6; i++)
         if (!ww_bus_create_topic(env->producer, topics[i], parts[i], 15000, &err))
             fail_msg("Kafka at %s: %s", env->brokers, err.message);
 }
@@ -106,7 +110,30 @@ void h_env_destroy(h_env_t *env) {
     env->producer = NULL;
 }
 
+static pid_t spawn(const h_env_t *env, const char *const *args, const char *const *extra,
+                   const char *stdin_path, const char *out_path, const char *err_path);
+
 pid_t h_worker_start(const h_env_t *env, const char *log_path, const char *const *extra) {
+    return spawn(env, NULL, extra, NULL, log_path, log_path);
+}
+
+int h_run_cli(const h_env_t *env, const char *const *args, const char *const *extra,
+              const char *stdin_path, const char *out_path, const char *err_path, int timeout_ms) {
+    pid_t pid = spawn(env, args, extra, stdin_path, out_path, err_path);
+    int64_t deadline = h_now_ms() + timeout_ms;
+    while (h_now_ms() < deadline) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        h_sleep_ms(20);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static pid_t spawn(const h_env_t *env, const char *const *args, const char *const *extra,
+                   const char *stdin_path, const char *out_path, const char *err_path) {
     char e_brokers[300], e_uri[700], e_http[64], e_cmd[160], e_res[160], e_dlq[160], e_group[160];
     snprintf(e_brokers, sizeof e_brokers, "KAFKA_BROKERS=%s", env->brokers);
     snprintf(e_uri, sizeof e_uri, "MONGODB_URI=%s", env->uri);
@@ -115,7 +142,12 @@ pid_t h_worker_start(const h_env_t *env, const char *log_path, const char *const
     snprintf(e_res, sizeof e_res, "WALLET_RESULTS_TOPIC=%s", env->results_topic);
     snprintf(e_dlq, sizeof e_dlq, "WALLET_DLQ_TOPIC=%s", env->dlq_topic);
     snprintf(e_group, sizeof e_group, "KAFKA_GROUP_ID=it-%s", env->run_id);
-    const char *base[] = {e_brokers, e_uri, e_http, e_cmd, e_res, e_dlq, e_group,
+    /* this run's own invite topics too, so no test reads another's */
+    char e_iev[160], e_ires[160], e_idlq[160];
+    snprintf(e_iev, sizeof e_iev, "INVITE_EVENTS_TOPIC=it.%s.invites", env->run_id);
+    snprintf(e_ires, sizeof e_ires, "INVITE_RESULTS_TOPIC=it.%s.invite-results", env->run_id);
+    snprintf(e_idlq, sizeof e_idlq, "INVITE_DLQ_TOPIC=it.%s.invite-dlq", env->run_id);
+    const char *base[] = {e_brokers, e_uri, e_http, e_cmd, e_res, e_dlq, e_group, e_iev, e_ires, e_idlq,
                           "PATH=/usr/bin:/bin", "LOG_LEVEL=info"};
     char *envp[64];
     size_t n = 0;
@@ -136,13 +168,26 @@ pid_t h_worker_start(const h_env_t *env, const char *log_path, const char *const
     envp[n] = NULL;
     pid_t pid = fork();
     if (pid == 0) {
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int in = open(stdin_path ? stdin_path : "/dev/null", O_RDONLY);
+        if (in >= 0) {
+            dup2(in, 0);
+            close(in);
+        }
+        int fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
-            dup2(fd, 2);
             dup2(fd, 1);
             close(fd);
         }
-        char *argv[] = {(char *)WW_WORKER_BIN, NULL};
+        fd = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+        char *argv[32];
+        int argc = 0;
+        argv[argc++] = (char *)WW_WORKER_BIN;
+        for (size_t k = 0; args && args[k] && argc < 31; k++) argv[argc++] = (char *)args[k];
+        argv[argc] = NULL;
         execve(WW_WORKER_BIN, argv, envp);
         _exit(127);
     }

@@ -41,6 +41,13 @@ pid_t h_worker_start(const h_env_t *env, const char *log_path, const char *const
 int h_worker_stop(pid_t pid, int sig, int timeout_ms);
 bool h_worker_alive(pid_t pid);
 
+/* Runs `wallet-worker ARGS...` for env (same environment as h_worker_start,
+ * plus extra "K=V" strings), with stdin from stdin_path (NULL: /dev/null),
+ * waits up to timeout_ms and returns its exit status (-1 on timeout). Its
+ * stdout and stderr go to out_path / err_path. */
+int h_run_cli(const h_env_t *env, const char *const *args, const char *const *extra,
+              const char *stdin_path, const char *out_path, const char *err_path, int timeout_ms);
+
 /* GET http://127.0.0.1:port/path; returns the status (0 on connect failure). */
 int h_http_get(int port, const char *path, char *body, size_t cap);
 /* Polls until GET returns `status` or timeout_ms passes. */

@@ -4,6 +4,7 @@
  * full replay that changes nothing, the expiry sweeper, and the index set
  * (including what each server does with the partial TTL index). */
 #include <bson/bson.h>
+#include <pthread.h>
 #include <json-c/json.h>
 #include <signal.h>
 #include <stdio.h>
@@ -634,10 +635,110 @@ static void test_invite_sweeper_expires_overdue_and_indexes(void **state) {
     h_env_destroy(&env);
 }
 
+/* ---- 3: racing writers on one invite (db level, no Kafka) ---------------------------------- */
+
+#define RACERS 8
+typedef struct {
+    h_env_t *env;
+    ww_invite_event_t ev;
+    ww_invite_result_t r;
+    bool ok;
+    volatile int *go;
+} racer_t;
+
+static void *race(void *arg) {
+    racer_t *x = arg;
+    while (!*x->go) {
+    }
+    ww_error_t err;
+    x->ok = ww_invite_apply(x->env->db, &x->ev, ww_clock_now_ms(), &x->r, &err);
+    return NULL;
+}
+
+/* Eight different transitions out of `active` at once (four users redeeming,
+ * revocations, expiries), as zombies or several workers would: the status
+ * guard lets exactly one win; every other writer re-reads and is refused or
+ * finds its effect there. FerretDB 1.24 does not evaluate the guard
+ * atomically (docs/testing-servers-findings.md (g)): there the race is run
+ * and reported, and only single-writer behaviour is asserted. */
+static void test_invite_racing_transitions_one_wins(void **state) {
+    (void)state;
+    h_env_t env;
+    h_env_init(&env, "invrace");
+    ww_error_t err;
+    assert_true(ww_invite_ensure_indexes(env.db, &err));
+    bool ferret = strcmp(env.mongo_impl, "ferretdb") == 0;
+    int rounds = 10, lost = 0;
+    for (int round = 0; round < rounds; round++) {
+        char code[32], json[512];
+        snprintf(code, sizeof code, "RACE-%d", round);
+        snprintf(json, sizeof json,
+                 "{\"type\":\"invite.created\",\"eventId\":\"c-%d\",\"code\":\"%s\","
+                 "\"parentCode\":\"P\",\"role\":\"brand\",\"expiresAt\":\"" FUTURE "\"}",
+                 round, code);
+        ww_invite_event_t created;
+        assert_true(ww_invite_parse(json, strlen(json), NULL, &created, &err));
+        ww_invite_result_t cr;
+        assert_true(ww_invite_apply(env.db, &created, ww_clock_now_ms(), &cr, &err));
+        assert_int_equal(cr.decision.outcome, WW_INVITE_APPLIED);
+
+        racer_t x[RACERS];
+        pthread_t th[RACERS];
+        volatile int go = 0;
+        for (int i = 0; i < RACERS; i++) {
+            memset(&x[i], 0, sizeof x[i]);
+            x[i].env = &env;
+            x[i].go = &go;
+            if (i < 4)
+                snprintf(json, sizeof json,
+                         "{\"type\":\"invite.used\",\"eventId\":\"u-%d\",\"code\":\"%s\","
+                         "\"usedByUserId\":\"%023d%d\",\"occurredAt\":\"" BEFORE_FUTURE "\"}",
+                         i, code, 0, i);
+            else
+                snprintf(json, sizeof json,
+                         "{\"type\":\"%s\",\"eventId\":\"t-%d\",\"code\":\"%s\","
+                         "\"occurredAt\":\"" BEFORE_FUTURE "\"}",
+                         i < 6 ? "invite.revoked" : "invite.expired", i, code);
+            assert_true(ww_invite_parse(json, strlen(json), NULL, &x[i].ev, &err));
+            assert_int_equal(pthread_create(&th[i], NULL, race, &x[i]), 0);
+        }
+        go = 1;
+        int applied = 0;
+        for (int i = 0; i < RACERS; i++) {
+            pthread_join(th[i], NULL);
+            assert_true(x[i].ok);
+            if (x[i].r.decision.outcome == WW_INVITE_APPLIED) applied++;
+        }
+        char st[24];
+        invite_status(&env, code, st, sizeof st);
+        bson_t doc;
+        assert_true(find_invite(&env, code, &doc));
+        int seen = seen_count(&doc);
+        bson_destroy(&doc);
+        if (ferret) {
+            if (applied != 1 || seen != 2) lost++;
+            continue;
+        }
+        if (applied != 1) fail_msg("round %d: %d writers applied a transition", round, applied);
+        assert_int_equal(seen, 2); /* created + the one winner */
+        for (int i = 0; i < RACERS; i++) {
+            if (x[i].r.decision.outcome != WW_INVITE_APPLIED) continue;
+            assert_string_equal(st, ww_invite_status_name(x[i].r.decision.to));
+        }
+        for (int i = 0; i < RACERS; i++) /* everyone reports the winner's state */
+            assert_string_equal(ww_invite_status_name(x[i].r.decision.to), st);
+    }
+    if (ferret)
+        print_message("ferretdb: %d of %d rounds had more than one writer win (known gap, "
+                      "docs/testing-servers-findings.md (g))\n", lost, rounds);
+    h_env_destroy(&env);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invite_events_outcomes_then_replay_changes_nothing),
         cmocka_unit_test(test_invite_sweeper_expires_overdue_and_indexes),
+        cmocka_unit_test(test_invite_racing_transitions_one_wins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -593,6 +593,10 @@ static void test_config_redact_uri_hides_only_the_password(void **state) {
     expect_redacted("mongodb://h/db?authMechanismProperties=SERVICE_NAME:a@b",
                     "mongodb://h/db?authMechanismProperties=SERVICE_NAME:a@b");
     expect_redacted("mongodb://h:27017/db?x=a:b@c", "mongodb://h:27017/db?x=a:b@c");
+    /* an unencoded '/' in the password must not end the userinfo early */
+    expect_redacted("mongodb://u:p/q@h/db", "mongodb://u:***@h/db");
+    /* options straight after the host (no '/'): an '@' there is not userinfo */
+    expect_redacted("mongodb://h:27017?x=a@b", "mongodb://h:27017?x=a@b");
     expect_redacted("mongodb://u:p@h/db?x=a:b@c", "mongodb://u:***@h/db?x=a:b@c");
     expect_redacted("mongodb://h?authSource=a@b", "mongodb://h?authSource=a@b");
     /* empty input */
