@@ -450,7 +450,13 @@ static void build_guarded(bson_t *filter, bson_t *upd, const bson_t *wallet, int
     bson_init(filter);
     bson_init(upd);
     BSON_APPEND_OID(filter, "_id", &wid);
-    BSON_APPEND_INT64(filter, "version", version);
+    /* the guard matches the snapshot as it was: a wallet written without a
+     * version (older backend documents) is matched by version: null, which
+     * matches a missing field too; after this update it has one */
+    if (doc_missing_or_null(wallet, "version"))
+        BSON_APPEND_NULL(filter, "version");
+    else
+        BSON_APPEND_INT64(filter, "version", version);
     BSON_APPEND_INT64(filter, "availablePaise", balance);
     BSON_APPEND_NULL(filter, "deletedAt");
     BSON_APPEND_DOCUMENT_BEGIN(upd, "$set", &set);

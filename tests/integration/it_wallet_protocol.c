@@ -269,6 +269,33 @@ static void test_protocol_unusable_balance_is_a_permanent_error(void **state) {
     assert_non_null(strstr(err.message, "availablePaise"));
 }
 
+/* Wallets written without a version field (older backend documents) are
+ * updated, and get one. */
+static void test_protocol_wallet_without_version_field(void **state) {
+    (void)state;
+    const char *o = "aaaaaaaaaaaaaaaaaaaa0007";
+    bson_t doc = BSON_INITIALIZER;
+    bson_oid_t id, owner;
+    bson_oid_init(&id, NULL);
+    bson_oid_init_from_string(&owner, o);
+    BSON_APPEND_OID(&doc, "_id", &id);
+    BSON_APPEND_OID(&doc, "ownerUserId", &owner);
+    BSON_APPEND_INT32(&doc, "availablePaise", 800);
+    bool dup;
+    ww_error_t err;
+    assert_true(ww_db_insert_one(env.db, WW_WALLETS, &doc, &dup, &err));
+    bson_destroy(&doc);
+    ww_command_t c = cmd("wallet.debit", "nover", o, 300);
+    ww_wallet_result_t r = apply(&c);
+    assert_int_equal(r.outcome, WW_OUTCOME_APPLIED);
+    assert_int_equal(r.balance_after_paise, 500);
+    size_t markers;
+    assert_int_equal(live_balance(o, &markers), 500);
+    ww_command_t c2 = cmd("wallet.debit", "nover2", o, 100);
+    assert_int_equal(apply(&c2).outcome, WW_OUTCOME_APPLIED);
+    assert_int_equal(live_balance(o, &markers), 400);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_protocol_crash_before_ledger_is_finished_once),
@@ -277,6 +304,7 @@ int main(void) {
         cmocka_unit_test(test_protocol_wallet_not_found_race_undoes_our_effect),
         cmocka_unit_test(test_protocol_marker_in_deleted_wallet_is_honoured),
         cmocka_unit_test(test_protocol_unusable_balance_is_a_permanent_error),
+        cmocka_unit_test(test_protocol_wallet_without_version_field),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,315 @@
+/* it_replay.c: batch reprocessing on the real stack: replay by offsets and by
+ * timestamp, a whole-topic replay twice giving an identical database, the
+ * live group's offsets left alone, dead-letter re-drive after a fix, and
+ * apply over an NDJSON file with good and bad lines. */
+#include <bson/bson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "harness.h"
+#include "wallet.h"
+
+static h_env_t env;
+static char out_path[256], err_path[256], log_path[256];
+
+static int setup(void **state) {
+    (void)state;
+    h_env_init(&env, "replay");
+    snprintf(out_path, sizeof out_path, "/tmp/ww-it-%s.out", env.run_id);
+    snprintf(err_path, sizeof err_path, "/tmp/ww-it-%s.err", env.run_id);
+    snprintf(log_path, sizeof log_path, "/tmp/ww-it-%s.log", env.run_id);
+    ww_error_t err;
+    assert_true(ww_wallet_ensure_indexes(env.db, &err));
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    h_env_destroy(&env);
+    return 0;
+}
+
+static void seed(const char *owner_hex, int64_t balance) {
+    bson_t doc = BSON_INITIALIZER;
+    bson_oid_t id, owner;
+    bson_oid_init(&id, NULL);
+    bson_oid_init_from_string(&owner, owner_hex);
+    BSON_APPEND_OID(&doc, "_id", &id);
+    BSON_APPEND_OID(&doc, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&doc, "availablePaise", balance);
+    BSON_APPEND_INT64(&doc, "version", 0);
+    bool dup;
+    ww_error_t err;
+    assert_true(ww_db_insert_one(env.db, WW_WALLETS, &doc, &dup, &err));
+    bson_destroy(&doc);
+}
+
+static void send(const char *key, const char *owner, const char *type, long amount) {
+    char v[400];
+    snprintf(v, sizeof v, "{\"type\":\"%s\",\"idempotencyKey\":\"%s-%s\",\"ownerUserId\":\"%s\","
+             "\"amountPaise\":%ld}", type, env.run_id, key, owner, amount);
+    h_produce(&env, env.commands_topic, owner, v);
+}
+
+typedef struct {
+    bson_string_t *s;
+} digest_t;
+
+static bool add_doc(const bson_t *doc, void *ctx) {
+    char *j = bson_as_canonical_extended_json(doc, NULL);
+    bson_string_append(((digest_t *)ctx)->s, j);
+    bson_string_append(((digest_t *)ctx)->s, "\n");
+    bson_free(j);
+    return true;
+}
+
+static char *digest(void) {
+    digest_t d = {bson_string_new("")};
+    bson_t all = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+    BSON_APPEND_INT32(&sort, "_id", 1);
+    bson_append_document_end(&opts, &sort);
+    ww_error_t err;
+    assert_true(ww_db_find(env.db, WW_WALLETS, &all, &opts, add_doc, &d, &err));
+    assert_true(ww_db_find(env.db, WW_TRANSACTIONS, &all, &opts, add_doc, &d, &err));
+    bson_destroy(&all);
+    bson_destroy(&opts);
+    return bson_string_free(d.s, false);
+}
+
+static int64_t ledger_count(void) {
+    bson_t cmd = BSON_INITIALIZER, reply, q = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&cmd, "count", WW_TRANSACTIONS);
+    BSON_APPEND_DOCUMENT(&cmd, "query", &q);
+    ww_error_t err;
+    assert_true(ww_db_command(env.db, &cmd, &reply, &err));
+    bson_iter_t it;
+    assert_true(bson_iter_init_find(&it, &reply, "n"));
+    int64_t n = bson_iter_as_int64(&it);
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    bson_destroy(&q);
+    return n;
+}
+
+static int cli(const char *const *args) {
+    unlink(out_path);
+    unlink(err_path);
+    const char *extra[] = {"WW_PROGRESS=1", NULL};
+    int st = h_run_cli(&env, args, extra, NULL, out_path, err_path, 120000);
+    char *o = h_read_file(out_path), *e = h_read_file(err_path);
+    print_message("replay exit %d\n--- stdout\n%s--- stderr (tail)\n%s\n", st, o ? o : "",
+                  e && strlen(e) > 600 ? e + strlen(e) - 600 : (e ? e : ""));
+    free(o);
+    free(e);
+    return st;
+}
+
+/* "  applied    12" in the summary */
+static long summary_count(const char *path, const char *outcome) {
+    char *text = h_read_file(path);
+    assert_non_null(text);
+    char needle[64];
+    snprintf(needle, sizeof needle, "  %s ", outcome);
+    const char *p = strstr(text, needle);
+    long n = p ? strtol(p + strlen(needle), NULL, 10) : -1;
+    free(text);
+    return n;
+}
+
+#define O1 "e1000000000000000000000e"
+#define O2 "e2000000000000000000000e"
+
+static void test_replay_ranges_twice_identical_and_live_group_untouched(void **state) {
+    (void)state;
+    seed(O1, 10000);
+    seed(O2, 10000);
+    /* batch A, processed live */
+    for (int i = 0; i < 12; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "a%d", i);
+        send(k, i % 2 ? O1 : O2, i % 3 ? "wallet.debit" : "wallet.credit", 100 + i);
+    }
+    h_produce(&env, env.commands_topic, "bad", "{\"broken\":");
+    h_flush(&env);
+    pid_t pid = h_worker_start(&env, log_path, NULL);
+    int64_t deadline = h_now_ms() + 60000;
+    while (ledger_count() < 12 && h_now_ms() < deadline) h_sleep_ms(100);
+    assert_int_equal(ledger_count(), 12);
+    h_sleep_ms(1500); /* results acknowledged, offsets committed */
+    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    char *before = digest();
+
+    /* the whole topic, twice: nothing changes */
+    const char *all[] = {"replay", "--topic", env.commands_topic, "--from-beginning", NULL};
+    assert_int_equal(cli(all), 0);
+    assert_int_equal(summary_count(out_path, "duplicate"), 12);
+    assert_int_equal(summary_count(out_path, "invalid"), 1);
+    char *after1 = digest();
+    assert_string_equal(before, after1);
+    assert_int_equal(cli(all), 0);
+    char *after2 = digest();
+    assert_string_equal(before, after2);
+
+    /* by offsets: partition ranges are [from, to) */
+    const char *offs[] = {"replay", "--topic", env.commands_topic, "--from-offsets",
+                          "0:0,1:0,2:0,3:0", "--to-offsets", "0:1,1:1,2:1,3:1", NULL};
+    assert_int_equal(cli(offs), 0);
+    long n_first = summary_count(out_path, "duplicate") + summary_count(out_path, "invalid") + 1;
+    assert_true(n_first >= 2 && n_first <= 5); /* at most one message per partition */
+
+    /* batch B after a timestamp, not processed by the live worker */
+    h_sleep_ms(1200);
+    char ts[40];
+    ww_clock_format_iso8601(ww_clock_now_ms() - 200, ts, sizeof ts);
+    h_sleep_ms(300);
+    for (int i = 0; i < 5; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "b%d", i);
+        send(k, O1, "wallet.credit", 7);
+    }
+    h_flush(&env);
+    const char *dry[] = {"replay", "--topic", env.commands_topic, "--from-timestamp", ts,
+                         "--dry-run", NULL};
+    assert_int_equal(cli(dry), 0);
+    assert_int_equal(summary_count(out_path, "applied"), 5); /* predicted */
+    assert_int_equal(ledger_count(), 12);                    /* and nothing written */
+    const char *from_ts[] = {"replay", "--topic", env.commands_topic, "--from-timestamp", ts, NULL};
+    assert_int_equal(cli(from_ts), 0);
+    assert_int_equal(summary_count(out_path, "applied"), 5);
+    assert_int_equal(summary_count(out_path, "duplicate"), -1); /* batch A not read */
+    assert_int_equal(ledger_count(), 17);
+
+    /* the live group resumes where it committed: it still reads batch B */
+    unlink(log_path);
+    const char *dbg[] = {"LOG_LEVEL=debug", NULL};
+    pid = h_worker_start(&env, log_path, dbg);
+    deadline = h_now_ms() + 60000;
+    while (h_count_in_file(log_path, "wallet  duplicate key=") < 5 && h_now_ms() < deadline)
+        h_sleep_ms(200);
+    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    assert_int_equal(h_count_in_file(log_path, "wallet  duplicate key="), 5);
+    assert_int_equal(h_count_in_file(log_path, "wallet  applied key="), 0);
+
+    /* bad ranges are usage errors */
+    const char *bad[] = {"replay", "--topic", env.commands_topic, "--from-offsets", "x", NULL};
+    assert_int_equal(cli(bad), 2);
+    const char *bad_ts[] = {"replay", "--topic", env.commands_topic, "--to-timestamp", "yesterday", NULL};
+    assert_int_equal(cli(bad_ts), 2);
+    bson_free(before);
+    bson_free(after1);
+    bson_free(after2);
+}
+
+/* A wallet whose stored balance the worker cannot use sends its commands to
+ * the dead-letter topic; once the data is fixed, replaying that topic
+ * applies them. */
+static void test_replay_dead_letters_redriven_after_a_fix(void **state) {
+    (void)state;
+    const char *o = "e3000000000000000000000e";
+    bson_t doc = BSON_INITIALIZER;
+    bson_oid_t id, owner;
+    bson_oid_init(&id, NULL);
+    bson_oid_init_from_string(&owner, o);
+    BSON_APPEND_OID(&doc, "_id", &id);
+    BSON_APPEND_OID(&doc, "ownerUserId", &owner);
+    BSON_APPEND_DOUBLE(&doc, "availablePaise", 500.25); /* unusable: not whole paise */
+    bool dup;
+    ww_error_t err;
+    assert_true(ww_db_insert_one(env.db, WW_WALLETS, &doc, &dup, &err));
+    bson_destroy(&doc);
+    send("redrive", o, "wallet.debit", 200);
+    h_flush(&env);
+    unlink(log_path);
+    pid_t pid = h_worker_start(&env, log_path, NULL);
+    int64_t deadline = h_now_ms() + 60000;
+    while (h_count_in_file(log_path, "dead-lettering") < 1 && h_now_ms() < deadline)
+        h_sleep_ms(100);
+    h_sleep_ms(1500);
+    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    assert_int_equal(h_count_in_file(log_path, "dead-lettering"), 1);
+
+    /* the fix */
+    bson_t filter = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
+    BSON_APPEND_OID(&filter, "_id", &id);
+    BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
+    BSON_APPEND_INT64(&set, "availablePaise", 500);
+    bson_append_document_end(&upd, &set);
+    assert_true(ww_db_update_one(env.db, WW_WALLETS, &filter, &upd, NULL, NULL, NULL, &err));
+    bson_destroy(&filter);
+    bson_destroy(&upd);
+
+    const char *redrive[] = {"replay", "--topic", env.dlq_topic, NULL};
+    assert_int_equal(cli(redrive), 0);
+    assert_true(summary_count(out_path, "applied") >= 1);
+    bson_t q = BSON_INITIALIZER, found_doc;
+    char key[160];
+    snprintf(key, sizeof key, "%s-redrive", env.run_id);
+    BSON_APPEND_UTF8(&q, "idempotencyKey", key);
+    bool found;
+    assert_true(ww_db_find_one(env.db, WW_TRANSACTIONS, &q, NULL, &found_doc, &found, &err));
+    assert_true(found);
+    bson_iter_t it;
+    assert_true(bson_iter_init_find(&it, &found_doc, "status"));
+    assert_string_equal(bson_iter_utf8(&it, NULL), "applied");
+    assert_true(bson_iter_init_find(&it, &found_doc, "balanceAfterPaise"));
+    assert_int_equal(bson_iter_as_int64(&it), 300);
+    bson_destroy(&found_doc);
+    bson_destroy(&q);
+}
+
+static void test_replay_apply_file_with_good_and_bad_lines(void **state) {
+    (void)state;
+    const char *o = "e4000000000000000000000e";
+    seed(o, 1000);
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/ww-it-%s.ndjson", env.run_id);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "{\"type\":\"wallet.debit\",\"idempotencyKey\":\"%s-f1\",\"ownerUserId\":\"%s\","
+            "\"amountPaise\":100}\n", env.run_id, o);
+    fprintf(f, "\n");
+    fprintf(f, "{\"type\":\"wallet.debit\",\"idempotencyKey\":\"%s-f2\",\"ownerUserId\":\"%s\","
+            "\"amountPaise\":\"100\"}\n", env.run_id, o);
+    fprintf(f, "{\"type\":\"wallet.credit\",\"idempotencyKey\":\"%s-f3\",\"ownerUserId\":\"%s\","
+            "\"amountPaise\":5}", env.run_id, o); /* no final newline */
+    fclose(f);
+    const char *args[] = {"apply", "--file", path, NULL};
+    assert_int_equal(cli(args), 0);
+    char *out = h_read_file(out_path), *errs = h_read_file(err_path);
+    /* results on stdout, one per message, blank line skipped */
+    int lines = 0;
+    for (const char *p = out; (p = strchr(p, '\n')); p++) lines++;
+    assert_int_equal(lines, 3);
+    assert_non_null(strstr(out, "\"status\":\"applied\""));
+    /* the bad line named by its number */
+    char want[300];
+    snprintf(want, sizeof want, "%s:3: wrong_type: amountPaise", path);
+    assert_non_null(strstr(errs, want));
+    assert_int_equal(summary_count(err_path, "applied"), 2);
+    assert_int_equal(summary_count(err_path, "invalid"), 1);
+    free(out);
+    free(errs);
+    /* again: every line already decided */
+    assert_int_equal(cli(args), 0);
+    assert_int_equal(summary_count(err_path, "duplicate"), 2);
+    /* standard input and a missing file */
+    const char *stdin_args[] = {"apply", "--file", "-", NULL};
+    unlink(out_path);
+    assert_int_equal(h_run_cli(&env, stdin_args, NULL, path, out_path, err_path, 60000), 0);
+    const char *missing[] = {"apply", "--file", "/nonexistent/x.ndjson", NULL};
+    assert_int_equal(cli(missing), 1);
+    unlink(path);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_replay_ranges_twice_identical_and_live_group_untouched),
+        cmocka_unit_test(test_replay_dead_letters_redriven_after_a_fix),
+        cmocka_unit_test(test_replay_apply_file_with_good_and_bad_lines),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
