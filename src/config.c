@@ -5,8 +5,9 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-typedef enum { T_STR, T_INT, T_LEVEL } setting_type_t;
+typedef enum { T_STR, T_INT, T_LEVEL, T_BOOL } setting_type_t;
 
 typedef struct {
     const char *env;
@@ -64,6 +65,9 @@ static const setting_t settings[] = {
         "how often active invites past expiresAt are marked expired (0 disables the sweeper)"),
     INT(invite_sweep_batch, "INVITE_SWEEP_BATCH", "--invite-sweep-batch", "500", 1, 10000,
         "invites the sweeper expires per database round trip"),
+    {"AUTO_MIGRATE", "--auto-migrate", T_BOOL, offsetof(ww_config_t, auto_migrate), 0, 0, 0, "true",
+     false, "apply pending schema migrations at start; false: refuse to start until "
+            "`wallet-worker migrate` has run"},
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -102,6 +106,19 @@ static bool apply(ww_config_t *cfg, const setting_t *s, const char *value, const
         }
         *(int32_t *)(void *)field = (int32_t)v;
         return true;
+    }
+    case T_BOOL: {
+        static const char *const yes[] = {"true", "1", "yes", "on"};
+        static const char *const no[] = {"false", "0", "no", "off"};
+        for (size_t i = 0; i < 4; i++) {
+            if (strcasecmp(value, yes[i]) == 0 || strcasecmp(value, no[i]) == 0) {
+                *(bool *)(void *)field = strcasecmp(value, yes[i]) == 0;
+                return true;
+            }
+        }
+        ww_error_set(error, WW_ERR_CONFIG, 0, false, "%s: \"%.32s\" is not true or false", source,
+                     value);
+        return false;
     }
     case T_LEVEL: {
         ww_log_level_t level;
@@ -228,6 +245,7 @@ void ww_config_log(const ww_config_t *cfg) {
                 snprintf(buf, sizeof buf, "%s", field);
             break;
         case T_INT: snprintf(buf, sizeof buf, "%d", *(const int32_t *)(const void *)field); break;
+        case T_BOOL: snprintf(buf, sizeof buf, "%s", *(const bool *)(const void *)field ? "true" : "false"); break;
         case T_LEVEL:
             snprintf(buf, sizeof buf, "%s",
                      ww_log_level_name(*(const ww_log_level_t *)(const void *)field));

@@ -34,6 +34,7 @@ typedef struct {
     int32_t liveness_threshold_ms; /* /livez fails past this without progress */
     int32_t db_pool_max;           /* maxPoolSize when the URI does not say */
     int32_t shutdown_timeout_ms;   /* how long SIGTERM waits for in-flight work */
+    bool auto_migrate;             /* apply pending migrations at start */
 
     /* invites */
     char invite_events_topic[250];

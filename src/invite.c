@@ -27,7 +27,7 @@
  *   {$lte: now}} -> expired, the same guard, so it is idempotent, safe with
  *   several workers, and cannot overwrite a transition made meanwhile.
  * - Caveat: FerretDB 1.24 does not apply conditional updates atomically
- *   (docs/testing-servers-findings.md (g)); there, the guarantee holds only
+ *   (docs/testing.md (g)); there, the guarantee holds only
  *   while one writer at a time touches an invite, which the pipeline's
  *   routing by code provides for events (not against a zombie or the
  *   sweeper racing a transition). MongoDB and mongo-java-server enforce it. */
@@ -666,80 +666,6 @@ bool ww_invite_apply(ww_db_t *db, const ww_invite_event_t *ev, int64_t now_ms,
     ww_error_set(error, WW_ERR_DB, 0, true, "invite %s: too much contention, will retry",
                  ev->code);
     return false;
-}
-
-/* ---- indexes ------------------------------------------------------------------------------ */
-
-typedef struct {
-    const char *name;
-    const char *keys[3];
-    int dirs[3];
-    bool unique;
-    bool ttl_expired; /* expireAfterSeconds + partialFilterExpression {status: "expired"} */
-} index_spec_t;
-
-static const index_spec_t INDEXES[] = {
-    {"code_1", {"code"}, {1}, true, false},
-    {"parentCode_1_status_1_createdAt_-1", {"parentCode", "status", "createdAt"}, {1, 1, -1},
-     false, false},
-    {"status_1_expiresAt_1", {"status", "expiresAt"}, {1, 1}, false, false},
-    {"expiresAt_1", {"expiresAt"}, {1}, false, true},
-};
-
-/* Server codes for "this index option is not available here": 238
- * NotImplemented (FerretDB), 197 InvalidIndexSpecificationOption, 67
- * CannotCreateIndex. */
-static bool option_unsupported(int32_t code) { return code == 238 || code == 197 || code == 67; }
-
-/* One index per createIndexes command (FerretDB 1.24 panics when one
- * command lists several indexes that all exist already). */
-static bool create_index(ww_db_t *db, const index_spec_t *spec, ww_error_t *error) {
-    bson_t cmd = BSON_INITIALIZER, reply, arr, ix, key;
-    BSON_APPEND_UTF8(&cmd, "createIndexes", WW_INVITES);
-    BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &arr);
-    BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &ix);
-    BSON_APPEND_DOCUMENT_BEGIN(&ix, "key", &key);
-    for (int i = 0; i < 3 && spec->keys[i]; i++) BSON_APPEND_INT32(&key, spec->keys[i], spec->dirs[i]);
-    bson_append_document_end(&ix, &key);
-    BSON_APPEND_UTF8(&ix, "name", spec->name);
-    if (spec->unique) BSON_APPEND_BOOL(&ix, "unique", true);
-    if (spec->ttl_expired) {
-        bson_t pfe;
-        BSON_APPEND_INT32(&ix, "expireAfterSeconds", WW_INVITE_TTL_SECONDS);
-        BSON_APPEND_DOCUMENT_BEGIN(&ix, "partialFilterExpression", &pfe);
-        BSON_APPEND_UTF8(&pfe, "status", "expired");
-        bson_append_document_end(&ix, &pfe);
-    }
-    bson_append_document_end(&arr, &ix);
-    bson_append_array_end(&cmd, &arr);
-    ww_error_t e;
-    ww_error_clear(&e);
-    bool ok = ww_db_command(db, &cmd, &reply, &e);
-    if (!ok && !e.retryable && spec->ttl_expired && option_unsupported(e.code)) {
-        ww_warn("invite",
-                "index %s.%s not created: the server does not support its options "
-                "expireAfterSeconds=%d / partialFilterExpression={status:\"expired\"} "
-                "(code %d: %s); expired invites will NOT be deleted automatically",
-                WW_INVITES, spec->name, WW_INVITE_TTL_SECONDS, (int)e.code, e.message);
-        ok = true;
-    } else if (!ok && !e.retryable) {
-        /* 85 IndexOptionsConflict / 86 IndexKeySpecsConflict: the backend made
-         * an equivalent index under its own name or options; leave it. */
-        ww_warn("invite", "index %s.%s not created: %s (left as it is)", WW_INVITES, spec->name,
-                e.message);
-        ok = true;
-    } else if (!ok && error) {
-        *error = e;
-    }
-    bson_destroy(&reply);
-    bson_destroy(&cmd);
-    return ok;
-}
-
-bool ww_invite_ensure_indexes(ww_db_t *db, ww_error_t *error) {
-    for (size_t i = 0; i < sizeof INDEXES / sizeof INDEXES[0]; i++)
-        if (!create_index(db, &INDEXES[i], error)) return false;
-    return true;
 }
 
 /* ---- the sweep ----------------------------------------------------------------------------- */

@@ -155,11 +155,6 @@ typedef struct {
     char invite_id[25];
 } ww_invite_result_t;
 
-/* Creates the invites indexes, one createIndexes command each. An option the
- * server does not implement (FerretDB: TTL, partial) is logged once as a
- * warning naming the index and the option, and start-up continues. Returns
- * false (retryable) only when the database cannot be reached. */
-bool ww_invite_ensure_indexes(ww_db_t *db, ww_error_t *error);
 
 /* Applies one parsed event at processing time now_ms. Returns false with a
  * retryable error when the database is unavailable (running it again is

@@ -865,52 +865,6 @@ bool ww_wallet_predict(ww_db_t *db, const ww_command_t *cmd, ww_wallet_result_t 
     return ok;
 }
 
-/* ---- indexes ----------------------------------------------------------------------- */
-
-/* One index per createIndexes command: FerretDB 1.24 drops the connection
- * (a server-side panic) when one command lists several indexes that all
- * exist already, and one at a time also lets a conflict name its index. */
-static bool create_index(ww_db_t *db, const char *coll, const char *name, const char *k1, int d1,
-                         const char *k2, int d2, bool unique, ww_error_t *error) {
-    bson_t cmd = BSON_INITIALIZER, reply, arr, ix, key;
-    BSON_APPEND_UTF8(&cmd, "createIndexes", coll);
-    BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &arr);
-    BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &ix);
-    BSON_APPEND_DOCUMENT_BEGIN(&ix, "key", &key);
-    BSON_APPEND_INT32(&key, k1, d1);
-    if (k2) BSON_APPEND_INT32(&key, k2, d2);
-    bson_append_document_end(&ix, &key);
-    BSON_APPEND_UTF8(&ix, "name", name);
-    if (unique) BSON_APPEND_BOOL(&ix, "unique", true);
-    bson_append_document_end(&arr, &ix);
-    bson_append_array_end(&cmd, &arr);
-    ww_error_t e;
-    ww_error_clear(&e);
-    bool ok = ww_db_command(db, &cmd, &reply, &e);
-    if (!ok && !e.retryable) {
-        /* 85 IndexOptionsConflict / 86 IndexKeySpecsConflict: the backend made
-         * an equivalent index under its own name or options; leave it. */
-        ww_warn("wallet", "index %s.%s not created: %s (left as it is)", coll, name, e.message);
-        ok = true;
-    } else if (!ok && error) {
-        *error = e;
-    }
-    bson_destroy(&reply);
-    bson_destroy(&cmd);
-    return ok;
-}
-
-bool ww_wallet_ensure_indexes(ww_db_t *db, ww_error_t *error) {
-    return create_index(db, WW_TRANSACTIONS, "idempotencyKey_1", "idempotencyKey", 1, NULL, 0,
-                        true, error) &&
-           create_index(db, WW_TRANSACTIONS, "walletId_1", "walletId", 1, NULL, 0, false,
-                        error) &&
-           create_index(db, WW_TRANSACTIONS, "walletId_1_createdAt_-1", "walletId", 1,
-                        "createdAt", -1, false, error) &&
-           create_index(db, WW_WALLETS, "ownerUserId_1", "ownerUserId", 1, NULL, 0, false,
-                        error);
-}
-
 /* ---- the handler: bytes in, result event (and dead letter) out --------------------- */
 
 static void add_str_or_null(json_object *o, const char *k, bool has, const char *v) {

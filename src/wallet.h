@@ -64,11 +64,6 @@ typedef struct {
     bool dry_run; /* predict outcomes read-only; no writes, no outputs */
 } ww_wallet_ctx_t;
 
-/* Creates the indexes the protocol relies on (unique idempotencyKey above
- * all). Idempotent; an index that exists with other options is logged and
- * left alone. */
-bool ww_wallet_ensure_indexes(ww_db_t *db, ww_error_t *error);
-
 /* Applies one parsed command. Returns false with a retryable error when the
  * database is unavailable (nothing is lost: running it again is safe), or a
  * permanent error when the wallet's stored data cannot be used. */

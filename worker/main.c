@@ -23,6 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pipeline.h"
+#include "migrate.h"
 #include "replay.h"
 #include "version.h"
 #include "wallet.h"
@@ -41,6 +42,7 @@ static void usage(FILE *out) {
             "Usage: wallet-worker [run] [options]\n"
             "       wallet-worker replay --topic T [range] [--dry-run] [options]\n"
             "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [options]\n"
+            "       wallet-worker migrate [--dry-run] [options]\n"
             "       wallet-worker --help | --version\n\n"
             "Commands:\n"
             "  run      consume, apply, publish results (the default)\n"
@@ -59,6 +61,10 @@ static void usage(FILE *out) {
             "           Kafka: results to stdout, rejections to stderr as FILE:LINE: code: reason\n"
             "             --file F | --file -        the file, or standard input\n"
             "             --kind wallet|invite       (default wallet)\n"
+            "  migrate  apply pending schema migrations (indexes, in order, recorded in\n"
+            "           schema_migrations; safe when several run at once; refuses when an applied\n"
+            "           migration was changed). --dry-run lists what would be done. `run` does\n"
+            "           this at start unless AUTO_MIGRATE=false.\n"
             "  replay and apply also take:\n"
             "             --dry-run                  validate and predict outcomes; write nothing\n"
             "             --max-retry-ms N           give up on a message after N ms of database\n"
@@ -75,17 +81,36 @@ static void usage(FILE *out) {
             "on HTTP_ADDR. Documentation: docs/configuration.md, docs/operations.md.\n");
 }
 
-/* Waits for the database (for up to wait_ms; -1 = until stopped), then
- * creates the indexes the protocols rely on (the unique ledger index is what
- * makes wallet commands exactly-once: never run without it) and decides
- * whether to use transactions. False when stopped or out of time. */
-static bool prepare_db(ww_db_t *db, int64_t wait_ms, ww_error_t *err) {
+/* Waits for the database (for up to wait_ms; -1 = until stopped), brings
+ * the schema up to date (the unique ledger index is what makes wallet
+ * commands exactly-once: never run without it) or, with AUTO_MIGRATE=false,
+ * checks that it is, and decides whether to use transactions. False when
+ * stopped, out of time, or the schema is not what this build needs (*fatal:
+ * do not retry). */
+static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, bool *fatal,
+                       ww_error_t *err) {
     int64_t deadline = wait_ms < 0 ? INT64_MAX : ww_clock_mono_ms() + wait_ms;
     bool txn = false;
+    *fatal = false;
     for (int attempt = 0; !stop_requested; attempt++) {
-        if (ww_wallet_ensure_indexes(db, err) && ww_invite_ensure_indexes(db, err) /* invites */ &&
-            ww_db_transactions_supported(db, &txn, err))
-            break;
+        bool ok;
+        if (cfg->auto_migrate) {
+            ok = ww_migrate_run(db, NULL, NULL, err);
+        } else {
+            int pending = 0;
+            ok = ww_migrate_check(db, &pending, err);
+            if (ok && pending) {
+                ww_error_set(err, WW_ERR_CONFIG, 0, false,
+                             "%d schema migration(s) pending and AUTO_MIGRATE=false: run "
+                             "`wallet-worker migrate` first", pending);
+                ok = false;
+            }
+        }
+        if (!ok && !err->retryable) {
+            *fatal = true;
+            return false;
+        }
+        if (ok && ww_db_transactions_supported(db, &txn, err)) break;
         if (ww_clock_mono_ms() >= deadline) return false;
         if (attempt == 0 || attempt % 10 == 0)
             ww_warn("main", "waiting for the database: %s", err->message);
@@ -101,6 +126,36 @@ static bool prepare_db(ww_db_t *db, int64_t wait_ms, ww_error_t *err) {
         ww_info("main", "transactions not available (standalone or MongoDB-compatible server): "
                 "single-document protocol only");
     return true;
+}
+
+/* `wallet-worker migrate [--dry-run]` */
+static int migrate_cmd(const ww_config_t *cfg, bool dry_run) {
+    ww_error_t err;
+    ww_error_clear(&err);
+    ww_db_t *db = ww_db_new(cfg->mongodb_uri, NULL, &err);
+    if (!db) {
+        fprintf(stderr, "wallet-worker: %s\n", err.message);
+        return 2;
+    }
+    ww_migrate_options_t mo = {.dry_run = dry_run, .report = stdout};
+    int applied = 0, status = 1;
+    int64_t deadline = ww_clock_mono_ms() + 60000;
+    for (;;) {
+        ww_error_clear(&err);
+        if (ww_migrate_run(db, &mo, &applied, &err)) {
+            printf("%s: %d migration(s) %s\n", ww_db_name(db), applied,
+                   dry_run ? "pending" : "applied now");
+            status = 0;
+            break;
+        }
+        if (!err.retryable || stop_requested || ww_clock_mono_ms() > deadline) {
+            fprintf(stderr, "wallet-worker: migrate: %s\n", err.message);
+            break;
+        }
+        ww_clock_sleep_ms(1000, &stop_requested);
+    }
+    ww_db_destroy(db);
+    return status;
 }
 
 static int run(const ww_config_t *cfg) {
@@ -140,8 +195,10 @@ static int run(const ww_config_t *cfg) {
             ww_db_name(db), ww_db_pool_max(db), ww_db_server_selection_ms(db),
             ww_db_socket_timeout_ms(db));
 
-    if (!prepare_db(db, -1, &err)) {
-        status = stop_requested ? 0 : 1;
+    bool fatal = false;
+    if (!prepare_db(cfg, db, -1, &fatal, &err)) {
+        if (fatal) ww_err("main", "%s", err.message);
+        status = stop_requested && !fatal ? 0 : 1;
         goto done;
     }
 
@@ -325,7 +382,8 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
         fprintf(stderr, "wallet-worker: %s\n", err.message);
         return 2;
     }
-    if (!prepare_db(db, o->rc.max_retry_ms, &err)) {
+    bool fatal = false;
+    if (!prepare_db(cfg, db, o->rc.max_retry_ms, &fatal, &err)) {
         if (!stop_requested) fprintf(stderr, "wallet-worker: database unavailable: %s\n", err.message);
         goto done;
     }
@@ -384,7 +442,8 @@ int main(int argc, char **argv) {
     const char *command = "run";
     if (i < argc && argv[i][0] != '-') command = argv[i++];
     bool is_batch = strcmp(command, "replay") == 0 || strcmp(command, "apply") == 0;
-    if (strcmp(command, "run") != 0 && !is_batch) {
+    bool is_migrate = strcmp(command, "migrate") == 0;
+    if (strcmp(command, "run") != 0 && !is_batch && !is_migrate) {
         fprintf(stderr, "wallet-worker: unknown command \"%.64s\" (see --help)\n", command);
         return 2;
     }
@@ -403,6 +462,11 @@ int main(int argc, char **argv) {
         int before = i;
         cfg_ok = ww_config_from_args(&cfg, argc, argv, &i, &err);
         if (!cfg_ok || i >= argc || i != before) continue;
+        if (is_migrate && strcmp(argv[i], "--dry-run") == 0) {
+            bo->dry_run = true;
+            i++;
+            continue;
+        }
         if (is_batch && batch_flag(bo, argc, argv, &i, &err)) {
             cfg_ok = err.domain == WW_ERR_NONE;
             continue;
@@ -433,7 +497,10 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     int status;
-    if (is_batch) {
+    if (is_migrate) {
+        if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN);
+        status = migrate_cmd(&cfg, bo->dry_run);
+    } else if (is_batch) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN); /* the summary says it */
         status = batch(&cfg, bo);
     } else {

@@ -14,6 +14,7 @@
 
 #include "clock.h"
 #include "harness.h"
+#include "migrate.h"
 #include "invite.h"
 
 #define USER "65f1a2b3c4d5e6f708192a3b"
@@ -666,7 +667,7 @@ static void test_invite_racing_transitions_one_wins(void **state) {
     h_env_t env;
     h_env_init(&env, "invrace");
     ww_error_t err;
-    assert_true(ww_invite_ensure_indexes(env.db, &err));
+    assert_true(ww_migrate_run(env.db, NULL, NULL, &err));
     bool ferret = strcmp(env.mongo_impl, "ferretdb") == 0;
     int rounds = 10, lost = 0;
     for (int round = 0; round < rounds; round++) {

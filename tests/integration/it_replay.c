@@ -11,6 +11,7 @@
 
 #include "clock.h"
 #include "harness.h"
+#include "migrate.h"
 #include "wallet.h"
 
 static h_env_t env;
@@ -23,7 +24,7 @@ static int setup(void **state) {
     snprintf(err_path, sizeof err_path, "/tmp/ww-it-%s.err", env.run_id);
     snprintf(log_path, sizeof log_path, "/tmp/ww-it-%s.log", env.run_id);
     ww_error_t err;
-    assert_true(ww_wallet_ensure_indexes(env.db, &err));
+    assert_true(ww_migrate_run(env.db, NULL, NULL, &err));
     return 0;
 }
 

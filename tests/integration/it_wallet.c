@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "migrate.h"
 #include "wallet.h"
 
 typedef enum { AS_INT32, AS_INT64, AS_DOUBLE } num_kind_t;
@@ -226,7 +227,7 @@ static void test_wallet_every_outcome_then_replay_changes_nothing(void **state) 
     h_env_t env;
     h_env_init(&env, "wallet");
     ww_error_t err;
-    assert_true(ww_wallet_ensure_indexes(env.db, &err));
+    assert_true(ww_migrate_run(env.db, NULL, NULL, &err));
     seed_wallet(&env, A, AS_INT32, 1000, false);
     seed_wallet(&env, B, AS_DOUBLE, 500, false);
     seed_wallet(&env, D, AS_INT64, 900, true); /* soft-deleted: does not exist */

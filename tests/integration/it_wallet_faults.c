@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "migrate.h"
 #include "wallet.h"
 
 #define WALLETS 16
@@ -34,7 +35,7 @@ static uint32_t lcg(uint32_t *s) {
 
 static void seed(h_env_t *env, workload_t *w) {
     ww_error_t err;
-    assert_true(ww_wallet_ensure_indexes(env->db, &err));
+    assert_true(ww_migrate_run(env->db, NULL, NULL, &err));
     for (int i = 0; i < WALLETS; i++) {
         snprintf(w->owner[i], sizeof w->owner[i], "%08x%016x", 0xfeed0000u + (unsigned)i, i);
         bson_t doc = BSON_INITIALIZER;

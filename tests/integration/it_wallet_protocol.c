@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "migrate.h"
 #include "wallet.h"
 
 static h_env_t env;
@@ -16,7 +17,7 @@ static int setup(void **state) {
     (void)state;
     h_env_init(&env, "proto");
     ww_error_t err;
-    assert_true(ww_wallet_ensure_indexes(env.db, &err));
+    assert_true(ww_migrate_run(env.db, NULL, NULL, &err));
     return 0;
 }
 

@@ -1,0 +1,55 @@
+/* migrate.h: versioned, ordered schema migrations recorded in the
+ * `schema_migrations` collection.
+ *
+ * DESIGN
+ * - Each migration is data: an ordered list of steps (create an index with
+ *   these keys and options, drop an index that has this key pattern but not
+ *   these options). Its checksum is the SHA-256 of a canonical rendering of
+ *   those steps, so changing an applied migration is detected: the worker
+ *   refuses to run rather than guess which definition the database has.
+ * - Every step is idempotent (creating an existing index is a no-op; a drop
+ *   finds nothing the second time) and a migration is recorded by inserting
+ *   {_id: version, ...} under the collection's unique _id. So two workers
+ *   migrating at once cannot corrupt anything: the worst case is the same
+ *   index requested twice. A leased lock document ({_id: "lock"}) makes the
+ *   usual case orderly: one migrates, the others wait and find it done.
+ * - Index creation is one index per command (FerretDB 1.24 drops the
+ *   connection when one command lists several existing indexes). An option
+ *   the server does not implement (FerretDB: TTL, partialFilterExpression)
+ *   gets ONE warning naming the index and the option, and the migration
+ *   continues: on MongoDB the index is created exactly as written. */
+#ifndef WW_MIGRATE_H
+#define WW_MIGRATE_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "db.h"
+#include "error.h"
+
+#define WW_SCHEMA_MIGRATIONS "schema_migrations"
+
+typedef struct {
+    bool dry_run;   /* say what would be done; write nothing */
+    FILE *report;   /* one line per migration (NULL: log only) */
+    int32_t lock_wait_ms; /* how long to wait for another migrator (default 120000) */
+} ww_migrate_options_t;
+
+/* Applies every pending migration in order. Fails (not retryable) when an
+ * applied migration's checksum differs from this build's; retryable when the
+ * database is unavailable. *applied (may be NULL) counts what was applied
+ * now (or would be, in a dry run). */
+bool ww_migrate_run(ww_db_t *db, const ww_migrate_options_t *opts, int *applied,
+                    ww_error_t *error);
+
+/* Checks, without writing, that every migration is applied with the right
+ * checksum. *pending counts the missing ones; a checksum mismatch fails. */
+bool ww_migrate_check(ww_db_t *db, int *pending, ww_error_t *error);
+
+/* The migrations this build knows (for --help and tests). */
+int ww_migrate_count(void);
+const char *ww_migrate_name(int i);
+/* hex checksum of migration i (65 bytes) */
+void ww_migrate_checksum(int i, char out[65]);
+
+#endif
