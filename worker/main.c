@@ -479,8 +479,14 @@ int main(int argc, char **argv) {
     if (cfg_ok && bo->is_apply && !bo->file)
         ww_error_set(&err, WW_ERR_CONFIG, 0, false, "apply: --file is required"), cfg_ok = false;
     ww_http_listen_addr_t listen_addr;
-    if (!cfg_ok || !ww_config_validate(&cfg, &err) || !ww_db_check_uri(cfg.mongodb_uri, &err) ||
+    if (cfg_ok && ww_config_validate(&cfg, &err) && ww_db_check_uri(cfg.mongodb_uri, &err) &&
         !ww_http_parse_listen(cfg.http_addr, &listen_addr, &err)) {
+        char why[WW_ERROR_MSG_MAX];
+        snprintf(why, sizeof why, "%s", err.message);
+        ww_error_set(&err, WW_ERR_CONFIG, 0, false, "HTTP_ADDR: %s", why);
+        cfg_ok = false;
+    }
+    if (!cfg_ok || err.domain != WW_ERR_NONE) {
         fprintf(stderr, "wallet-worker: %s\n", err.message);
         free(bo);
         ww_db_global_cleanup();

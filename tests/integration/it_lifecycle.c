@@ -53,13 +53,16 @@ static int run_cmd(const char *cmd, char *out, size_t cap) {
     FILE *p = popen(cmd, "r");
     size_t n = fread(out, 1, cap - 1, p);
     out[n] = '\0';
+    char drain[4096]; /* read it all: closing early would SIGPIPE the writer */
+    while (fread(drain, 1, sizeof drain, p) > 0) {
+    }
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static void test_lifecycle_invalid_configuration_exits_2_naming_the_setting(void **state) {
     (void)state;
-    char out[4096], cmd[1024];
+    char out[16384], cmd[1024];
     struct {
         const char *env;
         const char *expect;
@@ -70,6 +73,9 @@ static void test_lifecycle_invalid_configuration_exits_2_naming_the_setting(void
         {"HTTP_ADDR=nonsense", "HTTP_ADDR"},
         {"LOG_LEVEL=loud", "LOG_LEVEL"},
         {"MONGODB_URI=mongodb://", "MONGODB_URI"},
+        {"HTTP_ADDR=myhost:8080", "HTTP_ADDR: "},
+        {"INVITE_EVENTS_TOPIC=wallet.commands", "INVITE_EVENTS_TOPIC"},
+        {"AUTO_MIGRATE=perhaps", "AUTO_MIGRATE"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         snprintf(cmd, sizeof cmd, "env %s '%s' 2>&1", cases[i].env, WW_WORKER_BIN);
