@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "command.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -219,6 +220,19 @@ static bool entry_abandoned(ww_pipeline_t *p, entry_t *e) {
     bool a = e->abandoned;
     pthread_mutex_unlock(&p->lock);
     return a;
+}
+
+bool ww_message_precheck(const ww_msg_t *msg, int32_t max_bytes, ww_error_t *error) {
+    if (!msg->value || msg->value_len == 0) {
+        ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_INVALID_JSON, false, "empty message");
+        return false;
+    }
+    if (msg->value_len > (size_t)max_bytes) {
+        ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_TOO_LARGE, false,
+                     "message of %zu bytes is larger than %d", msg->value_len, max_bytes);
+        return false;
+    }
+    return true;
 }
 
 ww_out_t *ww_outputs_dead_letter(ww_outputs_t *outs, const char *dlq_topic, const ww_msg_t *m,

@@ -64,6 +64,11 @@ ww_out_t *ww_outputs_add(ww_outputs_t *outs, const char *topic, const void *key,
 bool ww_out_add_header(ww_out_t *out, const char *name, const void *value, size_t value_len);
 void ww_outputs_clear(ww_outputs_t *outs);
 
+/* The checks every handler makes before parsing: a message must have a value
+ * of at most max_bytes. False with an input error (reason invalid_json /
+ * too_large, the command reason codes) otherwise. */
+bool ww_message_precheck(const ww_msg_t *msg, int32_t max_bytes, ww_error_t *error);
+
 /* Adds a dead letter for msg: its original key and bytes, and the headers
  * ww.error.code, ww.error.reason, ww.source.topic/partition/offset (and
  * ww.source.timestamp when known). NULL when outs is full. */

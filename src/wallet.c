@@ -941,13 +941,7 @@ bool ww_wallet_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
     ww_error_clear(&perr);
     ww_json_limits_t lim = {.max_bytes = (size_t)ctx->max_message_bytes, .max_depth = 8};
     bool parsed = false;
-    if (!msg->value || msg->value_len == 0) {
-        ww_error_set(&perr, WW_ERR_INPUT, WW_COMMAND_INVALID_JSON, false, "empty message");
-    } else if (msg->value_len > (size_t)ctx->max_message_bytes) {
-        ww_error_set(&perr, WW_ERR_INPUT, WW_COMMAND_TOO_LARGE, false,
-                     "message of %zu bytes is larger than %d", msg->value_len,
-                     ctx->max_message_bytes);
-    } else {
+    if (ww_message_precheck(msg, ctx->max_message_bytes, &perr)) {
         parsed = ww_command_parse(msg->value, msg->value_len, &lim, &cmd, &perr);
         if (!parsed && perr.domain != WW_ERR_INPUT) {
             if (error) *error = perr; /* out of memory: retry */
