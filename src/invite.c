@@ -614,30 +614,45 @@ static bool transition(ww_db_t *db, const char *invite_id, const ww_invite_event
     return ok;
 }
 
+/* Reads the invite for ev->code into st (zeroed when there is none). */
+static bool load_state(ww_db_t *db, const ww_invite_event_t *ev, ww_invite_state_t *st,
+                       ww_invite_result_t *r, ww_error_t *error) {
+    bson_t filter = BSON_INITIALIZER, doc;
+    BSON_APPEND_UTF8(&filter, "code", ev->code);
+    bool found = false;
+    bool ok = ww_db_find_one(db, WW_INVITES, &filter, NULL, &doc, &found, error);
+    bson_destroy(&filter);
+    if (!ok) return false;
+    memset(st, 0, sizeof *st);
+    r->has_invite_id = false;
+    if (!found) return true;
+    ok = state_from_doc(&doc, st, r->invite_id, error);
+    bson_destroy(&doc);
+    if (!ok) {
+        /* permanent: the pipeline dead-letters as processing_failed */
+        ww_error_set(error, WW_ERR_DB, 0, false, "invite %s: stored status is unusable",
+                     ev->code);
+        return false;
+    }
+    r->has_invite_id = r->invite_id[0] != '\0';
+    return true;
+}
+
+bool ww_invite_predict(ww_db_t *db, const ww_invite_event_t *ev, ww_invite_result_t *r,
+                       ww_error_t *error) {
+    memset(r, 0, sizeof *r);
+    ww_invite_state_t st;
+    if (!load_state(db, ev, &st, r, error)) return false;
+    ww_invite_decide(&st, ev, &r->decision);
+    return true;
+}
+
 bool ww_invite_apply(ww_db_t *db, const ww_invite_event_t *ev, int64_t now_ms,
                      ww_invite_result_t *r, ww_error_t *error) {
     memset(r, 0, sizeof *r);
     for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        bson_t filter = BSON_INITIALIZER, doc;
-        BSON_APPEND_UTF8(&filter, "code", ev->code);
-        bool found = false;
-        bool ok = ww_db_find_one(db, WW_INVITES, &filter, NULL, &doc, &found, error);
-        bson_destroy(&filter);
-        if (!ok) return false;
         ww_invite_state_t st;
-        memset(&st, 0, sizeof st);
-        r->has_invite_id = false;
-        if (found) {
-            ok = state_from_doc(&doc, &st, r->invite_id, error);
-            bson_destroy(&doc);
-            if (!ok) {
-                /* permanent: the pipeline dead-letters as processing_failed */
-                ww_error_set(error, WW_ERR_DB, 0, false, "invite %s: stored status is unusable",
-                             ev->code);
-                return false;
-            }
-            r->has_invite_id = r->invite_id[0] != '\0';
-        }
+        if (!load_state(db, ev, &st, r, error)) return false;
         ww_invite_decide(&st, ev, &r->decision);
         if (r->decision.outcome != WW_INVITE_APPLIED) return true;
 
@@ -922,6 +937,10 @@ bool ww_invite_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
         }
     }
 
+    if (!parsed && ctx->dry_run) {
+        outs->outcome = "invalid";
+        return true;
+    }
     if (!parsed) {
         const char *reason = ww_command_reason_name(perr.code);
         char event_id[WW_INVITE_EVENT_ID_MAX + 1] = "", type[32] = "",
@@ -937,10 +956,18 @@ bool ww_invite_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
                 msg->topic, msg->partition, (long long)msg->offset, reason, perr.message);
         ww_metrics_inc_dead_letter(msg->topic, reason);
         ww_metrics_inc_processed(msg->topic, "invalid");
+        outs->outcome = "invalid";
         return true;
     }
 
     ww_invite_result_t r;
+    if (ctx->dry_run) {
+        if (!ww_invite_predict(ctx->db, &ev, &r, error)) return false;
+        outs->outcome = r.decision.outcome == WW_INVITE_NOT_FOUND
+                            ? "invite_not_found"
+                            : ww_invite_outcome_name(r.decision.outcome);
+        return true;
+    }
     if (!ww_invite_apply(ctx->db, &ev, ww_clock_now_ms(), &r, error)) return false;
     const ww_invite_decision_t *d = &r.decision;
     if (d->outcome == WW_INVITE_NOT_FOUND &&
@@ -957,6 +984,8 @@ bool ww_invite_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
         ww_metrics_inc_dead_letter(msg->topic, "invite_not_found");
     }
     ww_metrics_inc_processed(msg->topic, ww_invite_outcome_name(d->outcome));
+    outs->outcome = d->outcome == WW_INVITE_NOT_FOUND ? "invite_not_found"
+                                                     : ww_invite_outcome_name(d->outcome);
     ww_debug("invite", "%s code=%s eventId=%s type=%s inviteStatus=%s error=%s partition=%d "
              "offset=%lld", ww_invite_outcome_name(d->outcome), ev.code, ev.event_id,
              TYPE_NAMES[ev.type], d->to ? STATUS_NAMES[d->to] : "none",

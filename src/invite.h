@@ -165,6 +165,10 @@ bool ww_invite_apply(ww_db_t *db, const ww_invite_event_t *ev, int64_t now_ms,
 /* Marks active invites whose expiresAt <= now_ms as expired, at most `batch`
  * per round trip, until none is left or `max_rounds` rounds ran. *expired
  * gets the number changed. Idempotent and safe with several workers. */
+/* What ww_invite_apply would decide now, reading only (replay --dry-run). */
+bool ww_invite_predict(ww_db_t *db, const ww_invite_event_t *ev, ww_invite_result_t *r,
+                       ww_error_t *error);
+
 bool ww_invite_sweep(ww_db_t *db, int64_t now_ms, int32_t batch, int max_rounds,
                      int64_t *expired, ww_error_t *error);
 
@@ -175,6 +179,7 @@ typedef struct {
     const char *results_topic;
     const char *dlq_topic;
     int32_t max_message_bytes;
+    bool dry_run; /* predict outcomes read-only; no writes, no outputs */
 } ww_invite_ctx_t;
 
 /* The pipeline handler for the invite events topic (ctx: ww_invite_ctx_t). */

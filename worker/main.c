@@ -369,10 +369,6 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
                 "invite topic: say --kind wallet or --kind invite\n", o->topic);
         return 2;
     }
-    if (o->dry_run && !wallet) {
-        fprintf(stderr, "wallet-worker: --dry-run is available for wallet commands only\n");
-        return 2;
-    }
     int status = 1;
     ww_db_options_t dbo;
     ww_db_options_defaults(&dbo);
@@ -399,7 +395,7 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
                             .max_message_bytes = cfg->max_message_bytes, .dry_run = o->dry_run};
     ww_invite_ctx_t ictx = {.db = db, .results_topic = cfg->invite_results_topic,
                             .dlq_topic = cfg->invite_dlq_topic,
-                            .max_message_bytes = cfg->max_message_bytes};
+                            .max_message_bytes = cfg->max_message_bytes, .dry_run = o->dry_run};
     ww_replay_config_t *rc = &o->rc;
     rc->brokers = cfg->kafka_brokers;
     rc->topic = o->topic;
