@@ -401,6 +401,7 @@ bool ww_migrate_run(ww_db_t *db, const ww_migrate_options_t *opts, int *applied,
         ok = take_lock(db, owner, &taken, error);
         if (!ok || taken) break;
         /* someone else is migrating: wait, and maybe find it all done */
+        if (opts->progress) opts->progress();
         ww_clock_sleep_ms(500, NULL);
         ok = read_applied(db, a, error) && compare(a, &pending, error);
         if (!ok || pending == 0) goto out;
@@ -420,6 +421,7 @@ bool ww_migrate_run(ww_db_t *db, const ww_migrate_options_t *opts, int *applied,
         int64_t t0 = ww_clock_mono_ms();
         for (size_t k = 0; ok && k < migrations[i].n_steps; k++) {
             const step_t *s = &migrations[i].steps[k];
+            if (opts->progress) opts->progress();
             ok = s->kind == STEP_CREATE ? create_index(db, s, error)
                                         : drop_unless(db, s, false, opts->report, error);
         }

@@ -33,6 +33,7 @@ typedef struct {
     bool dry_run;   /* say what would be done; write nothing */
     FILE *report;   /* one line per migration (NULL: log only) */
     int32_t lock_wait_ms; /* how long to wait for another migrator (default 120000) */
+    void (*progress)(void); /* called between steps (the worker stamps liveness) */
 } ww_migrate_options_t;
 
 /* Applies every pending migration in order. Fails (not retryable) when an

@@ -659,6 +659,14 @@ void ww_pipeline_run(ww_pipeline_t *p, volatile int *stop) {
     wait_quiet(p, NULL, 0, p->cfg.shutdown_timeout_ms);
     atomic_store(&p->stopping, true);
     store_offsets(p);
+    /* What did not finish in time is given up now (it stays uncommitted and
+     * is redelivered to whoever owns the partition next), so leaving the
+     * group below does not wait for it a second time. */
+    pthread_mutex_lock(&p->lock);
+    for (part_t *pt = p->parts; pt; pt = pt->next)
+        for (entry_t *e = pt->head; e; e = e->next)
+            if (!e->done) e->abandoned = true;
+    pthread_mutex_unlock(&p->lock);
     ww_error_t err;
     if (!ww_bus_commit_stored(p->bus, &err)) ww_warn("pipeline", "%s", err.message);
 }

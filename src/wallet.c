@@ -49,12 +49,13 @@ const char *ww_outcome_name(ww_outcome_t outcome) {
     case WW_OUTCOME_INSUFFICIENT_FUNDS: return "insufficient_funds";
     case WW_OUTCOME_WALLET_NOT_FOUND: return "wallet_not_found";
     case WW_OUTCOME_INVALID: return "invalid";
+    case WW_OUTCOME_FAILED: return "failed";
     }
     return "unknown";
 }
 
 static bool outcome_from_name(const char *s, ww_outcome_t *out) {
-    for (int o = WW_OUTCOME_APPLIED; o <= WW_OUTCOME_INVALID; o++) {
+    for (int o = WW_OUTCOME_APPLIED; o <= WW_OUTCOME_FAILED; o++) {
         if (strcmp(s, ww_outcome_name((ww_outcome_t)o)) == 0) {
             *out = (ww_outcome_t)o;
             return true;
@@ -1009,8 +1010,29 @@ bool ww_wallet_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
         outs->outcome = ww_outcome_name(r.outcome);
         return true;
     }
-    if (!ww_wallet_apply(ctx->db, &cmd, msg->topic, msg->partition, msg->offset, &r, error))
-        return false;
+    ww_error_t aerr;
+    ww_error_clear(&aerr);
+    if (!ww_wallet_apply(ctx->db, &cmd, msg->topic, msg->partition, msg->offset, &r, &aerr)) {
+        if (aerr.retryable) { /* infrastructure: the pipeline waits it out */
+            if (error) *error = aerr;
+            return false;
+        }
+        /* This command cannot be processed against the stored data (e.g. a
+         * balance that is not whole paise). Nothing was decided or recorded
+         * for the key: dead-letter it for a re-drive after the fix, and
+         * answer it so its producer is not left waiting. */
+        ww_err("wallet", "failed key=%s owner=%s partition=%d offset=%lld error=\"%s\": "
+               "dead-lettering", cmd.idempotency_key, cmd.owner_user_id, msg->partition,
+               (long long)msg->offset, aerr.message);
+        memset(&r, 0, sizeof r);
+        r.outcome = WW_OUTCOME_FAILED;
+        r.amount_paise = cmd.amount_paise;
+        snprintf(r.error_code, sizeof r.error_code, "processing_failed");
+        snprintf(r.error_message, sizeof r.error_message, "%s", aerr.message);
+        if (!ww_outputs_dead_letter(outs, ctx->dlq_topic, msg, "processing_failed", aerr.message))
+            goto oom;
+        ww_metrics_inc_dead_letter(msg->topic, "processing_failed");
+    }
     if (!emit_result(outs, ctx->results_topic, cmd.idempotency_key,
                      strlen(cmd.idempotency_key), &cmd, &r, msg))
         goto oom;

@@ -36,7 +36,8 @@ typedef enum {
     WW_OUTCOME_CONFLICT,
     WW_OUTCOME_INSUFFICIENT_FUNDS,
     WW_OUTCOME_WALLET_NOT_FOUND,
-    WW_OUTCOME_INVALID
+    WW_OUTCOME_INVALID,
+    WW_OUTCOME_FAILED /* not processable against the stored data; dead-lettered, not recorded */
 } ww_outcome_t;
 
 const char *ww_outcome_name(ww_outcome_t outcome);

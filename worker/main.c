@@ -81,6 +81,8 @@ static void usage(FILE *out) {
             "on HTTP_ADDR. Documentation: docs/configuration.md, docs/operations.md.\n");
 }
 
+static void stamp_progress(void) { ww_health_progress(ww_clock_mono_ms()); }
+
 /* Waits for the database (for up to wait_ms; -1 = until stopped), brings
  * the schema up to date (the unique ledger index is what makes wallet
  * commands exactly-once: never run without it) or, with AUTO_MIGRATE=false,
@@ -95,7 +97,8 @@ static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, boo
     for (int attempt = 0; !stop_requested; attempt++) {
         bool ok;
         if (cfg->auto_migrate) {
-            ok = ww_migrate_run(db, NULL, NULL, err);
+            ww_migrate_options_t mo = {.progress = stamp_progress};
+            ok = ww_migrate_run(db, &mo, NULL, err);
         } else {
             int pending = 0;
             ok = ww_migrate_check(db, &pending, err);
@@ -132,7 +135,13 @@ static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, boo
 static int migrate_cmd(const ww_config_t *cfg, bool dry_run) {
     ww_error_t err;
     ww_error_clear(&err);
-    ww_db_t *db = ww_db_new(cfg->mongodb_uri, NULL, &err);
+    /* an index build on a large collection can take minutes: a long socket
+     * timeout here (unless the URI sets one) so it is not cut off */
+    ww_db_options_t dbo;
+    ww_db_options_defaults(&dbo);
+    dbo.pool_max = cfg->db_pool_max;
+    dbo.socket_timeout_ms = 3600000;
+    ww_db_t *db = ww_db_new(cfg->mongodb_uri, &dbo, &err);
     if (!db) {
         fprintf(stderr, "wallet-worker: %s\n", err.message);
         return 2;

@@ -147,7 +147,7 @@ static void test_migrate_empty_database_then_twice(void **state) {
     if (strcmp(env.mongo_impl, "ferretdb") == 0)
         assert_int_equal(h_count_in_file(err_path, "index invites.expiresAt_1 not created"), 1);
     assert_int_equal(cli(run, NULL), 0);
-    assert_non_null(strstr(h_read_file(out_path), "0 migration(s) applied now"));
+    assert_true(h_count_in_file(out_path, "0 migration(s) applied now") >= 1);
     assert_int_equal(records(), 3);
     assert_int_equal(h_count_in_file(err_path, "not created"), 0); /* nothing re-done */
 }
@@ -177,7 +177,7 @@ static void test_migrate_drops_the_backends_old_duplicate_expiresat_index(void *
 
     const char *run[] = {"migrate", NULL};
     assert_int_equal(cli(run, NULL), 0);
-    assert_non_null(strstr(h_read_file(out_path), "dropping index invites.expiresAt_1"));
+    assert_true(h_count_in_file(out_path, "dropping index invites.expiresAt_1") >= 1);
     assert_full_index_set(); /* the plain one is gone; the TTL one where supported */
     list_indexes("invites", &ix);
     int e = find_index(&ix, "expiresAt_1");
