@@ -407,9 +407,14 @@ wait_mongo() {
 
 # ------------------------------------------------------------------ commands
 cmd_env() {
+  # Report the server that is actually running (its signature), not whatever
+  # MONGO_IMPL the caller's shell still has from an earlier `env`.
+  local impl=$MONGO_IMPL running
+  running=$(awk '{print $1}' "$STACK/mongo.sig" 2>/dev/null || true)
+  if [[ -n "$running" && -n "$(pid_of mongo)" ]]; then impl=$running; fi
   echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
   echo "export MONGODB_URI=mongodb://127.0.0.1:$MONGO_PORT/wallet"
-  echo "export MONGO_IMPL=$MONGO_IMPL"
+  echo "export MONGO_IMPL=$impl"
   echo "export MONGO_JAVA_BACKEND=$MONGO_JAVA_BACKEND"
   echo "export WW_STACK_DIR=$STACK"
 }

@@ -87,7 +87,8 @@ if [ "$UNIT_ONLY" = 0 ]; then
   for impl in ferretdb mongo-java-server; do
     say "integration tests: Kafka + $impl"
     MONGO_IMPL="$impl" "$ROOT/scripts/stack.sh" up
-    eval "$("$ROOT/scripts/stack.sh" env)"
+    eval "$(MONGO_IMPL="$impl" "$ROOT/scripts/stack.sh" env)"
+    [ "$MONGO_IMPL" = "$impl" ] || { echo "test.sh: stack reports $MONGO_IMPL, wanted $impl" >&2; exit 1; }
     run_ctest "integration-$impl" --test-dir build -L integration
     if [ "$ASAN" = 1 ] && [ "$impl" = ferretdb ]; then
       say "integration tests: Kafka + $impl, sanitizer build"
