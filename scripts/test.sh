@@ -5,24 +5,30 @@
 #   3. integration tests against a real Kafka broker and each MongoDB-compatible
 #      server (FerretDB, then mongo-java-server), started by scripts/stack.sh
 #   4. the integration tests once more with the sanitizer build of the worker
+#   5. scripts/chaos.sh --small: fault injection, invariants checked
+#   6. scripts/bench.sh --small: proves the benchmark runs (speed never fails it)
 # A tier that cannot start its servers fails; nothing is skipped.
 # The test stack lives in its own folder and ports (WW_TEST_STACK_DIR, default
 # .stack-test) so a developer's own `scripts/stack.sh up` is never touched,
 # and it is stopped on exit.
 #
-# Options: --unit (tiers 1-2 only), --no-asan (skip tiers 2 and 4, for quick
-# local runs; CI runs everything).
+# Options: --unit (tiers 1-2 only), --no-asan (skip tiers 2 and 4), --no-chaos,
+# --no-bench: for quick local runs; CI runs everything.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 UNIT_ONLY=0
 ASAN=1
+CHAOS=1
+BENCH=1
 for arg in "$@"; do
   case "$arg" in
     --unit) UNIT_ONLY=1 ;;
     --no-asan) ASAN=0 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-chaos) CHAOS=0 ;;
+    --no-bench) BENCH=0 ;;
+    -h|--help) awk 'NR>1 && /^#/ {sub(/^# ?/, ""); print; next} NR>1 {exit}' "$0"; exit 0 ;;
     *) echo "test.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -97,6 +103,19 @@ if [ "$UNIT_ONLY" = 0 ]; then
   done
   "$ROOT/scripts/stack.sh" down
   trap - EXIT
+
+  # A script tier counts as one test: its exit status decides.
+  run_script() {
+    local name="$1"; shift
+    say "$name"
+    if "$@"; then
+      PASSED=$((PASSED + 1))
+    else
+      FAILED=$((FAILED + 1)); FAILURES+=("$name (exit $?)")
+    fi
+  }
+  [ "$CHAOS" = 1 ] && run_script "chaos --small" "$ROOT/scripts/chaos.sh" --small --no-build
+  [ "$BENCH" = 1 ] && run_script "bench --small" env WW_BENCH_SKIP_SETUP=1 "$ROOT/scripts/bench.sh" --small
 fi
 
 say "summary"

@@ -184,6 +184,20 @@ static rd_kafka_conf_t *base_conf(ww_bus_t *bus, const ww_bus_config_t *cfg, ww_
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
+    const struct {
+        const char *key, *value;
+    } security[] = {{"security.protocol", cfg->security_protocol},
+                    {"sasl.mechanism", cfg->sasl_mechanism},
+                    {"sasl.username", cfg->sasl_username},
+                    {"sasl.password", cfg->sasl_password},
+                    {"ssl.ca.location", cfg->ssl_ca_location}};
+    for (size_t i = 0; i < sizeof security / sizeof security[0]; i++) {
+        if (!security[i].value || !security[i].value[0]) continue;
+        if (!set(conf, security[i].key, security[i].value, error)) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    }
     return conf;
 }
 
@@ -230,7 +244,8 @@ ww_bus_t *ww_bus_new(const ww_bus_config_t *cfg, const ww_bus_hooks_t *hooks, ww
         bus->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
         if (!bus->consumer) {
             rd_kafka_conf_destroy(conf);
-            ww_error_set(error, WW_ERR_KAFKA, 0, false, "consumer: %s", errstr);
+            /* rd_kafka_new refuses only what its settings make impossible */
+            ww_error_set(error, WW_ERR_CONFIG, 0, false, "Kafka settings (consumer): %s", errstr);
             goto fail;
         }
         rd_kafka_poll_set_consumer(bus->consumer);
@@ -254,7 +269,7 @@ ww_bus_t *ww_bus_new(const ww_bus_config_t *cfg, const ww_bus_hooks_t *hooks, ww
         bus->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
         if (!bus->producer) {
             rd_kafka_conf_destroy(conf);
-            ww_error_set(error, WW_ERR_KAFKA, 0, false, "producer: %s", errstr);
+            ww_error_set(error, WW_ERR_CONFIG, 0, false, "Kafka settings (producer): %s", errstr);
             goto fail;
         }
         if (pthread_create(&bus->producer_thread, NULL, producer_main, bus) != 0) {
@@ -267,6 +282,16 @@ ww_bus_t *ww_bus_new(const ww_bus_config_t *cfg, const ww_bus_hooks_t *hooks, ww
 fail:
     ww_bus_destroy(bus, 0);
     return NULL;
+}
+
+bool ww_bus_check_config(const ww_bus_config_t *cfg, ww_error_t *error) {
+    ww_bus_config_t c = *cfg;
+    c.consumer = false;
+    c.producer = true;
+    ww_bus_t *bus = ww_bus_new(&c, NULL, error);
+    if (!bus) return false;
+    ww_bus_destroy(bus, 0);
+    return true;
 }
 
 void ww_bus_destroy(ww_bus_t *bus, int flush_timeout_ms) {

@@ -61,6 +61,12 @@ typedef struct {
     const char *brokers;
     const char *group_id;     /* NULL: no consumer group (producer only, or replay) */
     const char *client_id;
+    /* security (NULL or "" = librdkafka's default) */
+    const char *security_protocol;
+    const char *sasl_mechanism;
+    const char *sasl_username;
+    const char *sasl_password;
+    const char *ssl_ca_location;
     int32_t session_timeout_ms;
     int32_t max_poll_interval_ms;
     bool consumer;            /* create the consumer side */
@@ -70,6 +76,11 @@ typedef struct {
 void ww_bus_config_defaults(ww_bus_config_t *cfg);
 
 ww_bus_t *ww_bus_new(const ww_bus_config_t *cfg, const ww_bus_hooks_t *hooks, ww_error_t *error);
+
+/* Checks that librdkafka accepts these settings (builds and drops a client;
+ * nothing is contacted), so a bad setting is reported at start, before any
+ * waiting for servers. */
+bool ww_bus_check_config(const ww_bus_config_t *cfg, ww_error_t *error);
 /* Leaves the group (final commit of stored offsets) and flushes the producer
  * for up to flush_timeout_ms. NULL-safe. */
 void ww_bus_destroy(ww_bus_t *bus, int flush_timeout_ms);

@@ -19,12 +19,13 @@ typedef struct {
     const char *def;
     bool secret;     /* value is redacted when logged */
     const char *help;
+    bool optional;   /* T_STR: the empty string means "not set" */
 } setting_t;
 
 #define STR(field, env, flag, def, secret, help) \
-    {env, flag, T_STR, offsetof(ww_config_t, field), sizeof(((ww_config_t *)0)->field), 0, 0, def, secret, help}
+    {env, flag, T_STR, offsetof(ww_config_t, field), sizeof(((ww_config_t *)0)->field), 0, 0, def, secret, help, false}
 #define INT(field, env, flag, def, lo, hi, help) \
-    {env, flag, T_INT, offsetof(ww_config_t, field), 0, lo, hi, def, false, help}
+    {env, flag, T_INT, offsetof(ww_config_t, field), 0, lo, hi, def, false, help, false}
 
 static const setting_t settings[] = {
     STR(kafka_brokers, "KAFKA_BROKERS", "--brokers", "127.0.0.1:9092", false,
@@ -36,7 +37,7 @@ static const setting_t settings[] = {
     STR(http_addr, "HTTP_ADDR", "--http-addr", "127.0.0.1:8080", false,
         "listen address of the health/metrics sidecar, host:port (\":8080\" = all interfaces)"),
     {"LOG_LEVEL", "--log-level", T_LEVEL, offsetof(ww_config_t, log_level), 0, 0, 0, "info", false,
-     "debug, info, warn or error"},
+     "debug, info, warn or error", false},
     STR(commands_topic, "WALLET_COMMANDS_TOPIC", "--commands-topic", "wallet.commands", false,
         "topic of incoming wallet commands"),
     STR(results_topic, "WALLET_RESULTS_TOPIC", "--results-topic", "wallet.results", false,
@@ -67,7 +68,24 @@ static const setting_t settings[] = {
         "invites the sweeper expires per database round trip"),
     {"AUTO_MIGRATE", "--auto-migrate", T_BOOL, offsetof(ww_config_t, auto_migrate), 0, 0, 0, "true",
      false, "apply pending schema migrations at start; false: refuse to start until "
-            "`wallet-worker migrate` has run"},
+            "`wallet-worker migrate` has run", false},
+    /* Kafka security: passed to librdkafka as security.protocol,
+     * sasl.mechanism, sasl.username, sasl.password, ssl.ca.location */
+    {"KAFKA_SECURITY_PROTOCOL", "--kafka-security-protocol", T_STR,
+     offsetof(ww_config_t, kafka_security_protocol), sizeof(((ww_config_t *)0)->kafka_security_protocol),
+     0, 0, "plaintext", false, "plaintext, ssl, sasl_plaintext or sasl_ssl", false},
+    {"KAFKA_SASL_MECHANISM", "--kafka-sasl-mechanism", T_STR,
+     offsetof(ww_config_t, kafka_sasl_mechanism), sizeof(((ww_config_t *)0)->kafka_sasl_mechanism),
+     0, 0, "", false, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with sasl_*)", true},
+    {"KAFKA_SASL_USERNAME", "--kafka-sasl-username", T_STR,
+     offsetof(ww_config_t, kafka_sasl_username), sizeof(((ww_config_t *)0)->kafka_sasl_username),
+     0, 0, "", false, "SASL user name", true},
+    {"KAFKA_SASL_PASSWORD", "--kafka-sasl-password", T_STR,
+     offsetof(ww_config_t, kafka_sasl_password), sizeof(((ww_config_t *)0)->kafka_sasl_password),
+     0, 0, "", true, "SASL password (never logged; prefer the environment to the flag)", true},
+    {"KAFKA_SSL_CA_LOCATION", "--kafka-ssl-ca-location", T_STR,
+     offsetof(ww_config_t, kafka_ssl_ca_location), sizeof(((ww_config_t *)0)->kafka_ssl_ca_location),
+     0, 0, "", false, "CA certificate file to verify the brokers (ssl, sasl_ssl)", true},
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -78,7 +96,7 @@ static bool apply(ww_config_t *cfg, const setting_t *s, const char *value, const
     switch (s->type) {
     case T_STR: {
         size_t len = strlen(value);
-        if (len == 0) {
+        if (len == 0 && !s->optional) {
             ww_error_set(error, WW_ERR_CONFIG, 0, false, "%s: must not be empty", source);
             return false;
         }
@@ -202,6 +220,29 @@ bool ww_config_validate(const ww_config_t *cfg, ww_error_t *error) {
                      colon + 1);
         return false;
     }
+    static const char *const protocols[] = {"plaintext", "ssl", "sasl_plaintext", "sasl_ssl"};
+    bool known = false;
+    for (size_t i = 0; i < 4; i++) known |= strcasecmp(cfg->kafka_security_protocol, protocols[i]) == 0;
+    if (!known) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false,
+                     "KAFKA_SECURITY_PROTOCOL: \"%.32s\" is not plaintext, ssl, sasl_plaintext or "
+                     "sasl_ssl", cfg->kafka_security_protocol);
+        return false;
+    }
+    bool sasl = strncasecmp(cfg->kafka_security_protocol, "sasl_", 5) == 0;
+    if (sasl && (!cfg->kafka_sasl_mechanism[0] || !cfg->kafka_sasl_username[0])) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false,
+                     "KAFKA_SASL_MECHANISM: %s needs KAFKA_SASL_MECHANISM and KAFKA_SASL_USERNAME",
+                     cfg->kafka_security_protocol);
+        return false;
+    }
+    if (!sasl && (cfg->kafka_sasl_mechanism[0] || cfg->kafka_sasl_username[0] ||
+                  cfg->kafka_sasl_password[0])) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false,
+                     "KAFKA_SECURITY_PROTOCOL: SASL settings are given but the protocol is %s",
+                     cfg->kafka_security_protocol);
+        return false;
+    }
     /* every topic has one role: a shared name would feed one handler the
      * other's messages (or its own results) */
     const struct {
@@ -228,7 +269,7 @@ void ww_config_print_help(FILE *out) {
     for (size_t i = 0; i < N_SETTINGS; i++) {
         const setting_t *s = &settings[i];
         fprintf(out, "  %-26s %s\n  %-26s env %s, default %s\n", s->flag, s->help, "", s->env,
-                s->def);
+                s->def[0] ? s->def : "(not set)");
     }
 }
 
@@ -239,8 +280,10 @@ void ww_config_log(const ww_config_t *cfg) {
         char buf[WW_CONFIG_STR_MAX];
         switch (s->type) {
         case T_STR:
-            if (s->secret)
+            if (s->secret && strstr(field, "://"))
                 ww_redact_uri(field, buf, sizeof buf);
+            else if (s->secret)
+                snprintf(buf, sizeof buf, "%s", field[0] ? "***" : "");
             else
                 snprintf(buf, sizeof buf, "%s", field);
             break;

@@ -36,6 +36,13 @@ typedef struct {
     int32_t shutdown_timeout_ms;   /* how long SIGTERM waits for in-flight work */
     bool auto_migrate;             /* apply pending migrations at start */
 
+    /* Kafka security (empty = not set) */
+    char kafka_security_protocol[32];
+    char kafka_sasl_mechanism[32];
+    char kafka_sasl_username[256];
+    char kafka_sasl_password[256];
+    char kafka_ssl_ca_location[WW_CONFIG_STR_MAX];
+
     /* invites */
     char invite_events_topic[250];
     char invite_results_topic[250];

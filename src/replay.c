@@ -342,6 +342,7 @@ static bool run_topic(engine_t *e, ww_error_t *error) {
     ww_replay_summary_t *s = e->s;
     ww_bus_config_t bc;
     ww_bus_config_defaults(&bc);
+    if (cfg->kafka) bc = *cfg->kafka;
     bc.brokers = cfg->brokers;
     bc.group_id = NULL;
     bc.producer = false;
@@ -543,6 +544,7 @@ bool ww_replay_run(const ww_replay_config_t *cfg, ww_replay_summary_t *summary,
     if (cfg->publish && !cfg->dry_run) {
         ww_bus_config_t bc;
         ww_bus_config_defaults(&bc);
+        if (cfg->kafka) bc = *cfg->kafka;
         bc.brokers = cfg->brokers;
         bc.consumer = false;
         ww_bus_hooks_t hooks = {.ctx = &e, .on_delivery = on_delivery};

@@ -20,6 +20,7 @@
 #include <stdio.h>
 
 #include "error.h"
+#include "bus.h"
 #include "pipeline.h"
 
 #define WW_REPLAY_MAX_PARTITIONS 1024
@@ -31,6 +32,7 @@ typedef enum { WW_TO_END = 1, WW_TO_TIMESTAMP, WW_TO_OFFSETS } ww_replay_to_t;
 typedef struct {
     /* where from: a topic range ... */
     const char *brokers;
+    const ww_bus_config_t *kafka; /* security settings etc. to copy (may be NULL) */
     const char *topic;
     ww_replay_from_t from;
     int64_t from_ts_ms;

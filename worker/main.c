@@ -240,6 +240,11 @@ static int run(const ww_config_t *cfg) {
     ww_bus_config_defaults(&bc);
     bc.brokers = cfg->kafka_brokers;
     bc.group_id = cfg->kafka_group_id;
+    bc.security_protocol = cfg->kafka_security_protocol;
+    bc.sasl_mechanism = cfg->kafka_sasl_mechanism;
+    bc.sasl_username = cfg->kafka_sasl_username;
+    bc.sasl_password = cfg->kafka_sasl_password;
+    bc.ssl_ca_location = cfg->kafka_ssl_ca_location;
     ww_bus_hooks_t hooks = ww_pipeline_bus_hooks(pipe);
     bus = ww_bus_new(&bc, &hooks, &err);
     if (!bus) {
@@ -406,6 +411,14 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
                             .dlq_topic = cfg->invite_dlq_topic,
                             .max_message_bytes = cfg->max_message_bytes, .dry_run = o->dry_run};
     ww_replay_config_t *rc = &o->rc;
+    ww_bus_config_t kafka;
+    ww_bus_config_defaults(&kafka);
+    kafka.security_protocol = cfg->kafka_security_protocol;
+    kafka.sasl_mechanism = cfg->kafka_sasl_mechanism;
+    kafka.sasl_username = cfg->kafka_sasl_username;
+    kafka.sasl_password = cfg->kafka_sasl_password;
+    kafka.ssl_ca_location = cfg->kafka_ssl_ca_location;
+    rc->kafka = &kafka;
     rc->brokers = cfg->kafka_brokers;
     rc->topic = o->topic;
     rc->file = o->file;
@@ -490,6 +503,21 @@ int main(int argc, char **argv) {
         snprintf(why, sizeof why, "%s", err.message);
         ww_error_set(&err, WW_ERR_CONFIG, 0, false, "HTTP_ADDR: %s", why);
         cfg_ok = false;
+    }
+    if (cfg_ok && err.domain == WW_ERR_NONE && !is_migrate) {
+        /* Kafka settings librdkafka refuses: say so now, before any wait */
+        ww_bus_config_t bc;
+        ww_bus_config_defaults(&bc);
+        bc.brokers = cfg.kafka_brokers;
+        bc.security_protocol = cfg.kafka_security_protocol;
+        bc.sasl_mechanism = cfg.kafka_sasl_mechanism;
+        bc.sasl_username = cfg.kafka_sasl_username;
+        bc.sasl_password = cfg.kafka_sasl_password;
+        bc.ssl_ca_location = cfg.kafka_ssl_ca_location;
+        ww_log_level_t level = cfg.log_level;
+        ww_log_set_level(WW_LOG_OFF); /* the probe client has nothing to say */
+        if (!ww_bus_check_config(&bc, &err)) cfg_ok = false;
+        ww_log_set_level(level);
     }
     if (!cfg_ok || err.domain != WW_ERR_NONE) {
         fprintf(stderr, "wallet-worker: %s\n", err.message);
