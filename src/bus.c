@@ -129,6 +129,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             e = rd_kafka_incremental_assign(rk, list);
         else
             rerr = rd_kafka_assign(rk, list);
+        /* A partition paused here before it was revoked (backpressure) comes
+         * back still paused: librdkafka keeps the pause across revoke and
+         * re-assignment. A new assignment starts fetching; the pipeline
+         * pauses it again if it is still behind. */
+        if (!e && !rerr) rd_kafka_resume_partitions(rk, list);
     } else {
         bool lost = rd_kafka_assignment_lost(rk);
         for (size_t i = 0; i < n; i++) {
