@@ -408,6 +408,29 @@ static bool print_result(const ww_msg_t *m, bool *printed_header) {
         json_object_put(o);
         return false;
     }
+    if (jstr(o, "eventId") || jstr(o, "inviteStatus")) {
+        /* an invite result: code, event type, the invite's state after */
+        if (!*printed_header) {
+            printf("%-10s %-40s %-16s %-8s  %s\n", "STATUS", "CODE", "EVENT", "INVITE", "NOTE");
+            *printed_header = true;
+        }
+        const char *code = jstr(o, "code"), *type = jstr(o, "type");
+        const char *istatus = jstr(o, "inviteStatus");
+        json_object *e;
+        const char *ecode = json_object_object_get_ex(o, "error", &e) ? jstr(e, "code") : NULL;
+        text_t c = {{0}, 0}, t = {{0}, 0}, is = {{0}, 0}, st = {{0}, 0}, n = {{0}, 0};
+        text_show(&st, status, strlen(status), 32);
+        if (code) text_show(&c, code, strlen(code), 64);
+        if (type) text_show(&t, type, strlen(type), 32);
+        if (istatus) text_show(&is, istatus, strlen(istatus), 16);
+        if (ecode) {
+            text_str(&n, "error=");
+            text_show(&n, ecode, strlen(ecode), 48);
+        }
+        printf("%-10s %-40s %-16s %-8s  %s\n", st.buf, c.buf, t.buf, istatus ? is.buf : "-", n.buf);
+        json_object_put(o);
+        return true;
+    }
     if (!*printed_header) {
         printf("%-18s %-42s %9s %9s  %s\n", "STATUS", "IDEMPOTENCY KEY", "AMOUNT", "BALANCE",
                "NOTE");

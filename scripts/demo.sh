@@ -112,7 +112,8 @@ HTTP_ADDR="127.0.0.1:$HTTP_PORT"
 [[ $HTTP_PORT == 8080 ]] || note "port 8080 is busy: the worker's HTTP sidecar uses $HTTP_ADDR instead"
 
 printf '\n===== demo run %s =====\n' "$(date -Is)" >>"$LOG"
-HTTP_ADDR="$HTTP_ADDR" KAFKA_GROUP_ID="$GROUP" LOG_LEVEL=info "$WORKER" >>"$LOG" 2>&1 &
+HTTP_ADDR="$HTTP_ADDR" KAFKA_GROUP_ID="$GROUP" LOG_LEVEL=info INVITE_SWEEP_INTERVAL_MS=1000 \
+  "$WORKER" >>"$LOG" 2>&1 &
 WORKER_PID=$!
 echo "$WORKER_PID" >"$PIDFILE"
 t0=$SECONDS
@@ -187,6 +188,39 @@ heading "Dead letters on wallet.commands.dlq"
 
 heading "Balances and ledgers in MongoDB (newest first)"
 "$WWTOOL" wallets "$ASHA" "$BILAL" "$CHITRA" "$NOBODY" | indent
+
+# -------------------------------------------------------------------- invites
+heading "Invite events on invite.events"
+say "an agency invites a brand (created), the brand signs up (used), the same event"
+say "again (duplicate), a late revoke (rejected: already used), a used event for an"
+say "unknown code (dead-lettered), and an invite that expired yesterday (the sweeper,"
+say "every second in this demo, marks it expired; MongoDB's TTL index deletes it 30 days later)"
+INV="$RUN-inv"
+SWEPT_BEFORE=$(grep -c "sweeper expired=" "$LOG" || true)
+TOMORROW=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
+YESTERDAY=$(date -u -d '-1 day' +%Y-%m-%dT%H:%M:%SZ)
+NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+# ev <type> <event> <code> <fields>: KEY<TAB>VALUE, the key is the invite code
+ev() { printf '%s\t{"type":"invite.%s","eventId":"%s-%s","code":"%s",%s}\n' "$3" "$1" "$INV" "$2" "$3" "$4"; }
+{
+  ev created e1 "$INV-BRAND"  "\"parentCode\":\"AGENCY-7\",\"role\":\"brand\",\"expiresAt\":\"$TOMORROW\""
+  ev used    e2 "$INV-BRAND"  "\"usedByUserId\":\"$BILAL\",\"occurredAt\":\"$NOW\""
+  ev used    e2 "$INV-BRAND"  "\"usedByUserId\":\"$BILAL\",\"occurredAt\":\"$NOW\""
+  ev revoked e3 "$INV-BRAND"  "\"occurredAt\":\"$NOW\""
+  ev used    e4 "$INV-NOSUCH" "\"usedByUserId\":\"$ASHA\",\"occurredAt\":\"$NOW\""
+  ev created e5 "$INV-OLD"    "\"parentCode\":\"AGENCY-7\",\"role\":\"mediator\",\"expiresAt\":\"$YESTERDAY\""
+} \
+  | "$WWTOOL" produce invite.events | indent
+heading "Invite results on invite.results"
+"$WWTOOL" results invite.results --count 6 --match "$INV" --timeout-ms 30000 | indent
+say "the invite that expired yesterday, as the sweeper logs it:"
+for _ in $(seq 20); do
+  (($(grep -c "sweeper expired=" "$LOG") > SWEPT_BEFORE)) && break
+  sleep 0.5
+done
+grep "sweeper expired=" "$LOG" | tail -n 1 | cut -d' ' -f2- | indent
+say "dead letter:"
+"$WWTOOL" results invite.events.dlq --count 1 --match "$INV" --timeout-ms 15000 | indent
 
 # ------------------------------------------------------------ health, metrics
 heading "Health and metrics"
