@@ -86,6 +86,8 @@ static const setting_t settings[] = {
     {"KAFKA_SSL_CA_LOCATION", "--kafka-ssl-ca-location", T_STR,
      offsetof(ww_config_t, kafka_ssl_ca_location), sizeof(((ww_config_t *)0)->kafka_ssl_ca_location),
      0, 0, "", false, "CA certificate file to verify the brokers (ssl, sasl_ssl)", true},
+    STR(pipelines, "PIPELINES", "--pipelines", "wallet,invite", false,
+        "which pipelines this worker runs: wallet, invite, or both (comma-separated)"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -198,7 +200,30 @@ bool ww_config_from_args(ww_config_t *cfg, int argc, char **argv, int *index, ww
     return true;
 }
 
-bool ww_config_validate(const ww_config_t *cfg, ww_error_t *error) {
+/* "wallet,invite" -> flags; false on anything else */
+static bool parse_pipelines(const char *list, bool *wallet, bool *invite) {
+    *wallet = *invite = false;
+    const char *p = list;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        if (n == 6 && strncmp(p, "wallet", 6) == 0)
+            *wallet = true;
+        else if (n == 6 && strncmp(p, "invite", 6) == 0)
+            *invite = true;
+        else
+            return false;
+        p += n;
+        if (*p == ',') p++;
+    }
+    return *wallet || *invite;
+}
+
+bool ww_config_validate(ww_config_t *cfg, ww_error_t *error) {
+    if (!parse_pipelines(cfg->pipelines, &cfg->run_wallet, &cfg->run_invite)) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false,
+                     "PIPELINES: \"%.32s\" is not wallet, invite or wallet,invite", cfg->pipelines);
+        return false;
+    }
     if (strncmp(cfg->mongodb_uri, "mongodb://", 10) != 0 &&
         strncmp(cfg->mongodb_uri, "mongodb+srv://", 14) != 0) {
         ww_error_set(error, WW_ERR_CONFIG, 0, false,

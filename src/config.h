@@ -35,6 +35,8 @@ typedef struct {
     int32_t db_pool_max;           /* maxPoolSize when the URI does not say */
     int32_t shutdown_timeout_ms;   /* how long SIGTERM waits for in-flight work */
     bool auto_migrate;             /* apply pending migrations at start */
+    char pipelines[64];            /* "wallet,invite": which topics this worker consumes */
+    bool run_wallet, run_invite;   /* derived from pipelines by ww_config_validate */
 
     /* Kafka security (empty = not set) */
     char kafka_security_protocol[32];
@@ -62,8 +64,9 @@ bool ww_config_from_env(ww_config_t *cfg, ww_error_t *error);
  * Both `--flag value` and `--flag=value` work. */
 bool ww_config_from_args(ww_config_t *cfg, int argc, char **argv, int *index, ww_error_t *error);
 
-/* Checks cross-field rules (e.g. the MongoDB URI parses). */
-bool ww_config_validate(const ww_config_t *cfg, ww_error_t *error);
+/* Checks cross-field rules (e.g. the MongoDB URI parses) and fills the
+ * derived fields (run_wallet, run_invite from pipelines). */
+bool ww_config_validate(ww_config_t *cfg, ww_error_t *error);
 
 /* Prints one block per setting (flag, env, default, help) for --help. */
 void ww_config_print_help(FILE *out);

@@ -220,17 +220,28 @@ static int run(const ww_config_t *cfg) {
                               .results_topic = cfg->invite_results_topic,
                               .dlq_topic = cfg->invite_dlq_topic,
                               .max_message_bytes = cfg->max_message_bytes};
-    ww_route_t routes[] = {
-        {.topic = cfg->commands_topic, .dlq_topic = cfg->dlq_topic, .handle = ww_wallet_handle,
-         .ctx = &wallet},
-        {.topic = cfg->invite_events_topic, .dlq_topic = cfg->invite_dlq_topic, /* invites */
-         .handle = ww_invite_handle, .ctx = &invite},
-    };
+    /* PIPELINES chooses what this worker consumes (one group balances the
+     * partitions of all its topics together; separate deployments per
+     * pipeline scale them separately) */
+    ww_route_t routes[2];
+    const char *topics[2];
+    size_t n_routes = 0;
+    if (cfg->run_wallet) {
+        routes[n_routes] = (ww_route_t){.topic = cfg->commands_topic, .dlq_topic = cfg->dlq_topic,
+                                        .handle = ww_wallet_handle, .ctx = &wallet};
+        topics[n_routes++] = cfg->commands_topic;
+    }
+    if (cfg->run_invite) { /* invites */
+        routes[n_routes] = (ww_route_t){.topic = cfg->invite_events_topic,
+                                        .dlq_topic = cfg->invite_dlq_topic,
+                                        .handle = ww_invite_handle, .ctx = &invite};
+        topics[n_routes++] = cfg->invite_events_topic;
+    }
     ww_pipeline_config_t pc;
     ww_pipeline_config_defaults(&pc);
     pc.workers = cfg->worker_threads;
     pc.shutdown_timeout_ms = cfg->shutdown_timeout_ms;
-    pipe = ww_pipeline_new(&pc, routes, sizeof routes / sizeof routes[0], &err);
+    pipe = ww_pipeline_new(&pc, routes, n_routes, &err);
     if (!pipe) {
         ww_err("main", "%s", err.message);
         goto done;
@@ -253,17 +264,16 @@ static int run(const ww_config_t *cfg) {
         goto done;
     }
     ww_pipeline_attach(pipe, bus);
-    const char *topics[] = {cfg->commands_topic, cfg->invite_events_topic}; /* invites */
-    if (!ww_bus_subscribe(bus, topics, sizeof topics / sizeof topics[0], &err)) {
+    if (!ww_bus_subscribe(bus, topics, n_routes, &err)) {
         ww_err("main", "%s", err.message);
         goto done;
     }
     ww_health_set_running(true);
-    ww_info("main", "running group=%s topics=%s,%s workers=%d", cfg->kafka_group_id,
-            cfg->commands_topic, cfg->invite_events_topic, cfg->worker_threads);
+    ww_info("main", "running group=%s topics=%s%s%s workers=%d", cfg->kafka_group_id, topics[0],
+            n_routes > 1 ? "," : "", n_routes > 1 ? topics[1] : "", cfg->worker_threads);
 
     /* invites: the sweeper runs on its own thread, never on the consume path */
-    if (cfg->invite_sweep_interval_ms > 0) {
+    if (cfg->run_invite && cfg->invite_sweep_interval_ms > 0) {
         sweeper = ww_invite_sweeper_start(db, cfg->invite_sweep_interval_ms,
                                           cfg->invite_sweep_batch, &err);
         if (!sweeper) {

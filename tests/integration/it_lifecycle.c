@@ -126,11 +126,32 @@ static void test_lifecycle_password_never_logged(void **state) {
     h_env_destroy(&env);
 }
 
+/* PIPELINES=wallet: only the wallet topic, and no invite sweeper. */
+static void test_lifecycle_pipelines_choose_the_topics(void **state) {
+    (void)state;
+    h_env_t env;
+    h_env_init(&env, "pipes");
+    char log[256], want[300];
+    snprintf(log, sizeof log, "/tmp/ww-it-%s.log", env.run_id);
+    unlink(log);
+    const char *extra[] = {"PIPELINES=wallet", "INVITE_SWEEP_INTERVAL_MS=200", NULL};
+    pid_t pid = h_worker_start(&env, log, extra);
+    assert_true(h_wait_http(env.http_port, "/readyz", 200, 30000));
+    h_sleep_ms(1000);
+    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    snprintf(want, sizeof want, "topics=%s workers=", env.commands_topic);
+    assert_int_equal(h_count_in_file(log, want), 1);
+    assert_int_equal(h_count_in_file(log, "invites partition="), 0);
+    assert_int_equal(h_count_in_file(log, "sweeper"), 0);
+    h_env_destroy(&env);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lifecycle_starts_serves_health_and_stops_on_sigterm),
         cmocka_unit_test(test_lifecycle_invalid_configuration_exits_2_naming_the_setting),
         cmocka_unit_test(test_lifecycle_password_never_logged),
+        cmocka_unit_test(test_lifecycle_pipelines_choose_the_topics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -692,9 +692,39 @@ static void test_config_log_hides_secrets(void **state) {
     free(text);
 }
 
+static void test_config_pipelines(void **state) {
+    (void)state;
+    struct {
+        const char *value;
+        bool ok, wallet, invite;
+    } cases[] = {
+        {"wallet,invite", true, true, true}, {"invite,wallet", true, true, true},
+        {"wallet", true, true, false},       {"invite", true, false, true},
+        {"wallet,", true, true, false},      {"", false, false, false},
+        {"payments", false, false, false},   {"wallet,payments", false, false, false},
+        {"WALLET", false, false, false},     {",", false, false, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ww_config_t cfg;
+        ww_config_defaults(&cfg);
+        snprintf(cfg.pipelines, sizeof cfg.pipelines, "%s", cases[i].value);
+        ww_error_t err;
+        ww_error_clear(&err);
+        bool ok = ww_config_validate(&cfg, &err);
+        if (ok != cases[i].ok) fail_msg("PIPELINES=\"%s\": %d, want %d", cases[i].value, ok, cases[i].ok);
+        if (ok) {
+            assert_int_equal(cfg.run_wallet, cases[i].wallet);
+            assert_int_equal(cfg.run_invite, cases[i].invite);
+        } else {
+            assert_non_null(strstr(err.message, "PIPELINES"));
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_kafka_security_rules),
+        cmocka_unit_test(test_config_pipelines),
         cmocka_unit_test(test_config_log_hides_secrets),
         cmocka_unit_test_setup_teardown(test_config_defaults_are_valid_and_as_documented, setup,
                                         teardown),
