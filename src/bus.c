@@ -129,11 +129,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             e = rd_kafka_incremental_assign(rk, list);
         else
             rerr = rd_kafka_assign(rk, list);
-        /* A partition paused here before it was revoked (backpressure) comes
-         * back still paused: librdkafka keeps the pause across revoke and
-         * re-assignment. A new assignment starts fetching; the pipeline
-         * pauses it again if it is still behind. */
-        if (!e && !rerr) rd_kafka_resume_partitions(rk, list);
+
     } else {
         bool lost = rd_kafka_assignment_lost(rk);
         for (size_t i = 0; i < n; i++) {
@@ -150,6 +146,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 ww_warn("kafka", "commit on revoke failed error=%s (the next owner redoes "
                         "the work; idempotency makes that safe)", rd_kafka_err2name(cerr));
         }
+        /* librdkafka keeps a partition's pause across revoke and a later
+         * re-assignment: a partition paused here for backpressure would come
+         * back paused and never fetch again. No pause leaves the assignment.
+         * (Resuming on assign instead re-seeks the fresh partition and
+         * delivers its first messages twice.) */
+        rd_kafka_resume_partitions(rk, list);
         if (coop)
             e = rd_kafka_incremental_unassign(rk, list);
         else

@@ -650,10 +650,6 @@ void ww_pipeline_run(ww_pipeline_t *p, volatile int *stop) {
         store_offsets(p);
         if (now >= next_lag) {
             ww_bus_update_lag(p->bus);
-            /* Safety net: not behind, so nothing should be paused. Resuming an
-             * unpaused partition is a no-op; a partition left paused by a
-             * rebalance race (librdkafka #5591) would otherwise stall forever. */
-            if (!p->paused && !p->held_head) ww_bus_resume_all(p->bus);
             next_lag = now + 5000;
         }
     }
