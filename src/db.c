@@ -180,12 +180,16 @@ static void route_mongoc_log(mongoc_log_level_t level, const char *domain, const
     /* Servers without sessions (FerretDB) refuse the endSessions sent at
      * shutdown: expected, not worth a warning. */
     if (strstr(message, "endSessions")) l = WW_LOG_DEBUG;
+    /* no shared memory for its performance counters (sandboxes, sanitizers):
+     * harmless, and not worth a line before a configuration error */
+    if (strstr(message, "Falling back to malloc for counters")) l = WW_LOG_DEBUG;
     WW_LOG(l, "mongoc", "%s: %s", domain, message);
 }
 
 void ww_db_global_init(void) {
-    mongoc_init();
+    /* the handler first: mongoc_init itself may speak */
     mongoc_log_set_handler(route_mongoc_log, NULL);
+    mongoc_init();
 }
 
 void ww_db_global_cleanup(void) { mongoc_cleanup(); }
