@@ -333,3 +333,52 @@ int h_count_in_file(const char *path, const char *needle) {
     free(s);
     return n;
 }
+
+int64_t h_count(h_env_t *env, const char *collection, const bson_t *query) {
+    bson_t cmd = BSON_INITIALIZER, reply, empty = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&cmd, "count", collection);
+    BSON_APPEND_DOCUMENT(&cmd, "query", query ? query : &empty);
+    ww_error_t err;
+    int64_t n = -1;
+    if (ww_db_command(env->db, &cmd, &reply, &err)) {
+        bson_iter_t it;
+        if (bson_iter_init_find(&it, &reply, "n")) n = bson_iter_as_int64(&it);
+    }
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    bson_destroy(&empty);
+    return n;
+}
+
+typedef struct {
+    bson_string_t *s;
+    size_t n;
+} digest_t;
+
+static bool digest_doc(const bson_t *doc, void *ctx) {
+    digest_t *d = ctx;
+    char *j = bson_as_canonical_extended_json(doc, NULL);
+    bson_string_append(d->s, j);
+    bson_string_append(d->s, "\n");
+    bson_free(j);
+    d->n++;
+    return true;
+}
+
+char *h_digest(h_env_t *env, const char *const *collections, size_t n, size_t *n_last) {
+    digest_t d = {bson_string_new(""), 0};
+    bson_t all = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+    BSON_APPEND_INT32(&sort, "_id", 1);
+    bson_append_document_end(&opts, &sort);
+    ww_error_t err;
+    for (size_t i = 0; i < n; i++) {
+        d.n = 0;
+        if (!ww_db_find(env->db, collections[i], &all, &opts, digest_doc, &d, &err))
+            fail_msg("digest of %s: %s", collections[i], err.message);
+    }
+    if (n_last) *n_last = d.n;
+    bson_destroy(&all);
+    bson_destroy(&opts);
+    return bson_string_free(d.s, false);
+}

@@ -62,6 +62,16 @@ typedef void (*h_msg_cb)(const ww_msg_t *msg, void *ctx);
 size_t h_read_topic(const h_env_t *env, const char *topic, size_t want, int timeout_ms,
                     h_msg_cb cb, void *ctx);
 
+/* Documents in `collection` matching query (NULL: all); -1 when the server
+ * did not answer (callers poll through outages). */
+int64_t h_count(h_env_t *env, const char *collection, const bson_t *query);
+
+/* Every document of the given collections, sorted by _id, as canonical
+ * extended JSON, one per line: equal strings mean an identical database.
+ * *n_last (may be NULL) counts the last collection's documents. The caller
+ * frees the result with bson_free. */
+char *h_digest(h_env_t *env, const char *const *collections, size_t n, size_t *n_last);
+
 /* Runs scripts/stack.sh with the given argument (e.g. "mongo-stop"). */
 int h_stack(const h_env_t *env, const char *arg);
 

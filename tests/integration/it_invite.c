@@ -253,34 +253,7 @@ static void check_invite(h_env_t *env, const char *code, const char *status, int
     bson_destroy(&doc);
 }
 
-typedef struct {
-    bson_string_t *s;
-    size_t n;
-} digest_t;
-
-static bool digest_doc(const bson_t *doc, void *ctx) {
-    digest_t *d = ctx;
-    char *j = bson_as_canonical_extended_json(doc, NULL);
-    bson_string_append(d->s, j);
-    bson_string_append(d->s, "\n");
-    bson_free(j);
-    d->n++;
-    return true;
-}
-
-static char *db_digest(h_env_t *env, size_t *n) {
-    digest_t d = {bson_string_new(""), 0};
-    bson_t all = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
-    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-    BSON_APPEND_INT32(&sort, "code", 1);
-    bson_append_document_end(&opts, &sort);
-    ww_error_t err;
-    assert_true(ww_db_find(env->db, WW_INVITES, &all, &opts, digest_doc, &d, &err));
-    *n = d.n;
-    bson_destroy(&all);
-    bson_destroy(&opts);
-    return bson_string_free(d.s, false);
-}
+static const char *const DIGEST[] = {WW_INVITES};
 
 /* ---- 1: every event type and outcome, then a replay ------------------------------------- */
 
@@ -391,7 +364,7 @@ static void test_invite_events_outcomes_then_replay_changes_nothing(void **state
     bson_t doc;
     assert_false(find_invite(&env, "I6", &doc));
     size_t n_before;
-    char *before = db_digest(&env, &n_before);
+    char *before = h_digest(&env, DIGEST, 1, &n_before);
     assert_int_equal(n_before, 5);
     assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
 
@@ -417,7 +390,7 @@ static void test_invite_events_outcomes_then_replay_changes_nothing(void **state
     expect(r, "I5", "i5-u", 2, "duplicate", "used", ""); /* was not_found the first time */
     expect(r, "I5", "i5-u", 3, "duplicate", "used", "");
     size_t n_after;
-    char *after = db_digest(&env, &n_after);
+    char *after = h_digest(&env, DIGEST, 1, &n_after);
     assert_string_equal(before, after);
     bson_free(before);
     bson_free(after);

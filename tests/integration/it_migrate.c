@@ -86,20 +86,11 @@ static int find_index(const indexes_t *ix, const char *name) {
 }
 
 static int64_t records(void) {
-    bson_t cmd = BSON_INITIALIZER, reply, q = BSON_INITIALIZER, ne;
-    BSON_APPEND_UTF8(&cmd, "count", WW_SCHEMA_MIGRATIONS);
+    bson_t q = BSON_INITIALIZER, ne;
     BSON_APPEND_DOCUMENT_BEGIN(&q, "_id", &ne);
     BSON_APPEND_UTF8(&ne, "$ne", "lock");
     bson_append_document_end(&q, &ne);
-    BSON_APPEND_DOCUMENT(&cmd, "query", &q);
-    ww_error_t err;
-    int64_t n = -1;
-    if (ww_db_command(env.db, &cmd, &reply, &err)) {
-        bson_iter_t it;
-        if (bson_iter_init_find(&it, &reply, "n")) n = bson_iter_as_int64(&it);
-    }
-    bson_destroy(&reply);
-    bson_destroy(&cmd);
+    int64_t n = h_count(&env, WW_SCHEMA_MIGRATIONS, &q);
     bson_destroy(&q);
     return n;
 }

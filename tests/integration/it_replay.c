@@ -56,46 +56,7 @@ static void send(const char *key, const char *owner, const char *type, long amou
     h_produce(&env, env.commands_topic, owner, v);
 }
 
-typedef struct {
-    bson_string_t *s;
-} digest_t;
-
-static bool add_doc(const bson_t *doc, void *ctx) {
-    char *j = bson_as_canonical_extended_json(doc, NULL);
-    bson_string_append(((digest_t *)ctx)->s, j);
-    bson_string_append(((digest_t *)ctx)->s, "\n");
-    bson_free(j);
-    return true;
-}
-
-static char *digest(void) {
-    digest_t d = {bson_string_new("")};
-    bson_t all = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
-    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-    BSON_APPEND_INT32(&sort, "_id", 1);
-    bson_append_document_end(&opts, &sort);
-    ww_error_t err;
-    assert_true(ww_db_find(env.db, WW_WALLETS, &all, &opts, add_doc, &d, &err));
-    assert_true(ww_db_find(env.db, WW_TRANSACTIONS, &all, &opts, add_doc, &d, &err));
-    bson_destroy(&all);
-    bson_destroy(&opts);
-    return bson_string_free(d.s, false);
-}
-
-static int64_t ledger_count(void) {
-    bson_t cmd = BSON_INITIALIZER, reply, q = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&cmd, "count", WW_TRANSACTIONS);
-    BSON_APPEND_DOCUMENT(&cmd, "query", &q);
-    ww_error_t err;
-    assert_true(ww_db_command(env.db, &cmd, &reply, &err));
-    bson_iter_t it;
-    assert_true(bson_iter_init_find(&it, &reply, "n"));
-    int64_t n = bson_iter_as_int64(&it);
-    bson_destroy(&reply);
-    bson_destroy(&cmd);
-    bson_destroy(&q);
-    return n;
-}
+static const char *const DIGEST[] = {WW_WALLETS, WW_TRANSACTIONS};
 
 static int cli(const char *const *args) {
     unlink(out_path);
@@ -139,21 +100,21 @@ static void test_replay_ranges_twice_identical_and_live_group_untouched(void **s
     h_flush(&env);
     pid_t pid = h_worker_start(&env, log_path, NULL);
     int64_t deadline = h_now_ms() + 60000;
-    while (ledger_count() < 12 && h_now_ms() < deadline) h_sleep_ms(100);
-    assert_int_equal(ledger_count(), 12);
+    while (h_count(&env, WW_TRANSACTIONS, NULL) < 12 && h_now_ms() < deadline) h_sleep_ms(100);
+    assert_int_equal(h_count(&env, WW_TRANSACTIONS, NULL), 12);
     h_sleep_ms(1500); /* results acknowledged, offsets committed */
     assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
-    char *before = digest();
+    char *before = h_digest(&env, DIGEST, 2, NULL);
 
     /* the whole topic, twice: nothing changes */
     const char *all[] = {"replay", "--topic", env.commands_topic, "--from-beginning", NULL};
     assert_int_equal(cli(all), 0);
     assert_int_equal(summary_count(out_path, "duplicate"), 12);
     assert_int_equal(summary_count(out_path, "invalid"), 1);
-    char *after1 = digest();
+    char *after1 = h_digest(&env, DIGEST, 2, NULL);
     assert_string_equal(before, after1);
     assert_int_equal(cli(all), 0);
-    char *after2 = digest();
+    char *after2 = h_digest(&env, DIGEST, 2, NULL);
     assert_string_equal(before, after2);
 
     /* by offsets: partition ranges are [from, to) */
@@ -178,12 +139,12 @@ static void test_replay_ranges_twice_identical_and_live_group_untouched(void **s
                          "--dry-run", NULL};
     assert_int_equal(cli(dry), 0);
     assert_int_equal(summary_count(out_path, "applied"), 5); /* predicted */
-    assert_int_equal(ledger_count(), 12);                    /* and nothing written */
+    assert_int_equal(h_count(&env, WW_TRANSACTIONS, NULL), 12);                    /* and nothing written */
     const char *from_ts[] = {"replay", "--topic", env.commands_topic, "--from-timestamp", ts, NULL};
     assert_int_equal(cli(from_ts), 0);
     assert_int_equal(summary_count(out_path, "applied"), 5);
     assert_int_equal(summary_count(out_path, "duplicate"), -1); /* batch A not read */
-    assert_int_equal(ledger_count(), 17);
+    assert_int_equal(h_count(&env, WW_TRANSACTIONS, NULL), 17);
 
     /* the live group resumes where it committed: it still reads batch B */
     unlink(log_path);

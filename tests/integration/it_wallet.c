@@ -157,37 +157,7 @@ static int64_t wallet_balance(h_env_t *env, const char *owner_hex, bson_type_t *
     return b;
 }
 
-typedef struct {
-    bson_string_t *s;
-    size_t n;
-} digest_t;
-
-static bool digest_doc(const bson_t *doc, void *ctx) {
-    digest_t *d = ctx;
-    char *j = bson_as_canonical_extended_json(doc, NULL);
-    bson_string_append(d->s, j);
-    bson_string_append(d->s, "\n");
-    bson_free(j);
-    d->n++;
-    return true;
-}
-
-/* Every wallet and ledger document, in a fixed order, as text. */
-static char *db_digest(h_env_t *env, size_t *n_ledger) {
-    digest_t d = {bson_string_new(""), 0};
-    bson_t all = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
-    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-    BSON_APPEND_INT32(&sort, "_id", 1);
-    bson_append_document_end(&opts, &sort);
-    ww_error_t err;
-    assert_true(ww_db_find(env->db, WW_WALLETS, &all, &opts, digest_doc, &d, &err));
-    d.n = 0;
-    assert_true(ww_db_find(env->db, WW_TRANSACTIONS, &all, &opts, digest_doc, &d, &err));
-    if (n_ledger) *n_ledger = d.n;
-    bson_destroy(&all);
-    bson_destroy(&opts);
-    return bson_string_free(d.s, false);
-}
+static const char *const DIGEST[] = {WW_WALLETS, WW_TRANSACTIONS};
 
 static void ledger_status(h_env_t *env, const char *key, char *status, size_t cap,
                           bool *has_wallet) {
@@ -329,7 +299,7 @@ static void test_wallet_every_outcome_then_replay_changes_nothing(void **state) 
         assert_int_equal(hw, with_wallet[i]);
     }
     size_t n_ledger;
-    char *before = db_digest(&env, &n_ledger);
+    char *before = h_digest(&env, DIGEST, 2, &n_ledger);
     assert_int_equal(n_ledger, 7);
     assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
 
@@ -347,7 +317,7 @@ static void test_wallet_every_outcome_then_replay_changes_nothing(void **state) 
         if (strcmp(r->status[i], "duplicate") != 0 && strcmp(r->status[i], "conflict") != 0)
             fail_msg("replayed result %zu (%s) is %s", i, r->key[i], r->status[i]);
     }
-    char *after = db_digest(&env, &n_ledger);
+    char *after = h_digest(&env, DIGEST, 2, &n_ledger);
     assert_string_equal(before, after);
     bson_free(before);
     bson_free(after);

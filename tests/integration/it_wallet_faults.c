@@ -88,27 +88,11 @@ static void produce_workload(h_env_t *env, workload_t *w, uint32_t seed_value) {
     h_flush(env);
 }
 
-static int64_t ledger_count(h_env_t *env) {
-    bson_t cmd = BSON_INITIALIZER, reply, q = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&cmd, "count", WW_TRANSACTIONS);
-    BSON_APPEND_DOCUMENT(&cmd, "query", &q);
-    ww_error_t err;
-    int64_t n = -1;
-    if (ww_db_command(env->db, &cmd, &reply, &err)) {
-        bson_iter_t it;
-        if (bson_iter_init_find(&it, &reply, "n")) n = bson_iter_as_int64(&it);
-    }
-    bson_destroy(&reply);
-    bson_destroy(&cmd);
-    bson_destroy(&q);
-    return n;
-}
-
 static bool wait_ledger(h_env_t *env, int64_t want, int timeout_ms) {
     int64_t deadline = h_now_ms() + timeout_ms;
     int64_t n = -1;
     while (h_now_ms() < deadline) {
-        n = ledger_count(env);
+        n = h_count(env, WW_TRANSACTIONS, NULL);
         if (n == want) return true;
         h_sleep_ms(250);
     }
@@ -247,16 +231,16 @@ static void test_wallet_faults_sigkill_mid_batch_keeps_invariants(void **state) 
     for (int round = 0; round < 4; round++) {
         pid_t pid = h_worker_start(&env, log, NULL);
         /* let it get partitions and work a little, then kill it mid-batch */
-        int64_t before = ledger_count(&env);
+        int64_t before = h_count(&env, WW_TRANSACTIONS, NULL);
         int64_t deadline = h_now_ms() + 30000;
-        while (h_now_ms() < deadline && ledger_count(&env) < before + 20) h_sleep_ms(20);
+        while (h_now_ms() < deadline && h_count(&env, WW_TRANSACTIONS, NULL) < before + 20) h_sleep_ms(20);
         h_sleep_ms((int)(lcg(&s) % 150));
         assert_int_equal(h_worker_stop(pid, SIGKILL, 5000), 128 + SIGKILL);
         kills++;
         print_message("kill %d after ledger grew %lld -> %lld\n", kills, (long long)before,
-                      (long long)ledger_count(&env));
+                      (long long)h_count(&env, WW_TRANSACTIONS, NULL));
     }
-    assert_true(ledger_count(&env) < (int64_t)w->n_keys); /* killed before the end */
+    assert_true(h_count(&env, WW_TRANSACTIONS, NULL) < (int64_t)w->n_keys); /* killed before the end */
     pid_t pid = h_worker_start(&env, log, NULL);
     assert_true(wait_ledger(&env, (int64_t)w->n_keys, 180000));
     h_sleep_ms(1500); /* let the last results be acknowledged */
@@ -279,7 +263,7 @@ static void test_wallet_faults_database_down_10s_loses_nothing(void **state) {
     assert_true(h_wait_http(env.http_port, "/readyz", 200, 30000));
     produce_workload(&env, w, 777);
     int64_t deadline = h_now_ms() + 30000;
-    while (h_now_ms() < deadline && ledger_count(&env) < 30) h_sleep_ms(20);
+    while (h_now_ms() < deadline && h_count(&env, WW_TRANSACTIONS, NULL) < 30) h_sleep_ms(20);
 
     assert_int_equal(h_stack(&env, "mongo-stop"), 0);
     int64_t stopped_at = h_now_ms();
