@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "dbmon.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -18,9 +19,8 @@ struct ww_db {
 
     /* connection monitoring, written by libmongoc's monitor threads */
     pthread_mutex_t mon_lock;
-    bool ever_connected;
-    bool connected;
-    bool down_logged; /* one "error" line per outage, not one per heartbeat */
+    ww_dbmon_t mon; /* which lines to log (dbmon.h) */
+    const char *topology; /* libmongoc's static name of the last topology type */
     /* A flapping connection (every failed operation resets it, the next
      * heartbeat restores it) must not flood the log: at most
      * TRANSITION_BURST transition lines per TRANSITION_WINDOW_MS, then one
@@ -114,6 +114,23 @@ static bool transition_log_allowed(ww_db_t *db) {
     return false;
 }
 
+/* Under mon_lock: writes the line dbmon decided (rate-limited). */
+static void log_transition(ww_db_t *db, ww_dbmon_line_t line, const char *topology) {
+    if (line == WW_DBMON_NONE || !transition_log_allowed(db)) return;
+    switch (line) {
+    case WW_DBMON_CONNECTED:
+        ww_info("db", "connected uri=%s topology=%s", db->redacted_uri, topology);
+        break;
+    case WW_DBMON_RECONNECTED:
+        ww_info("db", "reconnected uri=%s topology=%s", db->redacted_uri, topology);
+        break;
+    case WW_DBMON_DISCONNECTED:
+        ww_warn("db", "disconnected (attempting reconnection) uri=%s", db->redacted_uri);
+        break;
+    default: break;
+    }
+}
+
 static void on_topology_changed(const mongoc_apm_topology_changed_t *event) {
     ww_db_t *db = mongoc_apm_topology_changed_get_context(event);
     const mongoc_topology_description_t *td =
@@ -121,25 +138,21 @@ static void on_topology_changed(const mongoc_apm_topology_changed_t *event) {
     bool writable = mongoc_topology_description_has_writable_server(td);
 
     pthread_mutex_lock(&db->mon_lock);
-    if (writable && !db->connected) {
-        if (!transition_log_allowed(db))
-            ;
-        else if (db->ever_connected)
-            ww_info("db", "reconnected uri=%s topology=%s", db->redacted_uri,
-                    mongoc_topology_description_type(td));
-        else
-            ww_info("db", "connected uri=%s topology=%s", db->redacted_uri,
-                    mongoc_topology_description_type(td));
-        db->connected = true;
-        db->ever_connected = true;
-        db->down_logged = false;
-        ww_health_set_db_state(WW_DB_CONNECTED);
-    } else if (!writable && db->connected) {
-        if (transition_log_allowed(db))
-            ww_warn("db", "disconnected (attempting reconnection) uri=%s", db->redacted_uri);
-        db->connected = false;
-        ww_health_set_db_state(WW_DB_DISCONNECTED);
-    }
+    bool was_writable = db->mon.writable;
+    db->topology = mongoc_topology_description_type(td);
+    log_transition(db, ww_dbmon_topology(&db->mon, writable, ww_clock_mono_ms()), db->topology);
+    /* health follows every transition at once; only the log waits for an
+     * outage to be over (dbmon.h) */
+    if (writable && !was_writable) ww_health_set_db_state(WW_DB_CONNECTED);
+    if (!writable && was_writable) ww_health_set_db_state(WW_DB_DISCONNECTED);
+    pthread_mutex_unlock(&db->mon_lock);
+}
+
+static void on_heartbeat_succeeded(const mongoc_apm_server_heartbeat_succeeded_t *event) {
+    ww_db_t *db = mongoc_apm_server_heartbeat_succeeded_get_context(event);
+    pthread_mutex_lock(&db->mon_lock);
+    log_transition(db, ww_dbmon_heartbeat(&db->mon, true, ww_clock_mono_ms()),
+                   db->topology ? db->topology : "Unknown");
     pthread_mutex_unlock(&db->mon_lock);
 }
 
@@ -150,14 +163,12 @@ static void on_heartbeat_failed(const mongoc_apm_server_heartbeat_failed_t *even
     const mongoc_host_list_t *host = mongoc_apm_server_heartbeat_failed_get_host(event);
 
     pthread_mutex_lock(&db->mon_lock);
-    if (!db->down_logged) {
+    if (ww_dbmon_heartbeat(&db->mon, false, ww_clock_mono_ms()) == WW_DBMON_ERROR)
         ww_err("db", "error host=%s reason=\"%s\"%s", host ? host->host_and_port : "?",
-               be.message, db->ever_connected ? "" : " (still connecting)");
-        db->down_logged = true;
-        /* Before the first connection Mongoose reports "connecting" (2); once a
-         * connection attempt has failed it reports "disconnected" (0). */
-        if (!db->connected) ww_health_set_db_state(WW_DB_DISCONNECTED);
-    }
+               be.message, db->mon.ever_connected ? "" : " (still connecting)");
+    /* Before the first connection Mongoose reports "connecting" (2); once a
+     * connection attempt has failed it reports "disconnected" (0). */
+    if (!db->mon.writable) ww_health_set_db_state(WW_DB_DISCONNECTED);
     pthread_mutex_unlock(&db->mon_lock);
 }
 
@@ -241,6 +252,9 @@ ww_db_t *ww_db_new(const char *uri_string, const ww_db_options_t *opts, ww_error
     db->db_name = bson_strdup(name && *name ? name : "wallet");
     ww_redact_uri(uri_string, db->redacted_uri, sizeof db->redacted_uri);
     pthread_mutex_init(&db->mon_lock, NULL);
+    /* an outage ends after this long writable and a good heartbeat (dbmon.h) */
+    int32_t hb = mongoc_uri_get_option_as_int32(uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 10000);
+    ww_dbmon_init(&db->mon, hb < 3000 ? hb : 3000);
     ww_health_set_db_state(WW_DB_CONNECTING);
 
     db->window_start = ww_clock_mono_ms();
@@ -254,6 +268,7 @@ ww_db_t *ww_db_new(const char *uri_string, const ww_db_options_t *opts, ww_error
     mongoc_apm_callbacks_t *cbs = mongoc_apm_callbacks_new();
     mongoc_apm_set_topology_changed_cb(cbs, on_topology_changed);
     mongoc_apm_set_server_heartbeat_failed_cb(cbs, on_heartbeat_failed);
+    mongoc_apm_set_server_heartbeat_succeeded_cb(cbs, on_heartbeat_succeeded);
     mongoc_client_pool_set_apm_callbacks(db->pool, cbs, db);
     mongoc_apm_callbacks_destroy(cbs);
 

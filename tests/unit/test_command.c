@@ -51,7 +51,8 @@ static char *read_file(const char *path, size_t *len) {
 static bool parse_fixture(const char *dir, const char *name, ww_command_t *cmd,
                           ww_error_t *err) {
     char path[1024];
-    snprintf(path, sizeof path, "%s/%s/%s", FIXTURES, dir, name);
+    int pn = snprintf(path, sizeof path, "%s/%s/%s", FIXTURES, dir, name);
+    if (pn < 0 || (size_t)pn >= sizeof path) fail_msg("fixture path too long: %s/%s", dir, name);
     size_t len = 0;
     char *buf = read_file(path, &len);
     if (!buf) fail_msg("cannot read %s", path);
