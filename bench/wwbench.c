@@ -532,11 +532,10 @@ typedef struct {
     atomic_bool assigned;
 } busctx_t;
 
-static void on_delivery(void *ctx, void *opaque, bool ok, const char *error) {
+static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
     busctx_t *b = ctx;
     (void)opaque;
-    (void)error;
-    atomic_fetch_add(ok ? &b->ok : &b->failed, 1);
+    atomic_fetch_add(!error ? &b->ok : &b->failed, 1);
 }
 
 static void on_assign(void *ctx, const ww_partition_t *parts, size_t n) {

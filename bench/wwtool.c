@@ -180,17 +180,17 @@ typedef struct {
     atomic_bool have_error;
 } deliveries_t;
 
-static void on_delivery(void *ctx, void *opaque, bool ok, const char *error) {
+static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
     deliveries_t *d = ctx;
     (void)opaque;
-    if (ok) {
+    if (!error) {
         atomic_fetch_add(&d->ok, 1);
         return;
     }
     atomic_fetch_add(&d->failed, 1);
     bool expected = false;
     if (atomic_compare_exchange_strong(&d->have_error, &expected, true))
-        snprintf(d->first_error, sizeof d->first_error, "%s", error ? error : "unknown error");
+        snprintf(d->first_error, sizeof d->first_error, "%s", error->message);
 }
 
 static void rupees(char *out, size_t cap, int64_t paise) {

@@ -4,6 +4,7 @@
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -79,13 +80,41 @@ static void mark_up(ww_bus_t *bus) {
     ww_health_set_kafka_up(true);
 }
 
+/* Errors about the message itself: the same bytes are refused again. */
+static bool permanent_produce_error(rd_kafka_resp_err_t err) {
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR__BAD_MSG:
+        return true;
+    default: return false;
+    }
+}
+
+bool ww_bus_error_permanent(const ww_error_t *error) {
+    return error && error->domain == WW_ERR_KAFKA &&
+           permanent_produce_error((rd_kafka_resp_err_t)error->code);
+}
+
+const char *ww_bus_error_name(int32_t code) {
+    return rd_kafka_err2name((rd_kafka_resp_err_t)code);
+}
+
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     ww_bus_t *bus = opaque;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) mark_up(bus);
-    if (bus->hooks.on_delivery)
-        bus->hooks.on_delivery(bus->hooks.ctx, m->_private, m->err == RD_KAFKA_RESP_ERR_NO_ERROR,
-                               m->err ? rd_kafka_err2str(m->err) : NULL);
+    if (!bus->hooks.on_delivery) return;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        bus->hooks.on_delivery(bus->hooks.ctx, m->_private, NULL);
+        return;
+    }
+    ww_error_t e;
+    ww_error_set(&e, WW_ERR_KAFKA, m->err, !permanent_produce_error(m->err), "%s",
+                 rd_kafka_err2str(m->err));
+    bus->hooks.on_delivery(bus->hooks.ctx, m->_private, &e);
 }
 
 static size_t to_parts(const rd_kafka_topic_partition_list_t *list, ww_partition_t **out) {
@@ -260,11 +289,15 @@ ww_bus_t *ww_bus_new(const ww_bus_config_t *cfg, const ww_bus_hooks_t *hooks, ww
     if (cfg->producer) {
         rd_kafka_conf_t *conf = base_conf(bus, cfg, error);
         if (!conf) goto fail;
+        char max_bytes[16];
+        snprintf(max_bytes, sizeof max_bytes, "%d",
+                 cfg->message_max_bytes > 0 ? (int)cfg->message_max_bytes : WW_BUS_MESSAGE_MAX);
         /* Idempotent, acks=all, and no delivery deadline: while the broker is
          * away results wait in the queue (bounded); nothing is dropped. */
         bool ok = set(conf, "enable.idempotence", "true", error) &&
                   set(conf, "acks", "all", error) &&
                   set(conf, "message.timeout.ms", "0", error) &&
+                  set(conf, "message.max.bytes", max_bytes, error) &&
                   set(conf, "linger.ms", "2", error) &&
                   set(conf, "queue.buffering.max.messages", "100000", error) &&
                   set(conf, "compression.type", "lz4", error);

@@ -52,9 +52,11 @@ typedef struct {
     /* Partitions about to be taken away. `lost` = the group already gave
      * them to someone else (session timed out): commits would fail. */
     void (*on_revoke)(void *ctx, const ww_partition_t *parts, size_t n, bool lost);
-    /* Result of a produce(): ok, or the permanent error. Runs on the bus's
-     * producer thread. */
-    void (*on_delivery)(void *ctx, void *opaque, bool ok, const char *error);
+    /* Result of a produce(): error NULL when delivered. Otherwise
+     * error->retryable tells whether producing it again can succeed (broker
+     * trouble, a missing topic) or not (the message itself was refused, e.g.
+     * too large: ww_bus_error_permanent). Runs on the bus's producer thread. */
+    void (*on_delivery)(void *ctx, void *opaque, const ww_error_t *error);
 } ww_bus_hooks_t;
 
 typedef struct {
@@ -69,6 +71,7 @@ typedef struct {
     const char *ssl_ca_location;
     int32_t session_timeout_ms;
     int32_t max_poll_interval_ms;
+    int32_t message_max_bytes; /* producer's limit; 0: WW_BUS_MESSAGE_MAX */
     bool consumer;            /* create the consumer side */
     bool producer;            /* create the producer side */
 } ww_bus_config_t;
@@ -105,12 +108,23 @@ bool ww_bus_commit_stored(ww_bus_t *bus, ww_error_t *error);
 bool ww_bus_pause_all(ww_bus_t *bus);
 bool ww_bus_resume_all(ww_bus_t *bus);
 
+/* The largest message the producer accepts (librdkafka's message.max.bytes,
+ * set explicitly): key, value, headers and framing. */
+#define WW_BUS_MESSAGE_MAX 1000000
+
 /* Queues a message; delivery is reported through hooks->on_delivery with
  * `opaque`. Returns false with a retryable error when the local queue is
- * full (the caller waits and retries). */
+ * full (the caller waits and retries); with a permanent one
+ * (ww_bus_error_permanent) when the message itself is refused (too large). */
 bool ww_bus_produce(ww_bus_t *bus, const char *topic, const void *key, size_t key_len,
                     const void *value, size_t value_len, const ww_header_t *headers,
                     size_t n_headers, void *opaque, ww_error_t *error);
+
+/* True when a produce or delivery error is about the message itself (too
+ * large, invalid): producing the same bytes again fails the same way. */
+bool ww_bus_error_permanent(const ww_error_t *error);
+/* A short stable name for a Kafka error code (metrics labels). */
+const char *ww_bus_error_name(int32_t code);
 
 /* Publishes consumer lag per assigned partition into the metrics (from
  * cached watermarks, no broker round trip). */

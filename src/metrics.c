@@ -88,8 +88,21 @@ FAMILY(lag, WW_METRICS_MAX_LAG_SERIES, KIND_GAUGE, 2, "topic", "partition",
 FAMILY(http_requests, WW_METRICS_MAX_SERIES, KIND_COUNTER, 1, "code", NULL,
        "wallet_worker_http_requests_total", "HTTP sidecar responses, by status code.");
 
-static family_t *const families[] = {&consumed, &processed, &dead_letters, &retries,
-                                     &db_duration, &lag, &http_requests};
+FAMILY(output_failures, WW_METRICS_MAX_SERIES, KIND_COUNTER, 2, "topic", "reason",
+       "wallet_worker_output_failures_total",
+       "Results and dead letters given up after a permanent produce error; their message is "
+       "finished and committed.");
+FAMILY(uncommitted, WW_METRICS_MAX_SERIES, KIND_GAUGE, 1, "topic", NULL,
+       "wallet_worker_uncommitted_messages",
+       "Messages fetched and not yet committed (in flight, retrying, or behind one that is).");
+FAMILY(oldest_uncommitted, WW_METRICS_MAX_SERIES, KIND_GAUGE, 1, "topic", NULL,
+       "wallet_worker_oldest_uncommitted_age_seconds",
+       "Seconds since the oldest message not yet committed was fetched; 0 when none.");
+
+static family_t *const families[] = {&consumed,        &processed,   &dead_letters,
+                                     &retries,         &db_duration, &lag,
+                                     &http_requests,   &output_failures, &uncommitted,
+                                     &oldest_uncommitted};
 #define NFAMILIES (sizeof families / sizeof families[0])
 
 static atomic_uint_fast64_t dropped;
@@ -234,6 +247,27 @@ void ww_metrics_inc_dead_letter(const char *topic, const char *reason) {
     inc(&dead_letters, topic, reason);
 }
 void ww_metrics_inc_retry(const char *operation) { inc(&retries, operation, NULL); }
+void ww_metrics_inc_output_failure(const char *topic, const char *reason) {
+    inc(&output_failures, topic, reason);
+}
+
+void ww_metrics_set_uncommitted(const char *topic, int64_t messages, int64_t oldest_age_s) {
+    series_t *s = lookup(&uncommitted, topic, NULL, true);
+    atomic_store_explicit(&s->gauge, messages, memory_order_relaxed);
+    atomic_store_explicit(&s->present, true, memory_order_release);
+    s = lookup(&oldest_uncommitted, topic, NULL, true);
+    atomic_store_explicit(&s->gauge, oldest_age_s, memory_order_relaxed);
+    atomic_store_explicit(&s->present, true, memory_order_release);
+}
+
+bool ww_metrics_uncommitted(const char *topic, int64_t *messages, int64_t *oldest_age_s) {
+    series_t *a = lookup(&uncommitted, topic, NULL, false);
+    series_t *b = lookup(&oldest_uncommitted, topic, NULL, false);
+    if (!a || !b || !atomic_load_explicit(&a->present, memory_order_acquire)) return false;
+    if (messages) *messages = atomic_load_explicit(&a->gauge, memory_order_relaxed);
+    if (oldest_age_s) *oldest_age_s = atomic_load_explicit(&b->gauge, memory_order_relaxed);
+    return true;
+}
 
 void ww_metrics_inc_http(int status_code) {
     char code[16];
@@ -306,6 +340,9 @@ uint64_t ww_metrics_dead_letter_count(const char *topic, const char *reason) {
     return count_of(&dead_letters, topic, reason);
 }
 uint64_t ww_metrics_retry_count(const char *operation) { return count_of(&retries, operation, NULL); }
+uint64_t ww_metrics_output_failure_count(const char *topic, const char *reason) {
+    return count_of(&output_failures, topic, reason);
+}
 uint64_t ww_metrics_http_count(int status_code) {
     char code[16];
     snprintf(code, sizeof code, "%d", status_code);

@@ -39,6 +39,14 @@
  *   wallet_worker_uptime_seconds                              gauge
  *   wallet_worker_http_requests_total{code}                   counter
  *       Responses of the HTTP sidecar, by status code.
+ *   wallet_worker_output_failures_total{topic,reason}        counter
+ *       Results / dead letters given up after a permanent produce error
+ *       (e.g. too large for the broker); the message is finished anyway.
+ *   wallet_worker_uncommitted_messages{topic}                 gauge
+ *       Messages fetched and not yet committed (in flight, retrying, or
+ *       behind one that is). Unlike the lag, it grows during an outage.
+ *   wallet_worker_oldest_uncommitted_age_seconds{topic}       gauge
+ *       Seconds since the oldest uncommitted message was fetched; 0 if none.
  *   wallet_worker_metrics_dropped_series_total                           counter
  *       Updates routed to an "other" series because a family was full.
  */
@@ -72,6 +80,9 @@ void ww_metrics_observe_db(const char *operation, double seconds); /* <0 / NaN c
 void ww_metrics_set_lag(const char *topic, int32_t partition, int64_t lag);
 void ww_metrics_remove_lag(const char *topic, int32_t partition); /* no-op if absent */
 void ww_metrics_inc_http(int status_code);
+void ww_metrics_inc_output_failure(const char *topic, const char *reason);
+/* Per topic: messages not yet committed and the age of the oldest (seconds). */
+void ww_metrics_set_uncommitted(const char *topic, int64_t messages, int64_t oldest_age_s);
 
 /* Writes the text exposition format 0.0.4 into buf, NUL-terminated and
  * truncated to cap - 1 bytes like snprintf, and returns the length of the
@@ -92,6 +103,9 @@ uint64_t ww_metrics_retry_count(const char *operation);
 uint64_t ww_metrics_db_observation_count(const char *operation);
 uint64_t ww_metrics_http_count(int status_code);
 uint64_t ww_metrics_dropped_series(void);
+uint64_t ww_metrics_output_failure_count(const char *topic, const char *reason);
+/* True and the values set when the topic's series exist. */
+bool ww_metrics_uncommitted(const char *topic, int64_t *messages, int64_t *oldest_age_s);
 /* True and *lag set when the series exists (and was not removed). */
 bool ww_metrics_lag(const char *topic, int32_t partition, int64_t *lag);
 

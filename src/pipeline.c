@@ -10,6 +10,7 @@
 
 #include "clock.h"
 #include "command.h"
+#include "sha256.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -32,8 +33,10 @@ struct entry {
     bool processed;      /* handler finished successfully */
     bool done;           /* processed and every output acknowledged */
     bool abandoned;      /* partition revoked / shutdown: never counts as done */
+    bool in_redo;        /* on p->redo (at most once: the list never cycles) */
     int pending;         /* outputs not yet acknowledged */
-    bool failed_out[WW_OUT_MAX];
+    int64_t fetched_ms;  /* monotonic: the uncommitted-age gauge */
+    bool failed_out[WW_OUT_MAX]; /* under p->lock */
     ww_msg_t *msg;
     const ww_route_t *route;
     ww_outputs_t outs;
@@ -74,8 +77,10 @@ struct ww_pipeline {
     worker_t *workers;
     int n_workers;
     atomic_bool quit;     /* workers exit */
-    atomic_bool stopping; /* shutdown deadline passed: give up retries */
+    atomic_bool stopping; /* shutdown deadline passed: give up retries, drop late outputs */
+    bool workers_joined;
     atomic_uint_fast64_t done_count;
+    atomic_int active; /* workers inside process() */
 };
 
 /* ---- outputs ------------------------------------------------------------ */
@@ -159,7 +164,31 @@ static part_t *find_part(ww_pipeline_t *p, const char *topic, int32_t partition,
 
 /* ---- producing outputs ---------------------------------------------------- */
 
-static bool produce_one(ww_pipeline_t *p, entry_t *e, int i) {
+typedef enum {
+    PRODUCE_QUEUED,   /* the delivery report will tell */
+    PRODUCE_GIVEN_UP, /* refused for good (too large, ...): finished without it */
+    PRODUCE_ABANDON,  /* shutting down / fatal: the message stays uncommitted */
+} produce_result_t;
+
+/* Under p->lock. An output that can never be produced must not hold its
+ * message back: the commit would stall on it forever (every restart too). */
+static void output_given_up(ww_pipeline_t *p, entry_t *e, int i, const ww_error_t *err) {
+    const ww_out_t *o = &e->outs.out[i];
+    ww_err("pipeline", "output given up topic=%s source=%s/%d/%lld bytes=%zu error=\"%s\": "
+           "the message is finished without it", o->topic, e->msg->topic, e->msg->partition,
+           (long long)e->msg->offset, o->key_len + o->value_len, err->message);
+    ww_metrics_inc_output_failure(o->topic, ww_bus_error_name(err->code));
+    (void)p;
+}
+
+/* Under p->lock: output i is settled (delivered or given up). */
+static void output_settled(ww_pipeline_t *p, entry_t *e) {
+    e->pending--;
+    if (e->pending == 0 && !e->abandoned) mark_done(p, e);
+    entry_unref(e);
+}
+
+static produce_result_t produce_one(ww_pipeline_t *p, entry_t *e, int i, ww_error_t *err) {
     ww_out_t *o = &e->outs.out[i];
     ww_header_t hdrs[WW_OUT_HEADERS_MAX];
     for (size_t h = 0; h < o->n_headers; h++) {
@@ -167,15 +196,15 @@ static bool produce_one(ww_pipeline_t *p, entry_t *e, int i) {
         hdrs[h].value = o->headers[h].value;
         hdrs[h].value_len = o->headers[h].value_len;
     }
-    ww_error_t err;
-    ww_error_clear(&err);
+    ww_error_clear(err);
     for (int attempt = 0;; attempt++) {
         if (ww_bus_produce(p->bus, o->topic, o->key, o->key_len, o->value, o->value_len, hdrs,
-                           o->n_headers, &e->dl[i], &err))
-            return true;
-        if (!err.retryable || atomic_load(&p->quit)) {
-            ww_err("pipeline", "cannot queue output topic=%s error=\"%s\"", o->topic, err.message);
-            return false;
+                           o->n_headers, &e->dl[i], err))
+            return PRODUCE_QUEUED;
+        if (ww_bus_error_permanent(err)) return PRODUCE_GIVEN_UP;
+        if (!err->retryable || atomic_load(&p->quit)) {
+            ww_err("pipeline", "cannot queue output topic=%s error=\"%s\"", o->topic, err->message);
+            return PRODUCE_ABANDON;
         }
         if (attempt % 100 == 0)
             ww_warn("pipeline", "producer queue full, waiting topic=%s", o->topic);
@@ -183,23 +212,47 @@ static bool produce_one(ww_pipeline_t *p, entry_t *e, int i) {
     }
 }
 
-static void on_delivery(void *ctx, void *opaque, bool ok, const char *error) {
+/* Produces output i of e (not under the lock) and settles what cannot be queued. */
+static void produce_output(ww_pipeline_t *p, entry_t *e, int i) {
+    ww_error_t err;
+    produce_result_t r = produce_one(p, e, i, &err);
+    if (r == PRODUCE_QUEUED) return;
+    pthread_mutex_lock(&p->lock);
+    if (r == PRODUCE_GIVEN_UP) {
+        output_given_up(p, e, i, &err);
+    } else {
+        /* could not even queue it: undone, re-run after restart */
+        e->abandoned = true;
+    }
+    output_settled(p, e);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
     ww_pipeline_t *p = ctx;
     delivery_t *d = opaque;
     entry_t *e = d->e;
     pthread_mutex_lock(&p->lock);
-    if (ok) {
-        e->pending--;
-        if (e->pending == 0 && !e->abandoned) mark_done(p, e);
-        entry_unref(e);
+    if (!error) {
+        output_settled(p, e);
+    } else if (!error->retryable) {
+        output_given_up(p, e, d->idx, error);
+        output_settled(p, e);
+    } else if (atomic_load(&p->quit)) {
+        /* purged at shutdown: the message stays uncommitted */
+        e->abandoned = true;
+        output_settled(p, e);
     } else {
-        /* A permanent delivery error (e.g. the topic is missing). Keep the
-         * entry undone and produce this output again from the poll loop. */
+        /* Broker trouble (e.g. the topic is missing): keep the entry undone
+         * and produce this output again from the poll loop. */
         ww_err("pipeline", "delivery failed topic=%s error=\"%s\" (will retry)",
-               e->outs.out[d->idx].topic, error ? error : "?");
+               e->outs.out[d->idx].topic, error->message);
         e->failed_out[d->idx] = true;
-        e->redo_next = p->redo;
-        p->redo = e;
+        if (!e->in_redo) {
+            e->in_redo = true;
+            e->redo_next = p->redo;
+            p->redo = e;
+        }
         ww_metrics_inc_retry("produce");
     }
     pthread_mutex_unlock(&p->lock);
@@ -237,9 +290,22 @@ bool ww_message_precheck(const ww_msg_t *msg, int32_t max_bytes, ww_error_t *err
 
 ww_out_t *ww_outputs_dead_letter(ww_outputs_t *outs, const char *dlq_topic, const ww_msg_t *m,
                                  const char *code, const char *reason) {
-    ww_out_t *o = ww_outputs_add(outs, dlq_topic, m->key, m->key_len, m->value, m->value_len);
+    /* A copy the producer would refuse is truncated: otherwise the dead
+     * letter could never be written and its message never finish. */
+    bool truncate = m->key_len + m->value_len + WW_DLQ_HEADROOM > WW_BUS_MESSAGE_MAX;
+    size_t keep = truncate ? WW_DLQ_TRUNCATED_BYTES : m->value_len;
+    if (keep > m->value_len) keep = m->value_len;
+    ww_out_t *o = ww_outputs_add(outs, dlq_topic, m->key, m->key_len, m->value, keep);
     if (!o) return NULL;
     char num[32];
+    if (truncate) {
+        char hex[WW_SHA256_HEX_LEN];
+        ww_sha256_hex(m->value, m->value_len, hex);
+        ww_out_add_header(o, "ww.truncated", "true", 4);
+        int len = snprintf(num, sizeof num, "%zu", m->value_len);
+        ww_out_add_header(o, "ww.original.size", num, (size_t)len);
+        ww_out_add_header(o, "ww.original.sha256", hex, strlen(hex));
+    }
     ww_out_add_header(o, "ww.error.code", code, strlen(code));
     ww_out_add_header(o, "ww.error.reason", reason, strlen(reason));
     ww_out_add_header(o, "ww.source.topic", m->topic, strlen(m->topic));
@@ -297,6 +363,13 @@ static void process(ww_pipeline_t *p, worker_t *w, entry_t *e) {
     }
 
     pthread_mutex_lock(&p->lock);
+    if (finished && atomic_load(&p->stopping)) {
+        /* Finished after the shutdown deadline: the producer may be going
+         * away. Its outputs are dropped and the message stays uncommitted:
+         * it is processed again (idempotently) after the restart. */
+        finished = false;
+        e->abandoned = true;
+    }
     if (!finished) {
         /* given up: revoked or shutting down; the offset stays unstored */
         ww_outputs_clear(&outs);
@@ -315,14 +388,7 @@ static void process(ww_pipeline_t *p, worker_t *w, entry_t *e) {
     for (size_t i = 0; i < e->outs.n; i++) {
         e->dl[i].e = e;
         e->dl[i].idx = (int)i;
-        if (!produce_one(p, e, (int)i)) {
-            /* could not even queue it: undone, re-run after restart */
-            pthread_mutex_lock(&p->lock);
-            e->abandoned = true;
-            e->pending--;
-            entry_unref(e);
-            pthread_mutex_unlock(&p->lock);
-        }
+        produce_output(p, e, (int)i);
     }
     pthread_mutex_lock(&p->lock);
     entry_unref(e); /* the worker's reference */
@@ -343,7 +409,9 @@ static void *worker_main(void *arg) {
         w->head = (w->head + 1) % w->cap;
         w->count--;
         pthread_mutex_unlock(&w->lock);
+        atomic_fetch_add(&p->active, 1);
         process(p, w, e);
+        atomic_fetch_sub(&p->active, 1);
     }
     return NULL;
 }
@@ -401,6 +469,7 @@ static void accept(ww_pipeline_t *p, ww_msg_t *msg) {
     e->msg = msg;
     e->route = route;
     e->refs = 2; /* deque + worker */
+    e->fetched_ms = ww_clock_mono_ms();
     if (pt->tail)
         pt->tail->next = e;
     else
@@ -444,18 +513,27 @@ static void drain_held(ww_pipeline_t *p) {
     }
 }
 
+/* Produces failed outputs again. The list is taken whole and each entry's
+ * failed outputs are read and cleared under the lock; a delivery failing
+ * again meanwhile puts its entry on the new list (once). */
 static void redo_outputs(ww_pipeline_t *p) {
     pthread_mutex_lock(&p->lock);
     entry_t *list = p->redo;
     p->redo = NULL;
     pthread_mutex_unlock(&p->lock);
     for (entry_t *e = list, *next; e; e = next) {
+        bool again[WW_OUT_MAX] = {false};
+        pthread_mutex_lock(&p->lock);
         next = e->redo_next;
+        e->redo_next = NULL;
+        e->in_redo = false;
         for (size_t i = 0; i < e->outs.n; i++) {
-            if (!e->failed_out[i]) continue;
+            again[i] = e->failed_out[i];
             e->failed_out[i] = false;
-            produce_one(p, e, (int)i);
         }
+        pthread_mutex_unlock(&p->lock);
+        for (size_t i = 0; i < e->outs.n; i++)
+            if (again[i]) produce_output(p, e, (int)i);
     }
 }
 
@@ -487,6 +565,28 @@ static void store_offsets(ww_pipeline_t *p) {
             ww_debug("pipeline", "stored topic=%s partition=%d offset=%lld", topic, partition,
                      (long long)next);
     }
+}
+
+/* Publishes, per route topic, the messages not yet committed (fetched and
+ * not part of a stored done prefix) and the age of the oldest. Returns the
+ * total. The deques are bounded by the worker queues and the fetch pause. */
+static int64_t publish_uncommitted(ww_pipeline_t *p, int64_t now) {
+    int64_t total = 0;
+    pthread_mutex_lock(&p->lock);
+    for (size_t r = 0; r < p->n_routes; r++) {
+        int64_t n = 0, oldest = now;
+        for (part_t *pt = p->parts; pt; pt = pt->next) {
+            if (!pt->assigned || strcmp(pt->topic, p->routes[r].topic) != 0) continue;
+            for (entry_t *e = pt->head; e; e = e->next) {
+                n++;
+                if (e->fetched_ms < oldest) oldest = e->fetched_ms;
+            }
+        }
+        ww_metrics_set_uncommitted(p->routes[r].topic, n, (now - oldest) / 1000);
+        total += n;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return total;
 }
 
 /* true when no entry of the given partitions (all when parts==NULL) is
@@ -639,7 +739,7 @@ ww_bus_hooks_t ww_pipeline_bus_hooks(ww_pipeline_t *p) {
 void ww_pipeline_attach(ww_pipeline_t *p, ww_bus_t *bus) { p->bus = bus; }
 
 void ww_pipeline_run(ww_pipeline_t *p, volatile int *stop) {
-    int64_t next_lag = 0;
+    int64_t next_lag = 0, next_gauge = 0;
     while (!*stop && !ww_bus_fatal(p->bus)) {
         int64_t now = ww_clock_mono_ms();
         ww_health_progress(now);
@@ -648,6 +748,10 @@ void ww_pipeline_run(ww_pipeline_t *p, volatile int *stop) {
         ww_msg_t *m = ww_bus_poll(p->bus, 100);
         if (m) accept(p, m);
         store_offsets(p);
+        if (now >= next_gauge) {
+            publish_uncommitted(p, now);
+            next_gauge = now + 1000;
+        }
         if (now >= next_lag) {
             ww_bus_update_lag(p->bus);
             next_lag = now + 5000;
@@ -662,17 +766,20 @@ void ww_pipeline_run(ww_pipeline_t *p, volatile int *stop) {
     /* What did not finish in time is given up now (it stays uncommitted and
      * is redelivered to whoever owns the partition next), so leaving the
      * group below does not wait for it a second time. */
+    int64_t left = publish_uncommitted(p, ww_clock_mono_ms());
     pthread_mutex_lock(&p->lock);
     for (part_t *pt = p->parts; pt; pt = pt->next)
         for (entry_t *e = pt->head; e; e = e->next)
             if (!e->done) e->abandoned = true;
     pthread_mutex_unlock(&p->lock);
+    ww_info("pipeline", "stopping: %lld message(s) left uncommitted (processed again, "
+            "idempotently, by the partition's next owner)", (long long)left);
     ww_error_t err;
     if (!ww_bus_commit_stored(p->bus, &err)) ww_warn("pipeline", "%s", err.message);
 }
 
-void ww_pipeline_destroy(ww_pipeline_t *p) {
-    if (!p) return;
+void ww_pipeline_stop_workers(ww_pipeline_t *p) {
+    if (!p || p->workers_joined) return;
     atomic_store(&p->stopping, true);
     atomic_store(&p->quit, true);
     for (int i = 0; i < p->n_workers; i++) {
@@ -681,13 +788,27 @@ void ww_pipeline_destroy(ww_pipeline_t *p) {
         pthread_cond_broadcast(&w->cond);
         pthread_mutex_unlock(&w->lock);
     }
+    int busy = atomic_load(&p->active);
+    if (busy)
+        ww_info("pipeline", "waiting for %d worker thread(s) still inside a handler (at most "
+                "the database socket timeout); their late outputs are dropped", busy);
     for (int i = 0; i < p->n_workers; i++) {
         worker_t *w = &p->workers[i];
         pthread_join(w->thread, NULL);
         /* queued entries never started: drop their worker reference */
         pthread_mutex_lock(&p->lock);
         for (int k = 0; k < w->count; k++) entry_unref(w->ring[(w->head + k) % w->cap]);
+        w->count = 0;
         pthread_mutex_unlock(&p->lock);
+    }
+    p->workers_joined = true;
+}
+
+void ww_pipeline_destroy(ww_pipeline_t *p) {
+    if (!p) return;
+    ww_pipeline_stop_workers(p);
+    for (int i = 0; i < p->n_workers; i++) {
+        worker_t *w = &p->workers[i];
         free(w->ring);
         pthread_mutex_destroy(&w->lock);
         pthread_cond_destroy(&w->cond);

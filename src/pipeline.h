@@ -32,7 +32,7 @@
 #include "error.h"
 
 #define WW_OUT_MAX 2
-#define WW_OUT_HEADERS_MAX 8
+#define WW_OUT_HEADERS_MAX 12
 
 typedef struct {
     char name[48];
@@ -69,9 +69,17 @@ void ww_outputs_clear(ww_outputs_t *outs);
  * too_large, the command reason codes) otherwise. */
 bool ww_message_precheck(const ww_msg_t *msg, int32_t max_bytes, ww_error_t *error);
 
+/* Room kept for a dead letter's headers and framing within WW_BUS_MESSAGE_MAX,
+ * and how much of a value too large for that is kept. */
+#define WW_DLQ_HEADROOM 16384
+#define WW_DLQ_TRUNCATED_BYTES 65536
+
 /* Adds a dead letter for msg: its original key and bytes, and the headers
  * ww.error.code, ww.error.reason, ww.source.topic/partition/offset (and
- * ww.source.timestamp when known). NULL when outs is full. */
+ * ww.source.timestamp when known). A copy the producer would refuse (key +
+ * value + WW_DLQ_HEADROOM > WW_BUS_MESSAGE_MAX) keeps only the first
+ * WW_DLQ_TRUNCATED_BYTES of the value and says so: ww.truncated=true,
+ * ww.original.size, ww.original.sha256 (hex). NULL when outs is full. */
 ww_out_t *ww_outputs_dead_letter(ww_outputs_t *outs, const char *dlq_topic, const ww_msg_t *msg,
                                  const char *code, const char *reason);
 
@@ -117,7 +125,13 @@ void ww_pipeline_attach(ww_pipeline_t *p, ww_bus_t *bus);
  * work for up to shutdown_timeout_ms and stores the done offsets. */
 void ww_pipeline_run(ww_pipeline_t *p, volatile int *stop);
 
-/* Stops the worker threads and frees everything (after run returned). */
+/* Stops the worker threads and waits for them (after run returned, before
+ * the bus is destroyed): a handler still inside a slow database call finishes
+ * first, and its late outputs are dropped (the message stays uncommitted and
+ * is processed again after a restart). Idempotent. */
+void ww_pipeline_stop_workers(ww_pipeline_t *p);
+
+/* Stops the worker threads (if still running) and frees everything. */
 void ww_pipeline_destroy(ww_pipeline_t *p);
 
 /* Counters for tests and the shutdown log. */

@@ -125,12 +125,12 @@ void ww_replay_print_summary(const ww_replay_config_t *cfg, const ww_replay_summ
 
 /* ---- outputs ------------------------------------------------------------------ */
 
-static void on_delivery(void *ctx, void *opaque, bool ok, const char *error) {
+static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
     (void)opaque;
     engine_t *e = ctx;
-    if (!ok) {
+    if (error) {
         atomic_fetch_add(&e->delivery_failed, 1);
-        ww_err("replay", "output not delivered: %s", error ? error : "?");
+        ww_err("replay", "output not delivered: %s", error->message);
     }
     atomic_fetch_sub(&e->inflight, 1);
 }

@@ -5,7 +5,8 @@
  * the first second) -> MongoDB pool (connecting in the background) -> indexes
  * -> pipeline workers -> Kafka consumer/producer -> consume loop.
  * Stop (SIGTERM/SIGINT): leave the loop -> drain in-flight work (bounded) and
- * commit -> leave the group -> flush results -> stop workers -> close MongoDB
+ * commit -> join the workers (late outputs dropped) -> leave the group -> flush
+ * results -> close MongoDB
  * -> stop the sidecar. Reverse order of creation. */
 #include <signal.h>
 #include <stdio.h>
@@ -293,6 +294,9 @@ static int run(const ww_config_t *cfg) {
 done:
     ww_health_set_running(false);
     ww_invite_sweeper_stop(sweeper); /* invites: before the pipeline and the pool go */
+    /* Workers are joined before the bus goes: a handler finishing late (slow
+     * database) must not produce into a destroyed producer. */
+    ww_pipeline_stop_workers(pipe);
     ww_bus_destroy(bus, cfg->shutdown_timeout_ms);
     ww_pipeline_destroy(pipe);
     ww_db_destroy(db);

@@ -630,11 +630,10 @@ typedef struct {
     atomic_long ok, failed;
 } deliveries_t;
 
-static void on_delivery(void *ctx, void *opaque, bool ok, const char *error) {
+static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
     deliveries_t *d = ctx;
     (void)opaque;
-    (void)error;
-    atomic_fetch_add(ok ? &d->ok : &d->failed, 1);
+    atomic_fetch_add(!error ? &d->ok : &d->failed, 1);
 }
 
 typedef struct {

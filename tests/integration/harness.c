@@ -32,10 +32,10 @@ static int free_port(void) {
     return ntohs(a.sin_port);
 }
 
-static void on_delivery(void *ctx, void *opaque, bool ok, const char *error) {
+static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
     (void)ctx;
     (void)opaque;
-    if (!ok) fprintf(stderr, "harness: delivery failed: %s\n", error ? error : "?");
+    if (error) fprintf(stderr, "harness: delivery failed: %s\n", error->message);
 }
 
 void h_env_init(h_env_t *env, const char *test_name) {
@@ -85,6 +85,9 @@ void h_env_init(h_env_t *env, const char *test_name) {
     ww_bus_config_defaults(&bc);
     bc.brokers = env->brokers;
     bc.consumer = false;
+    /* the broker's own default limit (1 MiB + 12), above the worker's: tests
+     * can send what an upstream producer can */
+    bc.message_max_bytes = 1048588;
     ww_bus_hooks_t hooks = {.on_delivery = on_delivery};
     env->producer = ww_bus_new(&bc, &hooks, &err);
     if (!env->producer) fail_msg("producer: %s", err.message);
@@ -271,6 +274,7 @@ void h_flush(h_env_t *env) {
     ww_bus_config_defaults(&bc);
     bc.brokers = env->brokers;
     bc.consumer = false;
+    bc.message_max_bytes = 1048588;
     ww_bus_hooks_t hooks = {.on_delivery = on_delivery};
     ww_error_t err;
     env->producer = ww_bus_new(&bc, &hooks, &err);
