@@ -7,13 +7,15 @@
 #   4. the integration tests once more with the sanitizer build of the worker
 #   5. scripts/chaos.sh --small: fault injection, invariants checked
 #   6. scripts/bench.sh --small: proves the benchmark runs (speed never fails it)
+#   7. scripts/build-matrix.sh: every standard build type (Debug, RelWithDebInfo,
+#      Release, MinSizeRel) with gcc and clang, warning-free (-Werror)
 # A tier that cannot start its servers fails; nothing is skipped.
 # The test stack lives in its own folder and ports (WW_TEST_STACK_DIR, default
 # .stack-test) so a developer's own `scripts/stack.sh up` is never touched,
 # and it is stopped on exit.
 #
 # Options: --unit (tiers 1-2 only), --no-asan (skip tiers 2 and 4), --no-chaos,
-# --no-bench: for quick local runs; CI runs everything.
+# --no-bench, --no-matrix: for quick local runs; CI runs everything.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -22,12 +24,14 @@ UNIT_ONLY=0
 ASAN=1
 CHAOS=1
 BENCH=1
+MATRIX=1
 for arg in "$@"; do
   case "$arg" in
     --unit) UNIT_ONLY=1 ;;
     --no-asan) ASAN=0 ;;
     --no-chaos) CHAOS=0 ;;
     --no-bench) BENCH=0 ;;
+    --no-matrix) MATRIX=0 ;;
     -h|--help) awk 'NR>1 && /^#/ {sub(/^# ?/, ""); print; next} NR>1 {exit}' "$0"; exit 0 ;;
     *) echo "test.sh: unknown option $arg" >&2; exit 2 ;;
   esac
@@ -77,6 +81,17 @@ run_ctest() {
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:halt_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
+# A script tier counts as one test: its exit status decides.
+run_script() {
+  local name="$1"; shift
+  say "$name"
+  if "$@"; then
+    PASSED=$((PASSED + 1))
+  else
+    FAILED=$((FAILED + 1)); FAILURES+=("$name (exit $?)")
+  fi
+}
+
 say "unit tests"
 run_ctest unit --test-dir build -L unit -j"$JOBS"
 if [ "$ASAN" = 1 ]; then
@@ -104,19 +119,11 @@ if [ "$UNIT_ONLY" = 0 ]; then
   "$ROOT/scripts/stack.sh" down
   trap - EXIT
 
-  # A script tier counts as one test: its exit status decides.
-  run_script() {
-    local name="$1"; shift
-    say "$name"
-    if "$@"; then
-      PASSED=$((PASSED + 1))
-    else
-      FAILED=$((FAILED + 1)); FAILURES+=("$name (exit $?)")
-    fi
-  }
   [ "$CHAOS" = 1 ] && run_script "chaos --small" "$ROOT/scripts/chaos.sh" --small --no-build
   [ "$BENCH" = 1 ] && run_script "bench --small" env WW_BENCH_SKIP_SETUP=1 "$ROOT/scripts/bench.sh" --small
 fi
+
+[ "$MATRIX" = 1 ] && run_script "build matrix (gcc, clang x 4 build types)" "$ROOT/scripts/build-matrix.sh"
 
 say "summary"
 for f in "${FAILURES[@]+"${FAILURES[@]}"}"; do echo "  FAILED: $f"; done

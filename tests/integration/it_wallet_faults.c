@@ -346,11 +346,67 @@ static void test_wallet_faults_zombie_gets_its_paused_partitions_back(void **sta
     h_env_destroy(&env);
 }
 
+/* The stack's own pid of the MongoDB-compatible server (stack.sh records it). */
+static pid_t mongo_pid(void) {
+    const char *dir = getenv("WW_STACK_DIR");
+    assert_non_null(dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/mongo.pid", dir);
+    char *text = h_read_file(path);
+    assert_non_null(text);
+    pid_t pid = (pid_t)strtol(text, NULL, 10);
+    free(text);
+    assert_true(pid > 1);
+    return pid;
+}
+
+/* SIGTERM while handlers are stuck inside database calls (the server frozen,
+ * not refusing: calls wait for the socket timeout). The shutdown deadline
+ * passes with work in flight; when the server thaws the handlers finish and
+ * must not produce into a destroyed producer (use after free, caught by the
+ * sanitizer build of this tier): the workers are joined first and their late
+ * outputs dropped. A restart then finishes everything: nothing lost. */
+static void test_wallet_faults_sigterm_with_handlers_inside_frozen_db(void **state) {
+    (void)state;
+    h_env_t env;
+    h_env_init(&env, "frozen");
+    workload_t *w = calloc(1, sizeof *w);
+    seed(&env, w);
+    char log[256];
+    snprintf(log, sizeof log, "/tmp/ww-it-%s.log", env.run_id);
+    unlink(log);
+    const char *extra[] = {"SHUTDOWN_TIMEOUT_MS=1000", NULL};
+    pid_t pid = h_worker_start(&env, log, extra);
+    assert_true(h_wait_http(env.http_port, "/readyz", 200, 30000));
+    produce_workload(&env, w, 31337);
+    int64_t deadline = h_now_ms() + 30000;
+    while (h_now_ms() < deadline && h_count(&env, WW_TRANSACTIONS, NULL) < 30) h_sleep_ms(20);
+
+    pid_t mongo = mongo_pid();
+    assert_int_equal(kill(mongo, SIGSTOP), 0);
+    h_sleep_ms(1500); /* handlers are now waiting inside database calls */
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    h_sleep_ms(4000); /* past the shutdown deadline: the bus goes next */
+    assert_int_equal(kill(mongo, SIGCONT), 0);
+    int status = h_worker_stop(pid, SIGTERM, 90000);
+    assert_int_equal(status, 0);
+    assert_true(h_count_in_file(log, "left uncommitted") == 1);
+
+    pid = h_worker_start(&env, log, NULL);
+    assert_true(wait_ledger(&env, (int64_t)w->n_keys, 180000));
+    h_sleep_ms(1500); /* let the last results be acknowledged */
+    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    check_invariants(&env, w);
+    free(w);
+    h_env_destroy(&env);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wallet_faults_sigkill_mid_batch_keeps_invariants),
         cmocka_unit_test(test_wallet_faults_database_down_10s_loses_nothing),
         cmocka_unit_test(test_wallet_faults_zombie_gets_its_paused_partitions_back),
+        cmocka_unit_test(test_wallet_faults_sigterm_with_handlers_inside_frozen_db),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
