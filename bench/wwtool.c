@@ -165,7 +165,7 @@ static ww_db_t *open_db(const opts_t *o) {
     }
     if (!ww_db_ping(db, &err)) {
         char red[512];
-        ww_redact_uri(o->mongodb_uri, red, sizeof red);
+        ww_db_redact_uri(o->mongodb_uri, red, sizeof red);
         fprintf(stderr, "wwtool: MongoDB at %s not answering: %s\n", red, err.message);
         ww_db_destroy(db);
         return NULL;

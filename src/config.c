@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "db.h"
+
 typedef enum { T_STR, T_INT, T_LEVEL, T_BOOL } setting_type_t;
 
 typedef struct {
@@ -306,7 +308,7 @@ void ww_config_log(const ww_config_t *cfg) {
         switch (s->type) {
         case T_STR:
             if (s->secret && strstr(field, "://"))
-                ww_redact_uri(field, buf, sizeof buf);
+                ww_db_redact_uri(field, buf, sizeof buf);
             else if (s->secret)
                 snprintf(buf, sizeof buf, "%s", field[0] ? "***" : "");
             else

@@ -172,7 +172,7 @@ static void on_heartbeat_failed(const mongoc_apm_server_heartbeat_failed_t *even
     pthread_mutex_unlock(&db->mon_lock);
 }
 
-/* Set while ww_db_check_uri parses: its own error line says it better. */
+/* Set while parse_uri parses. */
 static _Thread_local bool quiet_uri_check;
 
 static void route_mongoc_log(mongoc_log_level_t level, const char *domain, const char *message,
@@ -207,6 +207,116 @@ void ww_db_global_cleanup(void) { mongoc_cleanup(); }
 
 const char *ww_db_driver_version(void) { return mongoc_get_version(); }
 
+/* ---- URI display --------------------------------------------------------
+ * The one way a MongoDB URI reaches a log line or a message: rebuilt from
+ * the parsed mongoc_uri_t, never copied from the text. Whatever was written
+ * is only shown if it is known to be harmless: the password and every string
+ * option value not on the list below become "***"; a host or database name
+ * with a character no host or database has (a password written unescaped,
+ * "user:p@ss@host", parses as host "ss@host") becomes "***"; an unparseable
+ * URI is not shown at all. */
+
+typedef struct {
+    char *out;
+    size_t cap, len; /* cap > 0; out[len] == '\0' */
+} sbuf_t;
+
+static void put(sbuf_t *b, const char *s) {
+    for (; *s && b->len + 1 < b->cap; s++) b->out[b->len++] = *s;
+    b->out[b->len] = '\0';
+}
+
+static bool all_in(const char *s, const char *extra) {
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr(extra, *s)))
+            return false;
+    return true;
+}
+
+/* s when every character is in [A-Za-z0-9] or extra, else "***". */
+static void put_checked(sbuf_t *b, const char *s, const char *extra) { put(b, all_in(s, extra) ? s : "***"); }
+
+/* String options whose values are settings, not secrets (lower case, as
+ * libmongoc keeps them). Numbers and booleans are always shown. */
+static bool shown_string_option(const char *key) {
+    static const char *const keys[] = {"appname", "replicaset", "readpreference", "w", "authsource",
+                                       "authmechanism", "tlscafile", "tlscertificatekeyfile",
+                                       "compressors", "readconcernlevel", "srvservicename"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (strcmp(key, keys[i]) == 0) return true;
+    return false;
+}
+
+static void put_options(sbuf_t *b, const bson_t *doc, char *sep) {
+    bson_iter_t it;
+    if (!doc || !bson_iter_init(&it, doc)) return;
+    while (bson_iter_next(&it)) {
+        const char *key = bson_iter_key(&it);
+        char num[32];
+        const char *value = "***";
+        if (BSON_ITER_HOLDS_BOOL(&it)) value = bson_iter_bool(&it) ? "true" : "false";
+        else if (BSON_ITER_HOLDS_INT32(&it)) value = (snprintf(num, sizeof num, "%d", bson_iter_int32(&it)), num);
+        else if (BSON_ITER_HOLDS_UTF8(&it) && shown_string_option(key)) value = bson_iter_utf8(&it, NULL);
+        /* authMechanismProperties (a document) stays "***" whole */
+        put(b, sep);
+        *sep = '&';
+        put_checked(b, key, "_");
+        put(b, "=");
+        put_checked(b, value, "-._,:/ ");
+    }
+}
+
+static void redact_parsed(const mongoc_uri_t *uri, sbuf_t *b) {
+    const char *srv = mongoc_uri_get_srv_hostname(uri);
+    put(b, srv ? "mongodb+srv://" : "mongodb://");
+    const char *user = mongoc_uri_get_username(uri);
+    if (user && *user) {
+        put_checked(b, user, "-._");
+        put(b, mongoc_uri_get_password(uri) ? ":***@" : "@");
+    }
+    if (srv) put_checked(b, srv, "-.");
+    for (const mongoc_host_list_t *h = srv ? NULL : mongoc_uri_get_hosts(uri); h; h = h->next) {
+        put_checked(b, h->host_and_port, "-._:[]%/");
+        if (h->next) put(b, ",");
+    }
+    put(b, "/");
+    const char *db = mongoc_uri_get_database(uri);
+    if (db) put_checked(b, db, "-_");
+    char sep[2] = "?";
+    put_options(b, mongoc_uri_get_options(uri), sep);
+    put_options(b, mongoc_uri_get_credentials(uri), sep);
+}
+
+/* Parses with libmongoc's log muted: its warnings may quote option values. */
+static mongoc_uri_t *parse_uri(const char *uri_string, bson_error_t *be) {
+    quiet_uri_check = true;
+    mongoc_uri_t *uri = uri_string ? mongoc_uri_new_with_error(uri_string, be) : NULL;
+    quiet_uri_check = false;
+    /* libmongoc takes "u:p@ss@host" as host "ss@host": a password with an
+     * unescaped '@', which would then be in every connection error line. */
+    for (const mongoc_host_list_t *h = uri ? mongoc_uri_get_hosts(uri) : NULL; h; h = h->next)
+        if (strchr(h->host_and_port, '@')) {
+            mongoc_uri_destroy(uri);
+            return NULL;
+        }
+    return uri;
+}
+
+void ww_db_redact_uri(const char *uri_string, char *out, size_t outlen) {
+    if (outlen == 0) return;
+    sbuf_t b = {out, outlen, 0};
+    out[0] = '\0';
+    bson_error_t be;
+    mongoc_uri_t *uri = parse_uri(uri_string, &be);
+    if (!uri) {
+        put(&b, "(not a valid MongoDB URI, not shown)");
+        return;
+    }
+    redact_parsed(uri, &b);
+    mongoc_uri_destroy(uri);
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
 static void default_int(mongoc_uri_t *uri, const char *key, int32_t value) {
@@ -215,11 +325,10 @@ static void default_int(mongoc_uri_t *uri, const char *key, int32_t value) {
 
 bool ww_db_check_uri(const char *uri_string, ww_error_t *error) {
     bson_error_t be;
-    quiet_uri_check = true;
-    mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_string, &be);
-    quiet_uri_check = false;
+    mongoc_uri_t *uri = parse_uri(uri_string, &be);
     if (!uri) {
-        ww_error_set(error, WW_ERR_CONFIG, 0, false, "MONGODB_URI: not a valid MongoDB URI");
+        ww_error_set(error, WW_ERR_CONFIG, 0, false, "MONGODB_URI: not a valid MongoDB URI (percent-encode "
+                     "'@', ':', '/' and '%%' in the user name and password)");
         return false;
     }
     mongoc_uri_destroy(uri);
@@ -233,12 +342,14 @@ ww_db_t *ww_db_new(const char *uri_string, const ww_db_options_t *opts, ww_error
         opts = &defaults;
     }
     bson_error_t be;
-    mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_string, &be);
+    mongoc_uri_t *uri = parse_uri(uri_string, &be);
     if (!uri) {
         /* be.message may quote the URI; never echo it (it may hold a password) */
-        ww_error_set(error, WW_ERR_CONFIG, 0, false, "MONGODB_URI: not a valid MongoDB URI");
+        ww_error_set(error, WW_ERR_CONFIG, 0, false, "MONGODB_URI: not a valid MongoDB URI (percent-encode "
+                     "'@', ':', '/' and '%%' in the user name and password)");
         return NULL;
     }
+    mongoc_uri_t *as_written = mongoc_uri_copy(uri);
     default_int(uri, MONGOC_URI_MAXPOOLSIZE, opts->pool_max);
     default_int(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, opts->server_selection_ms);
     default_int(uri, MONGOC_URI_SOCKETTIMEOUTMS, opts->socket_timeout_ms);
@@ -250,7 +361,10 @@ ww_db_t *ww_db_new(const char *uri_string, const ww_db_options_t *opts, ww_error
     db->uri = uri;
     const char *name = mongoc_uri_get_database(uri);
     db->db_name = bson_strdup(name && *name ? name : "wallet");
-    ww_redact_uri(uri_string, db->redacted_uri, sizeof db->redacted_uri);
+    /* as written, without the defaults added above */
+    sbuf_t shown = {db->redacted_uri, sizeof db->redacted_uri, 0};
+    redact_parsed(as_written, &shown);
+    mongoc_uri_destroy(as_written);
     pthread_mutex_init(&db->mon_lock, NULL);
     /* an outage ends after this long writable and a good heartbeat (dbmon.h) */
     int32_t hb = mongoc_uri_get_option_as_int32(uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 10000);

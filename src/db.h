@@ -45,6 +45,16 @@ void ww_db_destroy(ww_db_t *db);
  * never quotes the URI (it may hold a password). */
 bool ww_db_check_uri(const char *uri, ww_error_t *error);
 
+/* Writes into out (never fails; truncates to outlen) a form of uri fit for a
+ * log line or a message, rebuilt from libmongoc's parse of it: the password
+ * and every string option value that is not a plain setting (appname,
+ * replicaSet, readPreference, w, authSource, authMechanism, tlsCAFile,
+ * tlsCertificateKeyFile, ...) are "***", authMechanismProperties is "***"
+ * whole, a host or database name with characters no such name has is "***",
+ * and an unparseable uri (or NULL) is not shown at all. Never echoes text it
+ * did not parse. Use it for every MongoDB URI that may be printed. */
+void ww_db_redact_uri(const char *uri, char *out, size_t outlen);
+
 const char *ww_db_name(const ww_db_t *db);
 /* The effective pool size and timeouts (for logs, docs and tests). */
 int32_t ww_db_pool_max(const ww_db_t *db);

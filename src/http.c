@@ -1,19 +1,32 @@
 /* http.c: the HTTP sidecar on libmicrohttpd (see http.h). The only file that
  * includes microhttpd.h.
  *
- * DESIGN: one internal polling thread (MHD_USE_INTERNAL_POLLING_THREAD with
- * MHD_USE_AUTO, i.e. epoll on Linux) serves every connection. Each handler is
- * a few atomic loads and a bounded render, so a single thread keeps up with
- * probes and scrapes, and an idle or slow client costs one socket and its
- * memory pool rather than a thread and its stack: thread-per-connection
- * would let a handful of slowloris clients pin threads. The exposure of that
- * one thread is bounded instead:
- *   - MHD_OPTION_CONNECTION_LIMIT: total connections (default 64);
- *   - MHD_OPTION_PER_IP_CONNECTION_LIMIT: one client cannot take them all;
- *   - MHD_OPTION_CONNECTION_TIMEOUT: idle/slow connections are closed;
+ * DESIGN: one thread of ours runs MHD's event loop (MHD_run_wait, epoll on
+ * Linux) and serves every connection. Each handler is a few atomic loads and
+ * a bounded render, so a single thread keeps up with probes and scrapes, and
+ * an idle or slow client costs one socket and its memory pool rather than a
+ * thread and its stack. What a client can hold is bounded:
+ *   - a total deadline per request (request_timeout_ms, default 5 s): from
+ *     the moment a connection is accepted, or its previous response is done,
+ *     the next request must be read and answered within it, or the
+ *     connection is closed. MHD_OPTION_CONNECTION_TIMEOUT alone is an idle
+ *     timeout that every byte resets, so a client trickling a header byte
+ *     every few seconds (slowloris) would stay forever. The loop wakes at
+ *     least every SWEEP_MS and closes what is over its deadline;
+ *   - max_connections (default 64) and max_connections_per_ip (16) are
+ *     enforced here, not by MHD: when a new connection would go over either,
+ *     the oldest open connection (of that address, for the per-address
+ *     limit) is closed to make room, instead of refusing the newcomer. A
+ *     probe finishes in milliseconds, so it is never the oldest; a pile of
+ *     slow clients, from any number of addresses, cannot keep a kubelet's
+ *     probe out. MHD's own connection limit is set higher, only as a
+ *     backstop for connections closed but not yet reaped;
  *   - MHD_OPTION_CONNECTION_MEMORY_LIMIT (16 KiB): the request line and
  *     headers must fit, so a huge URL or header block is refused by MHD
  *     itself (414/431, or the connection is closed) before we see it.
+ * Closing is shutdown(2) on the connection's socket, from the loop's thread:
+ * MHD closes a socket only on that same thread, so the descriptor is still
+ * the connection's; MHD then sees the end of the stream and cleans up.
  * Responses that MHD generates on its own (414, 431, 400) never reach the
  * handler and so are not in wallet_worker_http_requests_total.
  *
@@ -28,12 +41,14 @@
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -43,9 +58,28 @@
 
 #define JSON_TYPE "application/json"
 #define METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
+#define SWEEP_MS 100
+
+/* One open connection, known from MHD's connection notifications. Touched
+ * only on the loop's thread. */
+typedef struct conn {
+    struct conn *prev, *next;
+    MHD_socket fd;
+    struct sockaddr_storage addr;
+    int64_t since;    /* accepted, or its last response done (mono ms) */
+    bool closing;     /* shut down by us, waiting for MHD to reap it */
+} conn_t;
 
 struct ww_http {
     struct MHD_Daemon *daemon;
+    pthread_t thread;
+    atomic_bool stop;
+    conn_t conns;     /* list head: conns.next is the oldest */
+    unsigned open;    /* connections not closing */
+    unsigned max_conn, per_ip;
+    int64_t request_timeout_ms;
+    int64_t last_warned; /* mono ms of the last "closing connections" line */
+    unsigned unwarned;   /* connections closed since that line */
     uint16_t port;
     int64_t liveness_ms;
     int64_t started_mono;  /* uptime fallback when health has no start time */
@@ -325,7 +359,134 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) msg[--n] = '\0';
-    ww_warn("http", "libmicrohttpd: %s", msg);
+    /* a client that hangs up, or one we closed (deadline, budget): routine */
+    bool routine = strstr(msg, "closed by remote side") || strstr(msg, "detected connection closure");
+    WW_LOG(routine ? WW_LOG_DEBUG : WW_LOG_WARN, "http", "libmicrohttpd: %s", msg);
+}
+
+/* ---- connection budget --------------------------------------------------
+ * All of this runs on the loop's thread (MHD calls these callbacks from
+ * MHD_run_wait), so the list needs no lock. It stays ordered by `since`:
+ * a connection moves to the tail when a response completes. */
+
+static void unlink_conn(conn_t *c) {
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+}
+
+static void append_conn(ww_http_t *h, conn_t *c) {
+    c->prev = h->conns.prev;
+    c->next = &h->conns;
+    h->conns.prev->next = c;
+    h->conns.prev = c;
+}
+
+/* Closes c for why; a line at most once a minute says how many were. */
+static void close_conn(ww_http_t *h, conn_t *c, const char *why) {
+    shutdown(c->fd, SHUT_RDWR);
+    c->closing = true;
+    h->open--;
+    h->unwarned++;
+    int64_t now = ww_clock_mono_ms();
+    if (h->last_warned && now - h->last_warned < 60000) return;
+    ww_warn("http", "closing slow or idle connections: %u since the last such line, latest: %s "
+            "(request_timeout_ms=%" PRId64 " max_connections=%u per_ip=%u)",
+            h->unwarned, why, h->request_timeout_ms, h->max_conn, h->per_ip);
+    h->last_warned = now;
+    h->unwarned = 0;
+}
+
+static bool same_host(const struct sockaddr_storage *a, const struct sockaddr *b) {
+    if (a->ss_family != b->sa_family) return false;
+    if (b->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (b->sa_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
+                      sizeof(struct in6_addr)) == 0;
+    return false;
+}
+
+/* Closes the oldest open connection (from addr's host, unless addr is NULL).
+ * False when there is none. */
+static bool close_oldest(ww_http_t *h, const struct sockaddr *addr) {
+    for (conn_t *c = h->conns.next; c != &h->conns; c = c->next)
+        if (!c->closing && (!addr || same_host(&c->addr, addr))) {
+            close_conn(h, c, addr ? "making room for a new connection from the same address"
+                                  : "making room for a new connection");
+            return true;
+        }
+    return false;
+}
+
+/* MHD asks before it sets up an accepted connection: make room for it. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen) {
+    ww_http_t *h = cls;
+    (void)addrlen;
+    unsigned from_host = 0;
+    for (conn_t *c = h->conns.next; c != &h->conns; c = c->next) from_host += !c->closing && same_host(&c->addr, addr);
+    bool room = from_host < h->per_ip || close_oldest(h, addr);
+    room = room && (h->open < h->max_conn || close_oldest(h, NULL));
+    return room ? MHD_YES : MHD_NO;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    ww_http_t *h = cls;
+    conn_t *c = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *addr = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        c = calloc(1, sizeof *c);
+        if (!c || !fd || !addr) { /* untracked: MHD's idle timeout still applies */
+            free(c);
+            return;
+        }
+        c->fd = fd->connect_fd;
+        memcpy(&c->addr, addr->client_addr,
+               addr->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+        c->since = ww_clock_mono_ms();
+        append_conn(h, c);
+        h->open++;
+        *socket_context = c;
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && c) {
+        unlink_conn(c);
+        if (!c->closing) h->open--;
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+/* A response went out: the connection's next request starts its deadline now. */
+static void on_completed(void *cls, struct MHD_Connection *connection, void **req_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    ww_http_t *h = cls;
+    (void)req_cls;
+    (void)toe;
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_t *c = info ? info->socket_context : NULL;
+    if (!c || c->closing) return;
+    c->since = ww_clock_mono_ms();
+    unlink_conn(c);
+    append_conn(h, c);
+}
+
+/* Closes every connection whose request is over its deadline. */
+static void sweep(ww_http_t *h) {
+    int64_t cutoff = ww_clock_mono_ms() - h->request_timeout_ms;
+    for (conn_t *c = h->conns.next; c != &h->conns && c->since <= cutoff; c = c->next)
+        if (!c->closing) close_conn(h, c, "no complete request within request_timeout_ms");
+}
+
+static void *run_loop(void *arg) {
+    ww_http_t *h = arg;
+    while (!atomic_load(&h->stop)) {
+        if (MHD_run_wait(h->daemon, SWEEP_MS) != MHD_YES) {
+            struct timespec pause = {.tv_nsec = SWEEP_MS * 1000000L};
+            nanosleep(&pause, NULL);
+        }
+        sweep(h);
+    }
+    return NULL;
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
@@ -353,13 +514,19 @@ ww_http_t *ww_http_start(const ww_http_config_t *cfg, ww_error_t *error) {
     int fd = open_listener(&addr, &h->port, shown, sizeof shown, error);
     if (fd < 0) goto fail;
 
-    /* The logger goes first so that start-up messages reach it too. */
+    h->conns.next = h->conns.prev = &h->conns;
+    h->max_conn = max_conn;
+    h->per_ip = per_ip;
+    h->request_timeout_ms = cfg && cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms
+                                                               : WW_HTTP_DEFAULT_REQUEST_TIMEOUT_MS;
+    /* The logger goes first so that start-up messages reach it too. MHD's
+     * limit is only a backstop (see DESIGN): on_accept keeps the budget. */
     h->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG | MHD_USE_ITC, 0, NULL,
-        NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
-        (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        per_ip, MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)WW_HTTP_MEMORY_LIMIT, MHD_OPTION_END);
+        MHD_USE_AUTO | MHD_USE_ERROR_LOG, 0, on_accept, h, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT,
+        2 * max_conn + 16, MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)WW_HTTP_MEMORY_LIMIT, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
     if (!h->daemon) {
         /* Whether MHD already closed fd on its failure path is not specified;
          * leaking one descriptor on a fatal start-up error beats closing a
@@ -367,8 +534,16 @@ ww_http_t *ww_http_start(const ww_http_config_t *cfg, ww_error_t *error) {
         ww_error_set(error, WW_ERR_HTTP, 0, false, "cannot start the HTTP server on %s", shown);
         goto fail;
     }
-    ww_info("http", "http listening addr=%s max_connections=%u per_ip=%u timeout_s=%u liveness_ms=%" PRId64,
-            shown, max_conn, per_ip, timeout, h->liveness_ms);
+    int rc = pthread_create(&h->thread, NULL, run_loop, h);
+    if (rc != 0) {
+        MHD_stop_daemon(h->daemon);
+        ww_error_set(error, WW_ERR_HTTP, rc, false, "cannot start the HTTP thread: %s", strerror(rc));
+        goto fail;
+    }
+    ww_info("http",
+            "http listening addr=%s max_connections=%u per_ip=%u timeout_s=%u request_timeout_ms=%" PRId64
+            " liveness_ms=%" PRId64,
+            shown, max_conn, per_ip, timeout, h->request_timeout_ms, h->liveness_ms);
     return h;
 fail:
     free(h);
@@ -379,7 +554,10 @@ uint16_t ww_http_port(const ww_http_t *http) { return http ? http->port : 0; }
 
 void ww_http_stop(ww_http_t *http) {
     if (!http) return;
-    /* Closes the listen socket and every connection, then joins the thread. */
+    atomic_store(&http->stop, true);
+    pthread_join(http->thread, NULL); /* within SWEEP_MS */
+    /* Closes the listen socket and every connection (notifying on_connection,
+     * which frees their records). */
     MHD_stop_daemon(http->daemon);
     ww_info("http", "http stopped port=%u", (unsigned)http->port);
     free(http);

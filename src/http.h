@@ -32,6 +32,7 @@
 #define WW_HTTP_DEFAULT_MAX_CONNECTIONS 64
 #define WW_HTTP_DEFAULT_MAX_PER_IP 16
 #define WW_HTTP_DEFAULT_TIMEOUT_S 10
+#define WW_HTTP_DEFAULT_REQUEST_TIMEOUT_MS 5000
 #define WW_HTTP_MEMORY_LIMIT (16 * 1024) /* per connection: request line + headers */
 
 /* Zero/NULL fields take the defaults above. */
@@ -43,7 +44,8 @@ typedef struct {
     int64_t liveness_threshold_ms;
     unsigned max_connections;
     unsigned max_connections_per_ip;
-    unsigned connection_timeout_s; /* idle/slow connections are closed after this */
+    unsigned connection_timeout_s; /* idle connections are closed after this */
+    int64_t request_timeout_ms;    /* a request (headers, body, response) must be done within this */
     const char *version;           /* reported by /api/health; copied */
 } ww_http_config_t;
 

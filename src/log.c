@@ -58,26 +58,3 @@ void ww_log_write(ww_log_level_t level, const char *module, const char *fmt, ...
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
 }
-
-void ww_redact_uri(const char *uri, char *out, size_t outlen) {
-    if (outlen == 0) return;
-    out[0] = '\0';
-    if (!uri) return;
-    /* mongodb://user:pass@host/db?opts -> mongodb://user:***@host/db?opts.
-     * The userinfo ends at the last '@' before the options: a password may
-     * hold '/' or '@' (unencoded), and when in doubt more is hidden, never
-     * less. */
-    const char *scheme = strstr(uri, "://");
-    const char *start = scheme ? scheme + 3 : uri;
-    const char *query = strchr(start, '?');
-    const char *end = query ? query : start + strlen(start);
-    const char *at = NULL;
-    for (const char *p = start; p < end; p++)
-        if (*p == '@') at = p;
-    const char *colon = at ? memchr(start, ':', (size_t)(at - start)) : NULL;
-    if (!colon) {
-        snprintf(out, outlen, "%s", uri);
-        return;
-    }
-    snprintf(out, outlen, "%.*s***%s", (int)(colon + 1 - uri), uri, at);
-}

@@ -30,8 +30,7 @@ void ww_log_write(ww_log_level_t level, const char *module, const char *fmt, ...
 #define ww_warn(module, ...) WW_LOG(WW_LOG_WARN, module, __VA_ARGS__)
 #define ww_err(module, ...) WW_LOG(WW_LOG_ERROR, module, __VA_ARGS__)
 
-/* Copies uri into out with any password replaced by "***" (never fails;
- * truncates to outlen). Use it for every URI that may reach a log or response. */
-void ww_redact_uri(const char *uri, char *out, size_t outlen);
+/* A MongoDB URI is shown only through ww_db_redact_uri (db.h), which works
+ * on the parsed URI: no text scanner here can know where a password ends. */
 
 #endif

@@ -8,8 +8,12 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -467,6 +471,158 @@ static void test_http_survives_idle_connection_flood(void **state) {
     assert_still_answers(PORT(state));
 }
 
+/* Slowloris: connections that send a byte now and then and never finish
+ * their headers. They reset any idle timeout, so only a total deadline and
+ * room kept for new requests keep probes answering (issue 14). */
+typedef struct {
+    uint16_t port;
+    int n;
+    int fds[128];
+    atomic_bool stop;
+    atomic_int reopened;
+    pthread_t thread;
+} slowloris_t;
+
+/* A connection from 127.0.0.<host> that has sent the start of a request. */
+static int slow_open(uint16_t port, int host) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 1};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(INADDR_LOOPBACK + (uint32_t)host - 1);
+    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(port)};
+    dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    static const char start[] = "GET /livez HTTP/1.1\r\nHost: x\r\n";
+    if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0 || connect(fd, (struct sockaddr *)&dst, sizeof dst) != 0 ||
+        send(fd, start, sizeof start - 1, MSG_NOSIGNAL) <= 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Every second, one more header byte on every connection; a connection the
+ * server closed is opened again, as an attacker would. */
+static void *slowloris_run(void *arg) {
+    slowloris_t *s = arg;
+    while (!atomic_load(&s->stop)) {
+        for (int i = 0; i < s->n && !atomic_load(&s->stop); i++) {
+            struct pollfd p = {.fd = s->fds[i], .events = POLLIN};
+            char c;
+            bool closed = s->fds[i] < 0 || (poll(&p, 1, 0) > 0 && recv(s->fds[i], &c, 1, MSG_DONTWAIT) <= 0) ||
+                          send(s->fds[i], "X", 1, MSG_NOSIGNAL | MSG_DONTWAIT) <= 0;
+            if (closed) {
+                if (s->fds[i] >= 0) close(s->fds[i]);
+                s->fds[i] = slow_open(s->port, 1 + i % 6);
+                atomic_fetch_add(&s->reopened, 1);
+            }
+        }
+        for (int t = 0; t < 10 && !atomic_load(&s->stop); t++) sleep_ms(100);
+    }
+    return NULL;
+}
+
+static void slowloris_start(slowloris_t *s, uint16_t port, int n) {
+    memset(s, 0, sizeof *s);
+    s->port = port;
+    s->n = n;
+    int opened = 0;
+    for (int i = 0; i < n; i++) opened += (s->fds[i] = slow_open(port, 1 + i % 6)) >= 0;
+    assert_int_equal(opened, n); /* the kernel's backlog takes what the server does not */
+    assert_int_equal(pthread_create(&s->thread, NULL, slowloris_run, s), 0);
+}
+
+static void slowloris_stop(slowloris_t *s) {
+    atomic_store(&s->stop, true);
+    pthread_join(s->thread, NULL);
+    for (int i = 0; i < s->n; i++)
+        if (s->fds[i] >= 0) close(s->fds[i]);
+}
+
+/* One GET /livez from 127.0.0.1 (where some of the slow connections come
+ * from too): the status, or 0 when nothing came back within limit_ms. */
+static int probe_livez(uint16_t port, int64_t limit_ms, int64_t *took_ms) {
+    int64_t t0 = ww_clock_mono_ms();
+    int status = 0;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    static const char req[] = "GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    size_t sent = 0;
+    char buf[1024];
+    size_t got = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) goto done;
+    for (;;) {
+        int64_t left = t0 + limit_ms - ww_clock_mono_ms();
+        if (left <= 0) goto done;
+        struct pollfd p = {.fd = fd, .events = sent < sizeof req - 1 ? POLLOUT : POLLIN};
+        if (poll(&p, 1, (int)left) <= 0) continue;
+        if (sent < sizeof req - 1) {
+            ssize_t n = send(fd, req + sent, sizeof req - 1 - sent, MSG_NOSIGNAL);
+            if (n <= 0 && errno != EAGAIN) goto done;
+            if (n > 0) sent += (size_t)n;
+            continue;
+        }
+        ssize_t n = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+        if (n < 0 && errno == EAGAIN) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+        buf[got] = '\0';
+        if (strstr(buf, "\r\n\r\n") || got == sizeof buf - 1) break;
+    }
+    buf[got] = '\0';
+    if (strncmp(buf, "HTTP/1.1 ", 9) == 0) status = (int)strtol(buf + 9, NULL, 10);
+done:
+    close(fd);
+    *took_ms = ww_clock_mono_ms() - t0;
+    return status;
+}
+
+static void test_http_livez_answers_under_slowloris(void **state) {
+    ww_health_progress(ww_clock_mono_ms());
+    slowloris_t s;
+    slowloris_start(&s, PORT(state), 90);
+    sleep_ms(2500); /* the attack runs: every connection has trickled */
+    for (int i = 0; i < 5; i++) {
+        ww_health_progress(ww_clock_mono_ms());
+        int64_t took;
+        int status = probe_livez(PORT(state), 3000, &took);
+        if (status != 200) {
+            slowloris_stop(&s);
+            fail_msg("probe %d under 90 slow connections: status %d after %" PRId64 " ms", i + 1, status, took);
+        }
+        sleep_ms(1000); /* a kubelet's period, shortened */
+    }
+    slowloris_stop(&s);
+}
+
+/* A request must be complete within the deadline however steadily it
+ * trickles in: the connection is closed, not kept alive by each byte. */
+static void test_http_trickled_request_is_closed_at_the_deadline(void **state) {
+    (void)state;
+    ww_http_config_t cfg = {.listen = "127.0.0.1:0", .request_timeout_ms = 1000};
+    ww_error_t err;
+    ww_http_t *h = ww_http_start(&cfg, &err);
+    assert_non_null(h);
+    int fd = slow_open(ww_http_port(h), 1);
+    assert_true(fd >= 0);
+    int64_t t0 = ww_clock_mono_ms();
+    bool closed = false;
+    while (!closed && ww_clock_mono_ms() - t0 < 5000) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        char c;
+        closed = (poll(&p, 1, 200) > 0 && recv(fd, &c, 1, MSG_DONTWAIT) <= 0) ||
+                 send(fd, "X", 1, MSG_NOSIGNAL) <= 0;
+    }
+    int64_t took = ww_clock_mono_ms() - t0;
+    close(fd);
+    ww_http_stop(h);
+    assert_true(closed);
+    if (took < 900 || took > 2500) fail_msg("closed after %" PRId64 " ms, deadline 1000 ms", took);
+}
+
 static void test_http_stop_is_prompt_with_open_connections(void **state) {
     ww_http_t *h = start("127.0.0.1:0", 30000);
     int fds[5];
@@ -574,6 +730,8 @@ int main(void) {
         T(test_http_long_url_is_refused),
         T(test_http_huge_header_is_refused),
         T(test_http_survives_idle_connection_flood),
+        T(test_http_livez_answers_under_slowloris),
+        T(test_http_trickled_request_is_closed_at_the_deadline),
         T(test_http_stop_is_prompt_with_open_connections),
         T(test_http_stop_releases_the_port),
         T(test_http_parse_listen_addresses),
