@@ -504,8 +504,14 @@ bool ww_bus_produce(ww_bus_t *bus, const char *topic, const void *key, size_t ke
         RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
     if (err) {
         if (hdrs) rd_kafka_headers_destroy(hdrs); /* not taken on failure */
-        ww_error_set(error, WW_ERR_KAFKA, err, err == RD_KAFKA_RESP_ERR__QUEUE_FULL,
-                     "produce to %s: %s", topic, rd_kafka_err2str(err));
+        /* a full local queue and a missing topic are waited out (the broker
+         * is away; an operator creates the topic): never a lost output */
+        bool retry = err == RD_KAFKA_RESP_ERR__QUEUE_FULL ||
+                     err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+                     err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+                     err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION;
+        ww_error_set(error, WW_ERR_KAFKA, err, retry, "produce to %s: %s", topic,
+                     rd_kafka_err2str(err));
         return false;
     }
     return true;

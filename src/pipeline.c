@@ -34,6 +34,7 @@ struct entry {
     bool done;           /* processed and every output acknowledged */
     bool abandoned;      /* partition revoked / shutdown: never counts as done */
     bool in_redo;        /* on p->redo (at most once: the list never cycles) */
+    int redo_attempts;   /* outputs produced again (log every 60th) */
     int pending;         /* outputs not yet acknowledged */
     int64_t fetched_ms;  /* monotonic: the uncommitted-age gauge */
     bool failed_out[WW_OUT_MAX]; /* under p->lock */
@@ -166,6 +167,7 @@ static part_t *find_part(ww_pipeline_t *p, const char *topic, int32_t partition,
 
 typedef enum {
     PRODUCE_QUEUED,   /* the delivery report will tell */
+    PRODUCE_LATER,    /* retryable (queue full for long, topic missing): redo list */
     PRODUCE_GIVEN_UP, /* refused for good (too large, ...): finished without it */
     PRODUCE_ABANDON,  /* shutting down / fatal: the message stays uncommitted */
 } produce_result_t;
@@ -206,10 +208,25 @@ static produce_result_t produce_one(ww_pipeline_t *p, entry_t *e, int i, ww_erro
             ww_err("pipeline", "cannot queue output topic=%s error=\"%s\"", o->topic, err->message);
             return PRODUCE_ABANDON;
         }
-        if (attempt % 100 == 0)
-            ww_warn("pipeline", "producer queue full, waiting topic=%s", o->topic);
+        /* a full queue usually drains within a second; longer, or a missing
+         * topic, goes to the redo list (the poll loop retries every second) */
+        if (attempt >= 100) return PRODUCE_LATER;
         ww_clock_sleep_ms(10, NULL);
     }
+}
+
+/* Under p->lock: output i goes (back) on the redo list, the entry at most once. */
+static void redo_later(ww_pipeline_t *p, entry_t *e, int i, const ww_error_t *err) {
+    if (e->redo_attempts++ % 60 == 0)
+        ww_err("pipeline", "output not produced topic=%s error=\"%s\" (retrying every second, "
+               "attempt %d)", e->outs.out[i].topic, err->message, e->redo_attempts);
+    e->failed_out[i] = true;
+    if (!e->in_redo) {
+        e->in_redo = true;
+        e->redo_next = p->redo;
+        p->redo = e;
+    }
+    ww_metrics_inc_retry("produce");
 }
 
 /* Produces output i of e (not under the lock) and settles what cannot be queued. */
@@ -218,6 +235,11 @@ static void produce_output(ww_pipeline_t *p, entry_t *e, int i) {
     produce_result_t r = produce_one(p, e, i, &err);
     if (r == PRODUCE_QUEUED) return;
     pthread_mutex_lock(&p->lock);
+    if (r == PRODUCE_LATER) {
+        redo_later(p, e, i, &err);
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
     if (r == PRODUCE_GIVEN_UP) {
         output_given_up(p, e, i, &err);
     } else {
@@ -247,13 +269,7 @@ static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
          * and produce this output again from the poll loop. */
         ww_err("pipeline", "delivery failed topic=%s error=\"%s\" (will retry)",
                e->outs.out[d->idx].topic, error->message);
-        e->failed_out[d->idx] = true;
-        if (!e->in_redo) {
-            e->in_redo = true;
-            e->redo_next = p->redo;
-            p->redo = e;
-        }
-        ww_metrics_inc_retry("produce");
+        redo_later(p, e, d->idx, error);
     }
     pthread_mutex_unlock(&p->lock);
 }
@@ -527,13 +543,22 @@ static void redo_outputs(ww_pipeline_t *p) {
         next = e->redo_next;
         e->redo_next = NULL;
         e->in_redo = false;
+        int n_again = 0;
         for (size_t i = 0; i < e->outs.n; i++) {
             again[i] = e->failed_out[i];
             e->failed_out[i] = false;
+            n_again += again[i];
+        }
+        if (e->abandoned) {
+            /* revoked: its next owner answers it; nothing to produce (the
+             * last settle may free e) */
+            for (int k = 0; k < n_again; k++) output_settled(p, e);
+            pthread_mutex_unlock(&p->lock);
+            continue;
         }
         pthread_mutex_unlock(&p->lock);
-        for (size_t i = 0; i < e->outs.n; i++)
-            if (again[i]) produce_output(p, e, (int)i);
+        for (int i = 0; i < WW_OUT_MAX; i++)
+            if (again[i]) produce_output(p, e, i);
     }
 }
 
@@ -739,12 +764,15 @@ ww_bus_hooks_t ww_pipeline_bus_hooks(ww_pipeline_t *p) {
 void ww_pipeline_attach(ww_pipeline_t *p, ww_bus_t *bus) { p->bus = bus; }
 
 void ww_pipeline_run(ww_pipeline_t *p, volatile int *stop) {
-    int64_t next_lag = 0, next_gauge = 0;
+    int64_t next_lag = 0, next_gauge = 0, next_redo = 0;
     while (!*stop && !ww_bus_fatal(p->bus)) {
         int64_t now = ww_clock_mono_ms();
         ww_health_progress(now);
         if (p->held_head || p->paused) drain_held(p);
-        if (p->redo) redo_outputs(p);
+        if (p->redo && now >= next_redo) {
+            redo_outputs(p);
+            next_redo = now + 1000;
+        }
         ww_msg_t *m = ww_bus_poll(p->bus, 100);
         if (m) accept(p, m);
         store_offsets(p);
@@ -815,6 +843,15 @@ void ww_pipeline_destroy(ww_pipeline_t *p) {
     }
     free(p->workers);
     pthread_mutex_lock(&p->lock);
+    /* outputs still waiting to be produced again hold their entry */
+    for (entry_t *e = p->redo, *next; e; e = next) {
+        next = e->redo_next;
+        int n = 0;
+        for (size_t i = 0; i < e->outs.n; i++) n += e->failed_out[i];
+        e->abandoned = true;
+        for (int k = 0; k < n; k++) output_settled(p, e); /* the last may free e */
+    }
+    p->redo = NULL;
     for (entry_t *e = p->held_head, *next; e; e = next) {
         next = e->held_next;
         entry_unref(e);
