@@ -234,11 +234,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
     } else {
         lost = rd_kafka_assignment_lost(rk);
-        for (size_t i = 0; i < n; i++) {
-            ww_info("kafka", "%s topic=%s partition=%d", lost ? "lost" : "revoked", parts[i].topic,
-                    parts[i].partition);
-            ww_metrics_remove_lag(parts[i].topic, parts[i].partition);
-        }
         if (bus->hooks.on_revoke) bus->hooks.on_revoke(bus->hooks.ctx, parts, n, lost);
         /* Commit what the hook stored for these partitions while they are
          * still ours, before the next owner starts from the committed
@@ -248,6 +243,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             commit_revoked(bus, list);
         else
             forget_stored(bus, list);
+        /* logged once done: what the next owner starts from is committed */
+        for (size_t i = 0; i < n; i++) {
+            ww_info("kafka", "%s topic=%s partition=%d", lost ? "lost" : "revoked", parts[i].topic,
+                    parts[i].partition);
+            ww_metrics_remove_lag(parts[i].topic, parts[i].partition);
+        }
         /* librdkafka keeps a partition's pause across revoke and a later
          * re-assignment: a partition paused here for backpressure would come
          * back paused and never fetch again. No pause leaves the assignment.
