@@ -1,4 +1,19 @@
-/* bus.c: see bus.h. */
+/* bus.c: see bus.h.
+ *
+ * DESIGN (health): the group consumer alone reports Kafka's state into
+ * health.h (a producer-only or replay client says nothing about the live
+ * consumer). Down: librdkafka's ALL_BROKERS_DOWN error, or a statistics
+ * report (every WW_BUS_STATS_MS) in which no real broker connection is UP.
+ * Up: a statistics report with one, a fetched message, an assignment.
+ * Membership: an assignment puts the member in its group; a lost assignment
+ * (session timed out, fenced) or MAX_POLL_EXCEEDED takes it out until the
+ * next assignment.
+ *
+ * DESIGN (commit on revoke): the offsets the pipeline stored are also kept
+ * here (`stored`, poll thread only). On a revoke the hook stores the done
+ * prefix of the revoked partitions, then those offsets are committed
+ * synchronously, explicitly, before the partitions are unassigned. (The
+ * callback's own list carries no offsets: committing it commits nothing.) */
 #include "bus.h"
 
 #include <librdkafka/rdkafka.h>
@@ -9,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -23,7 +39,11 @@ struct ww_bus {
     atomic_bool fatal;
     atomic_bool brokers_down;
     bool cooperative;
+    bool reports_health;                     /* the group consumer */
+    rd_kafka_topic_partition_list_t *stored; /* what was stored, not yet committed */
 };
+
+#define WW_BUS_STATS_MS "1000"
 
 typedef struct {
     ww_msg_t pub;
@@ -36,6 +56,7 @@ void ww_bus_config_defaults(ww_bus_config_t *cfg) {
     cfg->client_id = "wallet-worker";
     cfg->session_timeout_ms = 10000;
     cfg->max_poll_interval_ms = 300000;
+    cfg->auto_commit_interval_ms = 1000;
     cfg->consumer = true;
     cfg->producer = true;
 }
@@ -53,6 +74,52 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     WW_LOG(l, "kafka", "%s: %s", fac, buf);
 }
 
+/* The consumer's broker connections: up / down, logged once per change. */
+static void mark_up(ww_bus_t *bus) {
+    if (!bus->reports_health) return;
+    if (atomic_exchange(&bus->brokers_down, false)) ww_info("kafka", "brokers reachable again");
+    ww_health_set_kafka(WW_KAFKA_UP, ww_clock_mono_ms());
+}
+
+static void mark_down(ww_bus_t *bus, const char *reason) {
+    if (!bus->reports_health) return;
+    if (!atomic_exchange(&bus->brokers_down, true))
+        ww_warn("kafka", "all brokers down (retrying) reason=\"%s\"", reason);
+    ww_health_set_kafka(WW_KAFKA_DOWN, ww_clock_mono_ms());
+}
+
+/* From librdkafka's statistics JSON: 1 when a real (configured or learned)
+ * broker connection is UP, 0 when none is, -1 when the report names no real
+ * broker. Each broker object prints "source" then "state"; the logical
+ * coordinator and internal brokers are skipped. */
+static int stats_brokers_up(const char *json) {
+    static const char src_key[] = "\"source\":\"", state_key[] = "\"state\":\"";
+    int seen = -1;
+    for (const char *p = strstr(json, src_key); p; p = strstr(p, src_key)) {
+        p += sizeof src_key - 1;
+        bool real = strncmp(p, "configured\"", 11) == 0 || strncmp(p, "learned\"", 8) == 0;
+        const char *st = strstr(p, state_key);
+        if (!st) break;
+        if (!real) continue;
+        st += sizeof state_key - 1;
+        if (strncmp(st, "UP\"", 3) == 0 || strncmp(st, "UPDATE\"", 7) == 0) return 1;
+        seen = 0;
+    }
+    return seen;
+}
+
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    (void)rk;
+    (void)len;
+    ww_bus_t *bus = opaque;
+    int up = stats_brokers_up(json);
+    if (up == 1)
+        mark_up(bus);
+    else if (up == 0)
+        mark_down(bus, "no broker connection is up");
+    return 0; /* librdkafka frees json */
+}
+
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     ww_bus_t *bus = opaque;
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
@@ -63,21 +130,14 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
         return;
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-        if (!atomic_exchange(&bus->brokers_down, true)) {
+        if (rd_kafka_type(rk) != RD_KAFKA_CONSUMER || !bus->reports_health)
             ww_warn("kafka", "all brokers down (retrying) reason=\"%s\"", reason);
-            ww_health_set_kafka_up(false);
-        }
+        else
+            mark_down(bus, reason);
         return;
     }
     /* Everything else is transient and retried by librdkafka itself. */
     ww_debug("kafka", "error=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
-}
-
-static void mark_up(ww_bus_t *bus) {
-    if (atomic_exchange(&bus->brokers_down, false)) {
-        ww_info("kafka", "brokers reachable again");
-    }
-    ww_health_set_kafka_up(true);
 }
 
 /* Errors about the message itself: the same bytes are refused again. */
@@ -105,7 +165,6 @@ const char *ww_bus_error_name(int32_t code) {
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     ww_bus_t *bus = opaque;
-    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) mark_up(bus);
     if (!bus->hooks.on_delivery) return;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         bus->hooks.on_delivery(bus->hooks.ctx, m->_private, NULL);
@@ -130,14 +189,56 @@ static size_t to_parts(const rd_kafka_topic_partition_list_t *list, ww_partition
     return (size_t)list->cnt;
 }
 
-static void publish_assignment(ww_bus_t *bus) {
+static void publish_assignment(ww_bus_t *bus, bool in_group) {
+    if (!bus->reports_health) return;
     rd_kafka_topic_partition_list_t *cur = NULL;
     int32_t n = 0;
     if (rd_kafka_assignment(bus->consumer, &cur) == RD_KAFKA_RESP_ERR_NO_ERROR && cur) {
         n = cur->cnt;
         rd_kafka_topic_partition_list_destroy(cur);
     }
-    ww_health_set_consumer(true, n);
+    ww_health_set_consumer(in_group, n, ww_clock_mono_ms());
+}
+
+/* Drops the kept stored offsets of these partitions (all when list NULL). */
+static void forget_stored(ww_bus_t *bus, const rd_kafka_topic_partition_list_t *list) {
+    if (!bus->stored) return;
+    if (!list) {
+        rd_kafka_topic_partition_list_destroy(bus->stored);
+        bus->stored = rd_kafka_topic_partition_list_new(8);
+        return;
+    }
+    for (int i = 0; i < list->cnt; i++)
+        rd_kafka_topic_partition_list_del(bus->stored, list->elems[i].topic,
+                                          list->elems[i].partition);
+}
+
+/* Commits, synchronously, the stored offsets of the partitions in `list`
+ * (about to be revoked) while they are still this member's. */
+static void commit_revoked(ww_bus_t *bus, const rd_kafka_topic_partition_list_t *list) {
+    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(list->cnt);
+    for (int i = 0; i < list->cnt; i++) {
+        const rd_kafka_topic_partition_t *s = rd_kafka_topic_partition_list_find(
+            bus->stored, list->elems[i].topic, list->elems[i].partition);
+        if (s && s->offset >= 0)
+            rd_kafka_topic_partition_list_add(offsets, s->topic, s->partition)->offset = s->offset;
+    }
+    if (offsets->cnt > 0) {
+        rd_kafka_resp_err_t err = rd_kafka_commit(bus->consumer, offsets, 0 /* sync */);
+        for (int i = 0; !err && i < offsets->cnt; i++)
+            if (offsets->elems[i].err) err = offsets->elems[i].err;
+        if (err)
+            ww_warn("kafka", "commit on revoke failed error=%s partitions=%d (the next owner "
+                    "redoes their work from the last commit; idempotency makes that safe)",
+                    rd_kafka_err2name(err), offsets->cnt);
+        else
+            for (int i = 0; i < offsets->cnt; i++)
+                ww_info("kafka", "committed on revoke topic=%s partition=%d offset=%lld",
+                        offsets->elems[i].topic, offsets->elems[i].partition,
+                        (long long)offsets->elems[i].offset);
+    }
+    rd_kafka_topic_partition_list_destroy(offsets);
+    forget_stored(bus, list);
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -148,6 +249,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     rd_kafka_error_t *e = NULL;
     rd_kafka_resp_err_t rerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    bool lost = false;
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         mark_up(bus);
@@ -160,20 +262,21 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rerr = rd_kafka_assign(rk, list);
 
     } else {
-        bool lost = rd_kafka_assignment_lost(rk);
+        lost = rd_kafka_assignment_lost(rk);
+        if (bus->hooks.on_revoke) bus->hooks.on_revoke(bus->hooks.ctx, parts, n, lost);
+        /* Commit what the hook stored for these partitions while they are
+         * still ours, before the next owner starts from the committed
+         * offset. Lost partitions are someone else's already: the group
+         * would refuse the commit. */
+        if (!lost)
+            commit_revoked(bus, list);
+        else
+            forget_stored(bus, list);
+        /* logged once done: what the next owner starts from is committed */
         for (size_t i = 0; i < n; i++) {
             ww_info("kafka", "%s topic=%s partition=%d", lost ? "lost" : "revoked", parts[i].topic,
                     parts[i].partition);
             ww_metrics_remove_lag(parts[i].topic, parts[i].partition);
-        }
-        if (bus->hooks.on_revoke) bus->hooks.on_revoke(bus->hooks.ctx, parts, n, lost);
-        if (!lost) {
-            /* Commit what the hook stored for these partitions while they are
-             * still ours; after unassign the commit would be refused. */
-            rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, list, 0);
-            if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
-                ww_warn("kafka", "commit on revoke failed error=%s (the next owner redoes "
-                        "the work; idempotency makes that safe)", rd_kafka_err2name(cerr));
         }
         /* librdkafka keeps a partition's pause across revoke and a later
          * re-assignment: a partition paused here for backpressure would come
@@ -195,7 +298,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         ww_err("kafka", "rebalance assign failed: %s", rd_kafka_err2str(rerr));
     }
     free(parts);
-    publish_assignment(bus);
+    /* a lost assignment means the session is gone: out of the group until
+     * librdkafka's rejoin brings the next assignment */
+    publish_assignment(bus, !lost);
 }
 
 /* ---- construction ------------------------------------------------------- */
@@ -263,7 +368,6 @@ ww_bus_t *ww_bus_new(const ww_bus_config_t *cfg, const ww_bus_hooks_t *hooks, ww
         snprintf(private_group, sizeof private_group, "wallet-worker-replay-%d", (int)getpid());
         bool ok = set(conf, "group.id", cfg->group_id ? cfg->group_id : private_group, error) &&
                   set(conf, "enable.auto.commit", cfg->group_id ? "true" : "false", error) &&
-                  set(conf, "auto.commit.interval.ms", "1000", error) &&
                   set(conf, "enable.auto.offset.store", "false", error) &&
                   set(conf, "auto.offset.reset", "earliest", error) &&
                   set(conf, "partition.assignment.strategy", "cooperative-sticky", error) &&
@@ -272,6 +376,12 @@ ww_bus_t *ww_bus_new(const ww_bus_config_t *cfg, const ww_bus_hooks_t *hooks, ww
                   set(conf, "isolation.level", "read_committed", error);
         snprintf(num, sizeof num, "%d", cfg->max_poll_interval_ms);
         ok = ok && set(conf, "max.poll.interval.ms", num, error);
+        snprintf(num, sizeof num, "%d", cfg->auto_commit_interval_ms);
+        ok = ok && set(conf, "auto.commit.interval.ms", num, error);
+        if (cfg->group_id) { /* the live member reports its brokers' state */
+            ok = ok && set(conf, "statistics.interval.ms", WW_BUS_STATS_MS, error);
+            rd_kafka_conf_set_stats_cb(conf, stats_cb);
+        }
         if (!ok) {
             rd_kafka_conf_destroy(conf);
             goto fail;
@@ -285,6 +395,10 @@ ww_bus_t *ww_bus_new(const ww_bus_config_t *cfg, const ww_bus_hooks_t *hooks, ww
             goto fail;
         }
         rd_kafka_poll_set_consumer(bus->consumer);
+        bus->stored = rd_kafka_topic_partition_list_new(8);
+        bus->reports_health = cfg->group_id != NULL;
+        /* started, not yet connected: down until a broker answers */
+        if (bus->reports_health) ww_health_set_kafka(WW_KAFKA_DOWN, ww_clock_mono_ms());
     }
     if (cfg->producer) {
         rd_kafka_conf_t *conf = base_conf(bus, cfg, error);
@@ -342,8 +456,9 @@ void ww_bus_destroy(ww_bus_t *bus, int flush_timeout_ms) {
         rd_kafka_resp_err_t err = rd_kafka_consumer_close(bus->consumer);
         if (err) ww_warn("kafka", "consumer close: %s", rd_kafka_err2str(err));
         rd_kafka_destroy(bus->consumer);
-        ww_health_set_consumer(false, 0);
+        if (bus->reports_health) ww_health_set_consumer(false, 0, ww_clock_mono_ms());
     }
+    if (bus->stored) rd_kafka_topic_partition_list_destroy(bus->stored);
     if (bus->producer) {
         rd_kafka_resp_err_t err = rd_kafka_flush(bus->producer, flush_timeout_ms);
         if (err)
@@ -397,9 +512,13 @@ ww_msg_t *ww_bus_poll_range(ww_bus_t *bus, int timeout_ms, int32_t *eof_partitio
     if (m->err) {
         /* Not a message: a consumer-level event. librdkafka retries by itself. */
         if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
-            m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC)
+            m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
             ww_warn("kafka", "topic not available yet: %s", rd_kafka_message_errstr(m));
-        else
+        } else if (m->err == RD_KAFKA_RESP_ERR__MAX_POLL_EXCEEDED) {
+            /* the member left the group; the next poll rejoins it */
+            ww_warn("kafka", "left the group: %s", rd_kafka_message_errstr(m));
+            publish_assignment(bus, false);
+        } else
             ww_warn("kafka", "consumer error=%s: %s", rd_kafka_err2name(m->err),
                     rd_kafka_message_errstr(m));
         rd_kafka_message_destroy(m);
@@ -439,6 +558,12 @@ bool ww_bus_store_offset(ww_bus_t *bus, const char *topic, int32_t partition,
     rd_kafka_resp_err_t err = rd_kafka_offsets_store(bus->consumer, list);
     if (!err) err = list->elems[0].err;
     rd_kafka_topic_partition_list_destroy(list);
+    if (!err && bus->stored) {
+        rd_kafka_topic_partition_t *kept =
+            rd_kafka_topic_partition_list_find(bus->stored, topic, partition);
+        if (!kept) kept = rd_kafka_topic_partition_list_add(bus->stored, topic, partition);
+        kept->offset = next_offset;
+    }
     if (err) {
         ww_error_set(error, WW_ERR_KAFKA, err, false, "store offset %s[%d]@%lld: %s", topic,
                      partition, (long long)next_offset, rd_kafka_err2str(err));
@@ -451,6 +576,28 @@ bool ww_bus_commit_stored(ww_bus_t *bus, ww_error_t *error) {
     rd_kafka_resp_err_t err = rd_kafka_commit(bus->consumer, NULL, 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
         ww_error_set(error, WW_ERR_KAFKA, err, true, "commit: %s", rd_kafka_err2str(err));
+        return false;
+    }
+    forget_stored(bus, NULL); /* committed: a later revoke has nothing to add */
+    return true;
+}
+
+bool ww_bus_committed(ww_bus_t *bus, const char *topic, int32_t count, int64_t *offsets,
+                      int timeout_ms, ww_error_t *error) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(count);
+    for (int32_t p = 0; p < count; p++) {
+        rd_kafka_topic_partition_list_add(list, topic, p);
+        offsets[p] = -1;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_committed(bus->consumer, list, timeout_ms);
+    for (int i = 0; !err && i < list->cnt; i++) {
+        if (list->elems[i].err) err = list->elems[i].err;
+        offsets[list->elems[i].partition] = list->elems[i].offset >= 0 ? list->elems[i].offset : -1;
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    if (err) {
+        ww_error_set(error, WW_ERR_KAFKA, err, true, "committed offsets of %s: %s", topic,
+                     rd_kafka_err2str(err));
         return false;
     }
     return true;

@@ -72,6 +72,7 @@ typedef struct {
     int32_t session_timeout_ms;
     int32_t max_poll_interval_ms;
     int32_t message_max_bytes; /* producer's limit; 0: WW_BUS_MESSAGE_MAX */
+    int32_t auto_commit_interval_ms; /* periodic commit of the stored offsets */
     bool consumer;            /* create the consumer side */
     bool producer;            /* create the producer side */
 } ww_bus_config_t;
@@ -100,8 +101,15 @@ bool ww_msg_header(const ww_msg_t *msg, const char *name, const void **value, si
 /* Marks everything before next_offset as done; auto-commit commits it. */
 bool ww_bus_store_offset(ww_bus_t *bus, const char *topic, int32_t partition,
                          int64_t next_offset, ww_error_t *error);
-/* Synchronously commits the stored offsets (used on revoke and shutdown). */
+/* Synchronously commits the stored offsets (shutdown). Revoked partitions
+ * are committed by the bus itself: after hooks->on_revoke has stored their
+ * done prefix, synchronously, before they are handed over. */
 bool ww_bus_commit_stored(ww_bus_t *bus, ww_error_t *error);
+/* The group's committed offset of partitions 0..count-1 of topic, read from
+ * the broker (-1: none). For tests and tools: a consumer created with the
+ * group's id reads them without joining. */
+bool ww_bus_committed(ww_bus_t *bus, const char *topic, int32_t count, int64_t *offsets,
+                      int timeout_ms, ww_error_t *error);
 
 /* Stops/starts fetching for every assigned partition. While paused, poll()
  * still serves rebalances and keeps the member in its group. */

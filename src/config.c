@@ -52,6 +52,14 @@ static const setting_t settings[] = {
         "largest accepted message value; larger ones are dead-lettered as too_large"),
     INT(liveness_threshold_ms, "LIVENESS_THRESHOLD_MS", "--liveness-threshold-ms", "30000", 1000,
         3600000, "/livez fails when the consume loop made no progress for this long"),
+    INT(kafka_unready_after_ms, "KAFKA_UNREADY_AFTER_MS", "--kafka-unready-after-ms", "10000",
+        1000, 3600000,
+        "/readyz fails once the brokers are unreachable, or the member is out of its group, "
+        "for this long"),
+    INT(kafka_commit_interval_ms, "KAFKA_COMMIT_INTERVAL_MS", "--kafka-commit-interval-ms",
+        "1000", 100, 3600000,
+        "how often the offsets of finished messages are committed (revoke and shutdown also "
+        "commit)"),
     INT(db_pool_max, "DB_POOL_MAX", "--db-pool-max", "50", 1, 1000,
         "MongoDB connection pool size, unless MONGODB_URI sets maxPoolSize"),
     INT(shutdown_timeout_ms, "SHUTDOWN_TIMEOUT_MS", "--shutdown-timeout-ms", "5000", 0, 600000,

@@ -32,6 +32,8 @@ typedef struct {
     int32_t worker_threads;        /* concurrent wallets in flight */
     int32_t max_message_bytes;     /* larger messages are dead-lettered */
     int32_t liveness_threshold_ms; /* /livez fails past this without progress */
+    int32_t kafka_unready_after_ms;   /* /readyz fails past this without brokers or group */
+    int32_t kafka_commit_interval_ms; /* auto-commit of the stored offsets */
     int32_t db_pool_max;           /* maxPoolSize when the URI does not say */
     int32_t shutdown_timeout_ms;   /* how long SIGTERM waits for in-flight work */
     bool auto_migrate;             /* apply pending migrations at start */

@@ -27,12 +27,31 @@ void ww_health_set_started(int64_t mono_ms);
 void ww_health_set_db_state(ww_db_state_t state);
 ww_db_state_t ww_health_db_state(void);
 
-/* Consumer group membership: in_group with n assigned partitions. */
-void ww_health_set_consumer(bool in_group, int32_t assigned_partitions);
+/* Kafka as the consumer sees it. NOT_STARTED until the consumer exists (the
+ * worker waits for MongoDB first), then UP / DOWN as librdkafka reports its
+ * broker connections. */
+typedef enum { WW_KAFKA_NOT_STARTED = 0, WW_KAFKA_UP = 1, WW_KAFKA_DOWN = 2 } ww_kafka_state_t;
+
+const char *ww_kafka_state_name(ww_kafka_state_t state); /* "up", "down", "not_started" */
+
+/* Records a state at now_mono; the time is kept only when the state changes
+ * (so "down since" is the first down report, not the latest). */
+void ww_health_set_kafka(ww_kafka_state_t state, int64_t now_mono);
+ww_kafka_state_t ww_health_kafka_state(void);
+bool ww_health_kafka_up(void); /* state == UP */
+
+/* Consumer group membership: in_group with n assigned partitions, as of
+ * now_mono (leaving the group starts the out-of-group clock). */
+void ww_health_set_consumer(bool in_group, int32_t assigned_partitions, int64_t now_mono);
 bool ww_health_consumer_in_group(void);
 int32_t ww_health_assigned_partitions(void);
-void ww_health_set_kafka_up(bool up);  /* broker reachable (librdkafka's view) */
-bool ww_health_kafka_up(void);
+
+/* The Kafka rule behind /readyz: false before the consumer has started or
+ * first joined its group, and false once the brokers have been unreachable,
+ * or the member out of its group, for longer than unready_after_ms. A
+ * shorter outage keeps the worker ready (librdkafka reconnects and rejoins by
+ * itself; a blip must not take every replica out of rotation at once). */
+bool ww_health_kafka_ready(int64_t now_mono, int64_t unready_after_ms);
 
 /* The consume loop calls this every iteration (idle polls included): /livez
  * fails when it has not been called for longer than the liveness threshold. */

@@ -82,6 +82,7 @@ struct ww_http {
     unsigned unwarned;   /* connections closed since that line */
     uint16_t port;
     int64_t liveness_ms;
+    int64_t kafka_unready_ms;
     int64_t started_mono;  /* uptime fallback when health has no start time */
     char version_json[200]; /* JSON-escaped, ready to paste between quotes */
 };
@@ -265,7 +266,8 @@ static enum MHD_Result serve_health(const ww_http_t *h, struct MHD_Connection *c
              "\"kafka\":{\"status\":\"%s\",\"inGroup\":%s,\"assignedPartitions\":%" PRId32 "},"
              "\"version\":\"%s\",\"uptimeSeconds\":%" PRId64 "}",
              ok ? "ok" : "degraded", ts, ww_db_state_name(db), (int)db,
-             ww_health_kafka_up() ? "up" : "down", ww_health_consumer_in_group() ? "true" : "false",
+             ww_kafka_state_name(ww_health_kafka_state()),
+             ww_health_consumer_in_group() ? "true" : "false",
              ww_health_assigned_partitions(), h->version_json, uptime);
     return reply_json(conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, body);
 }
@@ -279,11 +281,11 @@ static enum MHD_Result serve_livez(const ww_http_t *h, struct MHD_Connection *co
     return reply_json(conn, MHD_HTTP_SERVICE_UNAVAILABLE, body);
 }
 
-static enum MHD_Result serve_readyz(struct MHD_Connection *conn) {
+static enum MHD_Result serve_readyz(const ww_http_t *h, struct MHD_Connection *conn) {
     const char *missing[3];
     size_t n = 0;
     if (ww_health_db_state() != WW_DB_CONNECTED) missing[n++] = "database";
-    if (!ww_health_consumer_in_group()) missing[n++] = "kafka"; /* 0 partitions is fine */
+    if (!ww_health_kafka_ready(ww_clock_mono_ms(), h->kafka_unready_ms)) missing[n++] = "kafka";
     if (!ww_health_running()) missing[n++] = "startup";
     if (n == 0) return reply_json(conn, MHD_HTTP_OK, "{\"status\":\"ok\"}");
     char body[128]; /* the longest body is 64 bytes */
@@ -339,7 +341,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     switch (route) {
     case ROUTE_HEALTH: return serve_health(h, conn);
     case ROUTE_LIVEZ: return serve_livez(h, conn);
-    case ROUTE_READYZ: return serve_readyz(conn);
+    case ROUTE_READYZ: return serve_readyz(h, conn);
     case ROUTE_METRICS: return serve_metrics(conn);
     case ROUTE_NONE: break;
     }
@@ -507,6 +509,8 @@ ww_http_t *ww_http_start(const ww_http_config_t *cfg, ww_error_t *error) {
     }
     h->liveness_ms = cfg && cfg->liveness_threshold_ms > 0 ? cfg->liveness_threshold_ms
                                                            : WW_HTTP_DEFAULT_LIVENESS_MS;
+    h->kafka_unready_ms = cfg && cfg->kafka_unready_after_ms > 0 ? cfg->kafka_unready_after_ms
+                                                                 : WW_HTTP_DEFAULT_KAFKA_UNREADY_MS;
     h->started_mono = ww_clock_mono_ms();
     json_escape(cfg && cfg->version ? cfg->version : "unknown", h->version_json, sizeof h->version_json);
 

@@ -6,13 +6,18 @@
  *                         else 503 {"status":"degraded",...}; both carry
  *                         "timestamp" (ISO-8601 UTC, ms) and
  *                         "database":{"status":<name>,"readyState":<0..3>}
- *                         (the Node backend's contract) plus "kafka",
+ *                         (the Node backend's contract) plus "kafka"
+ *                         ({"status":"up"|"down"|"not_started","inGroup",
+ *                         "assignedPartitions"}: reported, never decisive),
  *                         "version" and "uptimeSeconds".
  *   /livez                200 {"status":"ok"} while the consume loop progressed
  *                         within the liveness threshold (ww_health_live), else
  *                         503 {"status":"stalled","lastProgressMsAgo":N}.
- *   /readyz               200 {"status":"ok"} when MongoDB is connected, the
- *                         consumer is in its group and the worker is running;
+ *   /readyz               200 {"status":"ok"} when MongoDB is connected, Kafka
+ *                         is ready (ww_health_kafka_ready: brokers reachable
+ *                         and the member in its group, outages shorter than
+ *                         the Kafka unready threshold tolerated) and the
+ *                         worker is running;
  *                         else 503 {"status":"not_ready","notReady":[...]}
  *                         naming "database", "kafka" and/or "startup".
  *   /metrics              the metrics registry, text format 0.0.4.
@@ -29,6 +34,7 @@
 
 #define WW_HTTP_DEFAULT_LISTEN ":8080"
 #define WW_HTTP_DEFAULT_LIVENESS_MS 30000
+#define WW_HTTP_DEFAULT_KAFKA_UNREADY_MS 10000
 #define WW_HTTP_DEFAULT_MAX_CONNECTIONS 64
 #define WW_HTTP_DEFAULT_MAX_PER_IP 16
 #define WW_HTTP_DEFAULT_TIMEOUT_S 10
@@ -42,6 +48,7 @@ typedef struct {
      * Port 0 picks an ephemeral port (see ww_http_port). */
     const char *listen;
     int64_t liveness_threshold_ms;
+    int64_t kafka_unready_after_ms; /* /readyz tolerates a Kafka outage this long */
     unsigned max_connections;
     unsigned max_connections_per_ip;
     unsigned connection_timeout_s; /* idle connections are closed after this */

@@ -185,6 +185,7 @@ static int run(const ww_config_t *cfg) {
     memset(&hc, 0, sizeof hc);
     hc.listen = cfg->http_addr;
     hc.liveness_threshold_ms = cfg->liveness_threshold_ms;
+    hc.kafka_unready_after_ms = cfg->kafka_unready_after_ms;
     hc.version = WW_VERSION;
     http = ww_http_start(&hc, &err);
     if (!http) {
@@ -252,6 +253,7 @@ static int run(const ww_config_t *cfg) {
     ww_bus_config_defaults(&bc);
     bc.brokers = cfg->kafka_brokers;
     bc.group_id = cfg->kafka_group_id;
+    bc.auto_commit_interval_ms = cfg->kafka_commit_interval_ms;
     bc.security_protocol = cfg->kafka_security_protocol;
     bc.sasl_mechanism = cfg->kafka_sasl_mechanism;
     bc.sasl_username = cfg->kafka_sasl_username;

@@ -2,7 +2,9 @@
  * hostile requests get the right status, and the worker keeps working.
  * (Health turning 503 while the database is down and back to 200 after, with
  * one disconnected and one reconnected log line, is asserted by
- * it_wallet_faults' database-outage test.) */
+ * it_wallet_faults' database-outage test.) With the broker stopped, /readyz
+ * turns 503 once KAFKA_UNREADY_AFTER_MS has passed, /api/health says Kafka is
+ * down and stays 200 (MongoDB is fine), and both recover with the broker. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -114,9 +116,59 @@ static void test_health_sidecar_of_the_running_worker(void **state) {
     h_env_destroy(&env);
 }
 
+static bool kafka_status_is(int port, const char *status, char *body, size_t cap) {
+    char want[64];
+    snprintf(want, sizeof want, "\"kafka\":{\"status\":\"%s\"", status);
+    return h_http_get(port, "/api/health", body, cap) == 200 && strstr(body, want) != NULL;
+}
+
+static void test_health_kafka_outage_turns_unready_after_threshold(void **state) {
+    (void)state;
+    h_env_t env;
+    h_env_init(&env, "health-kafka");
+    char log[256], body[2048];
+    snprintf(log, sizeof log, "/tmp/ww-it-%s.log", env.run_id);
+    unlink(log);
+    const char *extra[] = {"KAFKA_UNREADY_AFTER_MS=3000", NULL};
+    pid_t pid = h_worker_start(&env, log, extra);
+    assert_true(h_wait_http(env.http_port, "/readyz", 200, 60000));
+    assert_true(kafka_status_is(env.http_port, "up", body, sizeof body));
+    assert_non_null(strstr(body, "\"inGroup\":true"));
+
+    int64_t stopped_at = h_now_ms();
+    assert_int_equal(h_stack(&env, "kafka-stop"), 0);
+    /* reported at once (within librdkafka's statistics interval) ... */
+    int64_t deadline = h_now_ms() + 15000;
+    bool down = false;
+    while (!(down = kafka_status_is(env.http_port, "down", body, sizeof body)) &&
+           h_now_ms() < deadline)
+        h_sleep_ms(100);
+    /* ... unready only past the threshold, and within it plus a margin */
+    bool unready = h_wait_http(env.http_port, "/readyz", 503, 3000 + 15000);
+    int64_t unready_after = h_now_ms() - stopped_at;
+    int health_during = h_http_get(env.http_port, "/api/health", body, sizeof body);
+    bool ok_during = strstr(body, "\"status\":\"ok\"") != NULL;
+
+    /* the broker comes back before anything is asserted: the next test needs it */
+    assert_int_equal(h_stack(&env, "kafka-start"), 0);
+    assert_true(down);
+    assert_true(unready);
+    print_message("unready %lld ms after the broker stopped\n", (long long)unready_after);
+    assert_true(unready_after >= 3000);
+    assert_int_equal(health_during, 200); /* MongoDB is fine: the database contract holds */
+    assert_true(ok_during);
+
+    assert_true(h_wait_http(env.http_port, "/readyz", 200, 120000));
+    assert_true(kafka_status_is(env.http_port, "up", body, sizeof body));
+    assert_true(h_worker_alive(pid));
+    assert_int_equal(h_worker_stop(pid, SIGTERM, 30000), 0);
+    h_env_destroy(&env);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_health_sidecar_of_the_running_worker),
+        cmocka_unit_test(test_health_kafka_outage_turns_unready_after_threshold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -186,8 +186,8 @@ static void assert_timestamp(const char *ts) {
 
 static void test_http_health_ok_when_db_connected(void **state) {
     ww_health_set_db_state(WW_DB_CONNECTED);
-    ww_health_set_kafka_up(true);
-    ww_health_set_consumer(true, 3);
+    ww_health_set_kafka(WW_KAFKA_UP, ww_clock_mono_ms());
+    ww_health_set_consumer(true, 3, ww_clock_mono_ms());
     resp_t r;
     http_req(PORT(state), "GET", "/api/health", &r);
     assert_int_equal(r.status, 200);
@@ -227,7 +227,8 @@ static void test_http_health_degraded_unless_connected(void **state) {
         json_object *db = get(j, "database");
         assert_string_equal(get_str(db, "status"), cases[i].name);
         assert_int_equal(get_int(db, "readyState"), (int)cases[i].state);
-        assert_string_equal(get_str(get(j, "kafka"), "status"), "down");
+        /* the consumer starts only after MongoDB: Kafka is not "down" then */
+        assert_string_equal(get_str(get(j, "kafka"), "status"), "not_started");
         json_object_put(j);
     }
 }
@@ -292,7 +293,8 @@ static void test_http_readyz_needs_db_group_and_running(void **state) {
     assert_int_equal(r.status, 503);
     assert_string_equal(r.body, "{\"status\":\"not_ready\",\"notReady\":[\"kafka\",\"startup\"]}");
 
-    ww_health_set_consumer(true, 0); /* in the group, nothing assigned: fine */
+    ww_health_set_kafka(WW_KAFKA_UP, ww_clock_mono_ms());
+    ww_health_set_consumer(true, 0, ww_clock_mono_ms()); /* in the group, nothing assigned: fine */
     http_req(PORT(state), "GET", "/readyz", &r);
     assert_int_equal(r.status, 503);
     assert_string_equal(r.body, "{\"status\":\"not_ready\",\"notReady\":[\"startup\"]}");
@@ -309,9 +311,85 @@ static void test_http_readyz_needs_db_group_and_running(void **state) {
 
     ww_health_set_db_state(WW_DB_CONNECTED);
     ww_health_set_running(false);
-    ww_health_set_consumer(false, 0);
+    ww_health_set_consumer(false, 0, ww_clock_mono_ms() - 60000); /* left a minute ago */
     http_req(PORT(state), "GET", "/readyz", &r);
     assert_string_equal(r.body, "{\"status\":\"not_ready\",\"notReady\":[\"kafka\",\"startup\"]}");
+}
+
+/* A Kafka outage makes the worker unready only once it lasted longer than
+ * the threshold (10 s by default), and readiness returns with the brokers;
+ * /api/health reports the state at once and keeps its database status code. */
+static void test_http_readyz_turns_unready_after_kafka_down_threshold(void **state) {
+    resp_t r;
+    int64_t now = ww_clock_mono_ms();
+    ww_health_set_db_state(WW_DB_CONNECTED);
+    ww_health_set_running(true);
+    ww_health_set_kafka(WW_KAFKA_UP, now - 120000);
+    ww_health_set_consumer(true, 2, now - 120000);
+    assert_int_equal(http_req(PORT(state), "GET", "/readyz", &r)->status, 200);
+
+    ww_health_set_kafka(WW_KAFKA_DOWN, now - 9000); /* down for 9 s: tolerated */
+    assert_int_equal(http_req(PORT(state), "GET", "/readyz", &r)->status, 200);
+    http_req(PORT(state), "GET", "/api/health", &r);
+    assert_int_equal(r.status, 200); /* the database decides the status code */
+    json_object *j = parse_body(&r);
+    assert_string_equal(get_str(j, "status"), "ok");
+    assert_string_equal(get_str(get(j, "kafka"), "status"), "down");
+    json_object_put(j);
+
+    ww_health_set_kafka(WW_KAFKA_UP, now - 60000);
+    ww_health_set_kafka(WW_KAFKA_DOWN, now - 11000); /* down for 11 s */
+    ww_health_set_kafka(WW_KAFKA_DOWN, now);         /* a later report keeps the first time */
+    http_req(PORT(state), "GET", "/readyz", &r);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(r.body, "{\"status\":\"not_ready\",\"notReady\":[\"kafka\"]}");
+
+    ww_health_set_kafka(WW_KAFKA_UP, ww_clock_mono_ms()); /* back */
+    assert_int_equal(http_req(PORT(state), "GET", "/readyz", &r)->status, 200);
+}
+
+/* Out of the group (session lost): inGroup false at once, unready after the
+ * threshold, ready again on the next assignment. */
+static void test_http_readyz_turns_unready_after_group_lost(void **state) {
+    resp_t r;
+    int64_t now = ww_clock_mono_ms();
+    ww_health_set_db_state(WW_DB_CONNECTED);
+    ww_health_set_running(true);
+    ww_health_set_kafka(WW_KAFKA_UP, now - 120000);
+    ww_health_set_consumer(true, 4, now - 120000);
+    ww_health_set_consumer(false, 0, now - 2000);
+    assert_int_equal(http_req(PORT(state), "GET", "/readyz", &r)->status, 200);
+    http_req(PORT(state), "GET", "/api/health", &r);
+    json_object *j = parse_body(&r);
+    assert_false(json_object_get_boolean(get(get(j, "kafka"), "inGroup")));
+    json_object_put(j);
+
+    ww_health_set_consumer(true, 4, now - 120000);
+    ww_health_set_consumer(false, 0, now - 10001);
+    ww_health_set_consumer(false, 0, now); /* still out: the clock does not restart */
+    http_req(PORT(state), "GET", "/readyz", &r);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(r.body, "{\"status\":\"not_ready\",\"notReady\":[\"kafka\"]}");
+
+    ww_health_set_consumer(true, 4, ww_clock_mono_ms());
+    assert_int_equal(http_req(PORT(state), "GET", "/readyz", &r)->status, 200);
+}
+
+/* The threshold comes from the sidecar's configuration. */
+static void test_http_readyz_kafka_threshold_is_configurable(void **state) {
+    (void)state;
+    ww_http_config_t cfg = {.listen = "127.0.0.1:0", .kafka_unready_after_ms = 60000};
+    ww_error_t err;
+    ww_http_t *h = ww_http_start(&cfg, &err);
+    assert_non_null(h);
+    int64_t now = ww_clock_mono_ms();
+    ww_health_set_db_state(WW_DB_CONNECTED);
+    ww_health_set_running(true);
+    ww_health_set_consumer(true, 1, now - 120000);
+    ww_health_set_kafka(WW_KAFKA_DOWN, now - 30000);
+    resp_t r;
+    assert_int_equal(http_req(ww_http_port(h), "GET", "/readyz", &r)->status, 200);
+    ww_http_stop(h);
 }
 
 /* ---- /metrics, methods, paths --------------------------------------- */
@@ -720,6 +798,9 @@ int main(void) {
         T(test_http_livez_ok_then_stalled),
         T(test_http_livez_counts_from_start_before_first_progress),
         T(test_http_readyz_needs_db_group_and_running),
+        T(test_http_readyz_turns_unready_after_kafka_down_threshold),
+        T(test_http_readyz_turns_unready_after_group_lost),
+        T(test_http_readyz_kafka_threshold_is_configurable),
         T(test_http_metrics_content_type_and_build_info),
         T(test_http_responses_are_counted_by_code),
         T(test_http_head_has_headers_but_no_body),

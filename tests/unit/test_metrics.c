@@ -231,7 +231,7 @@ static void test_metrics_lag_set_and_remove(void **state) {
 
 static void test_metrics_state_gauges_follow_health(void **state) {
     ww_health_set_db_state(WW_DB_CONNECTING);
-    ww_health_set_consumer(true, 3);
+    ww_health_set_consumer(true, 3, 1);
     char *text = render();
     assert_contains(text, "\nwallet_worker_db_connection_state 2\n");
     assert_contains(text, "\nwallet_worker_db_connected 0\n");
@@ -311,7 +311,7 @@ static void test_metrics_promtool_accepts_render(void **state) {
         fail_msg("promtool not found in PATH: install it (Debian: prometheus package, "
                  "/usr/bin/promtool); this test must not be skipped");
     ww_health_set_db_state(WW_DB_CONNECTED);
-    ww_health_set_consumer(true, 2);
+    ww_health_set_consumer(true, 2, 1);
     ww_metrics_init("1.2.3", "2.3.0", "1.24\"x\\y");
     char topic[32];
     for (int i = 0; i < WW_METRICS_MAX_SERIES + 2; i++) {
