@@ -351,8 +351,7 @@ bool ww_db_transactions_supported(ww_db_t *db, bool *supported, const char **why
                            : 0;
         /* transactions: replica sets from MongoDB 4.0 (wire 7), mongos from 4.2 (wire 8) */
         if (!rs && !mongos)
-            *why = "the server is not a replica-set member or mongos (standalone or a "
-                   "MongoDB-compatible server)";
+            *why = "the server is not a replica-set member or mongos";
         else if (!sessions)
             *why = "the server does not support sessions";
         else if (wire < (mongos ? 8 : 7))

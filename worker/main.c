@@ -126,8 +126,7 @@ static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, int
     if (cfg->db_transactions && !txn) {
         ww_error_set(err, WW_ERR_CONFIG, 0, false,
                      "DB_TRANSACTIONS=on, but the deployment cannot run transactions: %s; use "
-                     "a replica set or mongos, or DB_TRANSACTIONS=off (the single-document "
-                     "protocol is exactly-once on its own)", txn_why);
+                     "a replica set or mongos, or DB_TRANSACTIONS=off", txn_why);
         *fatal = 2;
         return false;
     }

@@ -497,14 +497,20 @@ static void test_protocol_transactions_on_without_replica_set_exits_2(void **sta
     char out[256], errp[256];
     snprintf(out, sizeof out, "/tmp/ww-it-%s-txn.out", env.run_id);
     snprintf(errp, sizeof errp, "/tmp/ww-it-%s-txn.err", env.run_id);
+    /* a value that is not on/off: exit 2 before connecting */
+    const char *bad[] = {"DB_TRANSACTIONS=maybe", NULL};
+    assert_int_equal(h_run_cli(&env, NULL, bad, NULL, out, errp, 30000), 2);
+    assert_int_equal(h_count_in_file(errp, "DB_TRANSACTIONS: \"maybe\" is not on or off"), 1);
     const char *extra[] = {"DB_TRANSACTIONS=on", NULL};
     int st = h_run_cli(&env, NULL, extra, NULL, out, errp, 120000);
     char *text = h_read_file(errp);
     print_message("exit %d\n%s", st, text ? text : "");
     assert_int_equal(st, 2);
     assert_non_null(text);
-    assert_non_null(strstr(text, "DB_TRANSACTIONS=on"));
-    assert_non_null(strstr(text, "replica set"));
+    assert_non_null(strstr(text, "DB_TRANSACTIONS=on, but the deployment cannot run "
+                                  "transactions: the server is not a replica-set member"));
+    /* the worker said it once, as its last word before stopping */
+    assert_int_equal(h_count_in_file(errp, "cannot run transactions"), 1);
     free(text);
     unlink(out);
     unlink(errp);
