@@ -3,13 +3,15 @@
 print the reply as JSON. Standard library only (no pymongo).
 
 Usage: mongo_ping.py [--host 127.0.0.1] [--port 27017] [--cmd hello|ping|buildInfo]
-                     [--timeout 2]
+                     [--timeout 2] [--tls-ca CA.pem]
+--tls-ca: connect over TLS and verify the server's certificate with that CA.
 Exit status 0 when the reply has ok: 1, otherwise 1.
 Used by scripts/stack.sh to wait until the server REALLY answers.
 """
 import argparse
 import json
 import socket
+import ssl
 import struct
 import sys
 
@@ -95,10 +97,13 @@ def _recv_exact(sock, n):
     return data
 
 
-def command(host, port, cmd, timeout=2.0):
+def command(host, port, cmd, timeout=2.0, tls_ca=None):
     body = b"\x00\x00\x00\x00" + b"\x00" + bson_encode(cmd)
     header = struct.pack("<iiii", 16 + len(body), 1, 0, OP_MSG)
-    with socket.create_connection((host, port), timeout=timeout) as s:
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        s = raw
+        if tls_ca:
+            s = ssl.create_default_context(cafile=tls_ca).wrap_socket(raw, server_hostname=host)
         s.settimeout(timeout)
         s.sendall(header + body)
         (length, _req, _resp, opcode) = struct.unpack("<iiii", _recv_exact(s, 16))
@@ -116,9 +121,10 @@ def main():
     ap.add_argument("--port", type=int, default=27017)
     ap.add_argument("--cmd", default="hello")
     ap.add_argument("--timeout", type=float, default=2.0)
+    ap.add_argument("--tls-ca", default=None)
     a = ap.parse_args()
     try:
-        reply = command(a.host, a.port, {a.cmd: 1, "$db": "admin"}, a.timeout)
+        reply = command(a.host, a.port, {a.cmd: 1, "$db": "admin"}, a.timeout, a.tls_ca)
     except Exception as e:  # noqa: BLE001 - report any failure as "not ready"
         print("error: %s" % e, file=sys.stderr)
         return 1

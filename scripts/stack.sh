@@ -23,6 +23,9 @@
 #   KAFKA_PORT             broker port (default 9092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port (default 9093)
 #   MONGO_PORT             MongoDB wire-protocol port (default 27017)
+#   KAFKA_SASL_SSL_PORT    the broker's second listener, SASL_SSL (default KAFKA_PORT+2)
+#   MONGO_TLS_PORT         FerretDB's TLS listener (default MONGO_PORT+1; FerretDB only:
+#                          mongo-java-server has no TLS)
 #   MONGO_IMPL             ferretdb (default) | mongo-java-server. When unset, the implementation
 #                          last started in this stack dir is kept.
 #   MONGO_JAVA_BACKEND     h2 (default, persistent) | memory: mongo-java-server backend. When
@@ -32,6 +35,14 @@
 #   WW_STOP_TIMEOUT        seconds between TERM and KILL (default 30)
 #   KAFKA_HEAP_OPTS        broker heap (default "-Xms256m -Xmx512m")
 # Unset port variables fall back to the values recorded by the last `up` in this stack dir.
+#
+# Secure transports (always on; see docs/testing.md): at the first start a private CA, a server
+# certificate for 127.0.0.1/localhost signed by it, and a second, unrelated CA (for "untrusted
+# CA" tests) are generated with openssl in $WW_STACK_DIR/tls/, plus random passwords. The broker
+# then also listens on KAFKA_SASL_SSL_PORT with SASL_SSL (SCRAM-SHA-512 user "wallet", created
+# with kafka-configs, and PLAIN user "wallet-plain"); FerretDB also listens with TLS on
+# MONGO_TLS_PORT. `env` exports everything a client needs (WW_TLS_CA, KAFKA_SASL_SSL_BROKERS,
+# KAFKA_SCRAM_*, KAFKA_PLAIN_*, MONGODB_TLS_URI).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -71,6 +82,10 @@ KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$(recorded KAFKA_CONTROLLER_PORT
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 MONGO_PORT="${MONGO_PORT:-$(recorded MONGO_PORT)}"; MONGO_PORT="${MONGO_PORT:-27017}"
 MONGO_IMPL="${MONGO_IMPL:-$(recorded MONGO_IMPL)}"; MONGO_IMPL="${MONGO_IMPL:-ferretdb}"
+KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-$(recorded KAFKA_SASL_SSL_PORT)}"
+KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-$((KAFKA_PORT + 2))}"
+MONGO_TLS_PORT="${MONGO_TLS_PORT:-$(recorded MONGO_TLS_PORT)}"
+MONGO_TLS_PORT="${MONGO_TLS_PORT:-$((MONGO_PORT + 1))}"
 case "$MONGO_IMPL" in
   ferretdb | mongo-java-server) ;;
   *) die "MONGO_IMPL must be ferretdb or mongo-java-server (got '$MONGO_IMPL')" ;;
@@ -88,6 +103,8 @@ save_settings() {
 KAFKA_PORT=$KAFKA_PORT
 KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT
 MONGO_PORT=$MONGO_PORT
+KAFKA_SASL_SSL_PORT=$KAFKA_SASL_SSL_PORT
+MONGO_TLS_PORT=$MONGO_TLS_PORT
 MONGO_IMPL=$MONGO_IMPL
 MONGO_JAVA_BACKEND=$MONGO_JAVA_BACKEND
 EOF
@@ -188,8 +205,48 @@ ensure_bootstrap() {
   fi
 }
 
+# ----------------------------------------------------------------------- tls
+# Generated once per stack dir (kept across restarts, removed by down --purge).
+TLS="$STACK/tls"
+SCRAM_USER=wallet
+PLAIN_USER=wallet-plain
+
+tls_ensure() {
+  [[ -s "$TLS/server.p12" && -s "$TLS/untrusted-ca.pem" && -s "$TLS/scram.password" \
+    && -s "$TLS/plain.password" ]] && return 0
+  command -v openssl >/dev/null || die "openssl is needed to generate the stack's certificates"
+  log "tls: generating a private CA and a server certificate in $TLS"
+  rm -rf "$TLS"
+  mkdir -p "$TLS"
+  chmod 700 "$TLS"
+  (
+    set -e
+    cd "$TLS"
+    local gen=(openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650)
+    "${gen[@]}" -keyout ca.key -out ca.pem -subj "/CN=wallet-worker test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    "${gen[@]}" -keyout untrusted-ca.key -out untrusted-ca.pem -subj "/CN=some other CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey rsa:2048 -nodes -sha256 -keyout server.key -out server.csr \
+      -subj "/CN=localhost"
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "extendedKeyUsage=serverAuth" \
+      "basicConstraints=CA:FALSE" >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -sha256 -extfile server.ext -out server.pem
+    openssl rand -hex 16 >keystore.password
+    openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -name broker \
+      -passout "file:keystore.password" -out server.p12
+    openssl rand -hex 16 >scram.password
+    openssl rand -hex 16 >plain.password
+    rm -f server.csr server.ext ca.srl
+    chmod 600 ./*.key ./*.password
+  ) >"$STACK/tls.log" 2>&1 || fail_with_log "tls: certificate generation failed" "$STACK/tls.log"
+}
+
 # --------------------------------------------------------------------- kafka
-kafka_sig() { echo "kafka $KAFKA_VERSION port=$KAFKA_PORT controller=$KAFKA_CONTROLLER_PORT"; }
+kafka_sig() {
+  echo "kafka $KAFKA_VERSION port=$KAFKA_PORT controller=$KAFKA_CONTROLLER_PORT sasl_ssl=$KAFKA_SASL_SSL_PORT"
+}
 
 kafka_java() { # kafka_java <heap> <main> <args...>  (foreground tool run)
   local heap=$1; shift
@@ -206,11 +263,20 @@ kafka_write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+# second listener: SASL (SCRAM-SHA-512, PLAIN) over TLS, certificate from $TLS
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$PLAIN_USER="$(<"$TLS/plain.password")";
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$TLS/server.p12
+listener.name.sasl_ssl.ssl.keystore.password=$(<"$TLS/keystore.password")
+listener.name.sasl_ssl.ssl.key.password=$(<"$TLS/keystore.password")
 log.dirs=$d/data
 num.partitions=1
 default.replication.factor=1
@@ -250,6 +316,33 @@ EOF
 
 kafka_ready() {
   kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 3 2>/dev/null | grep -q "broker 1 at 127.0.0.1:$KAFKA_PORT"
+}
+
+# The SASL_SSL listener answers metadata for the SCRAM user, verified with the stack's CA.
+kafka_secure_ready() {
+  kcat -b "127.0.0.1:$KAFKA_SASL_SSL_PORT" -X security.protocol=SASL_SSL \
+    -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username="$SCRAM_USER" \
+    -X sasl.password="$(<"$TLS/scram.password")" -X ssl.ca.location="$TLS/ca.pem" \
+    -L -m 5 2>/dev/null | grep -q "broker 1 at 127.0.0.1:$KAFKA_SASL_SSL_PORT"
+}
+
+# SCRAM credentials live in the cluster metadata: set them (through the PLAINTEXT listener)
+# once per data dir, then wait until the SASL_SSL listener accepts them.
+kafka_ensure_scram() {
+  local d="$STACK/kafka" mark="$STACK/kafka/data/.ww-scram-$SCRAM_USER" i
+  if [[ ! -f "$mark" ]] || ! cmp -s "$mark" "$TLS/scram.password"; then
+    log "kafka: creating SCRAM-SHA-512 user $SCRAM_USER"
+    kafka_java "-Xmx128m" kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+      --alter --entity-type users --entity-name "$SCRAM_USER" \
+      --add-config "SCRAM-SHA-512=[iterations=4096,password=$(<"$TLS/scram.password")]" \
+      >>"$d/scram.log" 2>&1 || fail_with_log "kafka: creating the SCRAM user failed" "$d/scram.log"
+    cp "$TLS/scram.password" "$mark"
+  fi
+  for ((i = 0; i < 60; i++)); do
+    kafka_secure_ready && { log "kafka: SASL_SSL listener ok on 127.0.0.1:$KAFKA_SASL_SSL_PORT"; return 0; }
+    sleep 0.5
+  done
+  fail_with_log "kafka: SASL_SSL listener on 127.0.0.1:$KAFKA_SASL_SSL_PORT refuses the SCRAM user" "$d/kafka.log"
 }
 
 kafka_ensure_topics() {
@@ -296,6 +389,7 @@ kafka_start() {
       kafka_ready || wait_kafka "$pid"
       log "kafka: already running (pid $pid, 127.0.0.1:$KAFKA_PORT)"
       kafka_ensure_topics
+      kafka_ensure_scram
       return 0
     fi
     log "kafka: running with other settings ($(cat "$STACK/kafka.sig" 2>/dev/null)); restarting"
@@ -304,6 +398,8 @@ kafka_start() {
   [[ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]] || die "Kafka not in cache; run scripts/bootstrap.sh"
   check_port_free "$KAFKA_PORT" KAFKA_PORT
   check_port_free "$KAFKA_CONTROLLER_PORT" KAFKA_CONTROLLER_PORT
+  check_port_free "$KAFKA_SASL_SSL_PORT" KAFKA_SASL_SSL_PORT
+  tls_ensure
   kafka_write_config
   local d="$STACK/kafka"
   if [[ ! -f "$d/data/meta.properties" ]]; then
@@ -322,6 +418,7 @@ kafka_start() {
   kafka_sig >"$STACK/kafka.sig"
   wait_kafka "$(<"$STACK/kafka.pid")"
   kafka_ensure_topics
+  kafka_ensure_scram
 }
 
 wait_kafka() {
@@ -338,13 +435,16 @@ wait_kafka() {
 # --------------------------------------------------------------------- mongo
 mongo_sig() {
   case "$MONGO_IMPL" in
-    ferretdb) echo "ferretdb $FERRETDB_VERSION port=$MONGO_PORT" ;;
+    ferretdb) echo "ferretdb $FERRETDB_VERSION port=$MONGO_PORT tls=$MONGO_TLS_PORT" ;;
     mongo-java-server) echo "mongo-java-server $MJS_VERSION backend=$MONGO_JAVA_BACKEND port=$MONGO_PORT" ;;
   esac
 }
 
 mongo_ready() {
-  python3 "$PING" --host 127.0.0.1 --port "$MONGO_PORT" --cmd ping --timeout 2 >/dev/null 2>&1
+  python3 "$PING" --host 127.0.0.1 --port "$MONGO_PORT" --cmd ping --timeout 2 >/dev/null 2>&1 || return 1
+  [[ "$MONGO_IMPL" != ferretdb ]] && return 0
+  python3 "$PING" --host 127.0.0.1 --port "$MONGO_TLS_PORT" --tls-ca "$TLS/ca.pem" --cmd ping \
+    --timeout 2 >/dev/null 2>&1
 }
 
 mongo_start() {
@@ -366,12 +466,16 @@ mongo_start() {
     ferretdb)
       [[ -x "$FERRETDB_BIN" ]] || die "ferretdb not in cache; run scripts/bootstrap.sh"
       mkdir -p "$d/ferretdb-data" "$d/ferretdb-state"
+      check_port_free "$MONGO_TLS_PORT" MONGO_TLS_PORT
+      tls_ensure
       log "mongo: starting FerretDB $FERRETDB_VERSION (sqlite: $d/ferretdb-data) on 127.0.0.1:$MONGO_PORT"
       # No --repl-set-name: drivers would then believe transactions are available.
       # The --state-dir path ("$STACK/mongo/...") is the marker pid_of() looks for.
       launch mongo "$d/mongo.log" "$FERRETDB_BIN" \
         --handler=sqlite --sqlite-url="file:$d/ferretdb-data/" \
         --listen-addr="127.0.0.1:$MONGO_PORT" --state-dir="$d/ferretdb-state" \
+        --listen-tls="127.0.0.1:$MONGO_TLS_PORT" --listen-tls-cert-file="$TLS/server.pem" \
+        --listen-tls-key-file="$TLS/server.key" \
         --debug-addr=- --telemetry=disable --log-level=INFO --no-log-uuid
       ;;
     mongo-java-server)
@@ -414,6 +518,19 @@ cmd_env() {
   if [[ -n "$running" && -n "$(pid_of mongo)" ]]; then impl=$running; fi
   echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
   echo "export MONGODB_URI=mongodb://127.0.0.1:$MONGO_PORT/wallet"
+  # secure transports (docs/testing.md); MONGODB_TLS_URI only where FerretDB runs
+  echo "export WW_TLS_CA=$TLS/ca.pem"
+  echo "export WW_TLS_UNTRUSTED_CA=$TLS/untrusted-ca.pem"
+  echo "export KAFKA_SASL_SSL_BROKERS=127.0.0.1:$KAFKA_SASL_SSL_PORT"
+  echo "export KAFKA_SCRAM_USER=$SCRAM_USER"
+  echo "export KAFKA_SCRAM_PASSWORD_FILE=$TLS/scram.password"
+  echo "export KAFKA_PLAIN_USER=$PLAIN_USER"
+  echo "export KAFKA_PLAIN_PASSWORD_FILE=$TLS/plain.password"
+  if [[ "$impl" == ferretdb ]]; then
+    echo "export MONGODB_TLS_URI='mongodb://127.0.0.1:$MONGO_TLS_PORT/wallet?tls=true&tlsCAFile=$TLS/ca.pem'"
+  else
+    echo "unset MONGODB_TLS_URI"
+  fi
   echo "export MONGO_IMPL=$impl"
   echo "export MONGO_JAVA_BACKEND=$MONGO_JAVA_BACKEND"
   echo "export WW_STACK_DIR=$STACK"
@@ -429,6 +546,9 @@ cmd_status() {
       rc=1
     elif [[ $name == kafka ]] && ! kafka_ready; then
       printf '%-6s %-45s pid %-8s alive, NOT answering on 127.0.0.1:%s\n' "$name" "$what" "$pid" "$KAFKA_PORT"
+      rc=1
+    elif [[ $name == kafka ]] && ! kafka_secure_ready; then
+      printf '%-6s %-45s pid %-8s alive, SASL_SSL NOT answering on 127.0.0.1:%s\n' "$name" "$what" "$pid" "$KAFKA_SASL_SSL_PORT"
       rc=1
     elif [[ $name == mongo ]] && ! mongo_ready; then
       printf '%-6s %-45s pid %-8s alive, NOT answering on 127.0.0.1:%s\n' "$name" "$what" "$pid" "$MONGO_PORT"
@@ -449,8 +569,10 @@ cmd_up() {
   if [[ -z "$(pid_of kafka)" ]]; then
     check_port_free "$KAFKA_PORT" KAFKA_PORT
     check_port_free "$KAFKA_CONTROLLER_PORT" KAFKA_CONTROLLER_PORT
+    check_port_free "$KAFKA_SASL_SSL_PORT" KAFKA_SASL_SSL_PORT
   fi
   [[ -n "$(pid_of mongo)" ]] || check_port_free "$MONGO_PORT" MONGO_PORT
+  tls_ensure
   kafka_start
   mongo_start
   log "up: $(cmd_env | tr '\n' ' ')"
