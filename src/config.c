@@ -62,6 +62,9 @@ static const setting_t settings[] = {
         "commit)"),
     INT(db_pool_max, "DB_POOL_MAX", "--db-pool-max", "50", 1, 1000,
         "MongoDB connection pool size, unless MONGODB_URI sets maxPoolSize"),
+    INT(db_auth_fail_exit_s, "DB_AUTH_FAIL_EXIT_S", "--db-auth-fail-exit-s", "0", 0, 86400,
+        "exit 1 once MongoDB has refused the credentials for this many seconds without a "
+        "success in between (0: keep retrying; /readyz is 503 meanwhile)"),
     INT(shutdown_timeout_ms, "SHUTDOWN_TIMEOUT_MS", "--shutdown-timeout-ms", "5000", 0, 600000,
         "on SIGTERM/SIGINT, how long in-flight commands may take to finish"),
     /* invites */

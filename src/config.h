@@ -35,6 +35,7 @@ typedef struct {
     int32_t kafka_unready_after_ms;   /* /readyz fails past this without brokers or group */
     int32_t kafka_commit_interval_ms; /* auto-commit of the stored offsets */
     int32_t db_pool_max;           /* maxPoolSize when the URI does not say */
+    int32_t db_auth_fail_exit_s;   /* exit 1 after this long of auth failures; 0 = never */
     int32_t shutdown_timeout_ms;   /* how long SIGTERM waits for in-flight work */
     bool auto_migrate;             /* apply pending migrations at start */
     bool db_transactions;          /* DB_TRANSACTIONS=on: the transactional wallet mode */

@@ -3,9 +3,13 @@
 
 #include <mongoc/mongoc.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clock.h"
+#include "dbauth.h"
 #include "dbmon.h"
 #include "health.h"
 #include "log.h"
@@ -67,9 +71,54 @@ static bool retryable_server_code(uint32_t code) {
     }
 }
 
+/* ---- authentication failures (dbauth.h) ---------------------------------
+ * Process-global, like health.h: translate() sees every failure but not the
+ * handle. op_failed tells op_end() whether its operation succeeded. */
+static pthread_mutex_t auth_lock = PTHREAD_MUTEX_INITIALIZER;
+static ww_dbauth_t auth;
+static atomic_bool auth_gave_up;
+static _Thread_local bool op_failed;
+
+bool ww_db_auth_gave_up(void) { return atomic_load(&auth_gave_up); }
+
+static bool is_auth_error(const bson_error_t *be) {
+    return (be->domain == MONGOC_ERROR_CLIENT && be->code == MONGOC_ERROR_CLIENT_AUTHENTICATE) ||
+           (be->domain == MONGOC_ERROR_SERVER && be->code == 18 /* AuthenticationFailed */);
+}
+
+static void auth_failed(const char *reason) {
+    ww_metrics_inc_db_auth_failure();
+    ww_health_set_db_auth_failing(true);
+    int64_t now = ww_clock_mono_ms();
+    pthread_mutex_lock(&auth_lock);
+    unsigned act = ww_dbauth_failure(&auth, now);
+    long long for_s = (long long)((now - auth.failing_since) / 1000);
+    unsigned long long n = (unsigned long long)auth.failures;
+    pthread_mutex_unlock(&auth_lock);
+    bool give_up = (act & WW_DBAUTH_EXIT) && !atomic_exchange(&auth_gave_up, true);
+    if (act & WW_DBAUTH_LOG)
+        ww_err("db", "authentication failed: the server refuses the credentials in MONGODB_URI "
+               "(user name, password, authSource) reason=\"%s\" failing_for_s=%lld failures=%llu%s",
+               reason, for_s, n, give_up ? " giving up: exit 1 (DB_AUTH_FAIL_EXIT_S)" : "");
+    if (give_up) kill(getpid(), SIGTERM); /* the orderly stop; main exits 1 */
+}
+
+static void auth_ok(void) {
+    if (!ww_health_db_auth_failing()) return;
+    pthread_mutex_lock(&auth_lock);
+    bool ended = ww_dbauth_success(&auth);
+    pthread_mutex_unlock(&auth_lock);
+    if (ended) {
+        ww_health_set_db_auth_failing(false);
+        ww_info("db", "authenticated: the server accepts the credentials again");
+    }
+}
+
 static void translate(const bson_error_t *be, const bson_t *reply, const char *what,
                       ww_error_t *error) {
     bool retry = false;
+    op_failed = true;
+    if (is_auth_error(be)) auth_failed(be->message);
     switch (be->domain) {
     case MONGOC_ERROR_SERVER_SELECTION:
     case MONGOC_ERROR_STREAM:
@@ -370,6 +419,9 @@ ww_db_t *ww_db_new(const char *uri_string, const ww_db_options_t *opts, ww_error
     int32_t hb = mongoc_uri_get_option_as_int32(uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 10000);
     ww_dbmon_init(&db->mon, hb < 3000 ? hb : 3000);
     ww_health_set_db_state(WW_DB_CONNECTING);
+    pthread_mutex_lock(&auth_lock);
+    ww_dbauth_init(&auth, (int64_t)opts->auth_fail_exit_s * 1000, 0);
+    pthread_mutex_unlock(&auth_lock);
 
     db->window_start = ww_clock_mono_ms();
     db->pool = mongoc_client_pool_new_with_error(uri, &be);
@@ -435,11 +487,13 @@ static void op_begin(op_t *o, ww_db_t *db, const char *collection, const char *o
     o->client = mongoc_client_pool_pop(db->pool);
     o->coll = collection ? mongoc_client_get_collection(o->client, db->db_name, collection) : NULL;
     o->started_us = bson_get_monotonic_time();
+    op_failed = false;
 }
 
 static void op_end(op_t *o) {
     double secs = (double)(bson_get_monotonic_time() - o->started_us) / 1e6;
     ww_metrics_observe_db(o->op, secs);
+    if (!op_failed) auth_ok();
     if (o->coll) mongoc_collection_destroy(o->coll);
     mongoc_client_pool_push(o->db->pool, o->client);
 }

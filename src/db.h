@@ -31,6 +31,8 @@ typedef struct {
     int32_t server_selection_ms; /* serverSelectionTimeoutMS unless in URI (5000) */
     int32_t socket_timeout_ms;   /* socketTimeoutMS unless in URI (45000) */
     int32_t heartbeat_ms;        /* heartbeatFrequencyMS unless in URI (5000) */
+    int32_t auth_fail_exit_s;    /* DB_AUTH_FAIL_EXIT_S: give up after this long of
+                                  * authentication failures (0: never; dbauth.h) */
 } ww_db_options_t;
 
 void ww_db_options_defaults(ww_db_options_t *opts);
@@ -39,6 +41,9 @@ void ww_db_options_defaults(ww_db_options_t *opts);
  * pool and starts monitoring. Does not wait for a server: the state starts as
  * "connecting". Returns NULL and a WW_ERR_CONFIG error when the URI is bad. */
 ww_db_t *ww_db_new(const char *uri, const ww_db_options_t *opts, ww_error_t *error);
+/* True once authentication has failed for auth_fail_exit_s: db.c then sent
+ * SIGTERM to the process (an orderly stop), and the worker must exit 1. */
+bool ww_db_auth_gave_up(void);
 void ww_db_destroy(ww_db_t *db);
 
 /* Checks that uri parses as a MongoDB URI, without connecting. The error

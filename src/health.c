@@ -20,6 +20,7 @@ static atomic_int_fast64_t out_since;  /* mono ms the member left its group; 0 =
 static atomic_int_fast64_t last_progress; /* mono ms, 0 = never */
 static atomic_int_fast64_t started;       /* mono ms, 0 = not recorded */
 static atomic_bool running;
+static atomic_bool db_auth_failing;
 
 #define LOAD(obj) atomic_load_explicit(&(obj), memory_order_relaxed)
 #define STORE(obj, v) atomic_store_explicit(&(obj), (v), memory_order_relaxed)
@@ -42,6 +43,7 @@ void ww_health_reset(void) {
     STORE(last_progress, 0);
     STORE(started, 0);
     STORE(running, false);
+    STORE(db_auth_failing, false);
 }
 
 void ww_health_set_started(int64_t mono_ms) { STORE(started, mono_ms); }
@@ -54,6 +56,8 @@ void ww_health_set_db_state(ww_db_state_t state) {
 }
 
 ww_db_state_t ww_health_db_state(void) { return (ww_db_state_t)LOAD(db_state); }
+void ww_health_set_db_auth_failing(bool failing) { STORE(db_auth_failing, failing); }
+bool ww_health_db_auth_failing(void) { return LOAD(db_auth_failing); }
 
 void ww_health_set_consumer(bool in_group, int32_t assigned_partitions, int64_t now_mono) {
     int64_t word = ((int64_t)(in_group ? 1 : 0) << 32) | (int64_t)(uint32_t)assigned_partitions;

@@ -26,6 +26,10 @@ void ww_health_reset(void);              /* back to start-up state (tests) */
 void ww_health_set_started(int64_t mono_ms);
 void ww_health_set_db_state(ww_db_state_t state);
 ww_db_state_t ww_health_db_state(void);
+/* MongoDB refuses our credentials (db.c, dbauth.h): /readyz fails while set,
+ * whatever the connection state says (the server itself answers). */
+void ww_health_set_db_auth_failing(bool failing);
+bool ww_health_db_auth_failing(void);
 
 /* Kafka as the consumer sees it. NOT_STARTED until the consumer exists (the
  * worker waits for MongoDB first), then UP / DOWN as librdkafka reports its

@@ -282,13 +282,14 @@ static enum MHD_Result serve_livez(const ww_http_t *h, struct MHD_Connection *co
 }
 
 static enum MHD_Result serve_readyz(const ww_http_t *h, struct MHD_Connection *conn) {
-    const char *missing[3];
+    const char *missing[4];
     size_t n = 0;
     if (ww_health_db_state() != WW_DB_CONNECTED) missing[n++] = "database";
+    if (ww_health_db_auth_failing()) missing[n++] = "database_auth";
     if (!ww_health_kafka_ready(ww_clock_mono_ms(), h->kafka_unready_ms)) missing[n++] = "kafka";
     if (!ww_health_running()) missing[n++] = "startup";
     if (n == 0) return reply_json(conn, MHD_HTTP_OK, "{\"status\":\"ok\"}");
-    char body[128]; /* the longest body is 64 bytes */
+    char body[128]; /* the longest body is 80 bytes */
     size_t len = (size_t)snprintf(body, sizeof body, "{\"status\":\"not_ready\",\"notReady\":[");
     for (size_t i = 0; i < n; i++)
         len += (size_t)snprintf(body + len, sizeof body - len, "%s\"%s\"", i ? "," : "", missing[i]);

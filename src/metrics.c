@@ -106,6 +106,7 @@ static family_t *const families[] = {&consumed,        &processed,   &dead_lette
 #define NFAMILIES (sizeof families / sizeof families[0])
 
 static atomic_uint_fast64_t dropped;
+static atomic_uint_fast64_t db_auth_failures; /* no labels: always rendered, 0 included */
 
 /* Build info and start time: written by init, read per scrape. */
 static pthread_mutex_t info_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -247,6 +248,10 @@ void ww_metrics_inc_dead_letter(const char *topic, const char *reason) {
     inc(&dead_letters, topic, reason);
 }
 void ww_metrics_inc_retry(const char *operation) { inc(&retries, operation, NULL); }
+void ww_metrics_inc_db_auth_failure(void) {
+    atomic_fetch_add_explicit(&db_auth_failures, 1, memory_order_relaxed);
+}
+uint64_t ww_metrics_db_auth_failures(void) { return atomic_load(&db_auth_failures); }
 void ww_metrics_inc_output_failure(const char *topic, const char *reason) {
     inc(&output_failures, topic, reason);
 }
@@ -323,6 +328,7 @@ void ww_metrics_reset(void) {
         pthread_mutex_unlock(&f->lock);
     }
     atomic_store(&dropped, 0);
+    atomic_store(&db_auth_failures, 0);
 }
 
 /* ---- getters ---------------------------------------------------------- */
@@ -503,6 +509,10 @@ size_t ww_metrics_render(char *buf, size_t cap) {
     putf(&s, "wallet_worker_db_connection_state %d\n", (int)db);
     put_header(&s, "wallet_worker_db_connected", "gauge", "1 when MongoDB is connected, else 0.");
     putf(&s, "wallet_worker_db_connected %d\n", db == WW_DB_CONNECTED ? 1 : 0);
+    put_header(&s, "wallet_worker_db_auth_failures_total", "counter",
+               "MongoDB operations refused because authentication failed (wrong credentials).");
+    putf(&s, "wallet_worker_db_auth_failures_total %" PRIuFAST64 "\n",
+         (uint_fast64_t)atomic_load_explicit(&db_auth_failures, memory_order_relaxed));
     put_header(&s, "wallet_worker_kafka_consumer_assigned_partitions", "gauge",
                "Kafka partitions currently assigned to this consumer.");
     putf(&s, "wallet_worker_kafka_consumer_assigned_partitions %" PRId32 "\n",

@@ -76,6 +76,8 @@ void ww_metrics_inc_consumed(const char *topic);
 void ww_metrics_inc_processed(const char *topic, const char *outcome);
 void ww_metrics_inc_dead_letter(const char *topic, const char *reason);
 void ww_metrics_inc_retry(const char *operation);
+/* wallet_worker_db_auth_failures_total: one MongoDB authentication failure. */
+void ww_metrics_inc_db_auth_failure(void);
 void ww_metrics_observe_db(const char *operation, double seconds); /* <0 / NaN count as 0 */
 void ww_metrics_set_lag(const char *topic, int32_t partition, int64_t lag);
 void ww_metrics_remove_lag(const char *topic, int32_t partition); /* no-op if absent */
@@ -100,6 +102,7 @@ uint64_t ww_metrics_consumed_count(const char *topic);
 uint64_t ww_metrics_processed_count(const char *topic, const char *outcome);
 uint64_t ww_metrics_dead_letter_count(const char *topic, const char *reason);
 uint64_t ww_metrics_retry_count(const char *operation);
+uint64_t ww_metrics_db_auth_failures(void);
 uint64_t ww_metrics_db_observation_count(const char *operation);
 uint64_t ww_metrics_http_count(int status_code);
 uint64_t ww_metrics_dropped_series(void);

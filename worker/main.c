@@ -204,6 +204,7 @@ static int run(const ww_config_t *cfg) {
     ww_db_options_t dbo;
     ww_db_options_defaults(&dbo);
     dbo.pool_max = cfg->db_pool_max;
+    dbo.auth_fail_exit_s = cfg->db_auth_fail_exit_s;
     db = ww_db_new(cfg->mongodb_uri, &dbo, &err);
     if (!db) {
         ww_err("main", "%s", err.message);
@@ -302,6 +303,8 @@ static int run(const ww_config_t *cfg) {
     }
 
 done:
+    /* DB_AUTH_FAIL_EXIT_S: db.c stopped us with SIGTERM; a crash loop, not a clean stop */
+    if (ww_db_auth_gave_up()) status = 1;
     ww_health_set_running(false);
     ww_invite_sweeper_stop(sweeper); /* invites: before the pipeline and the pool go */
     /* Workers are joined before the bus goes: a handler finishing late (slow
