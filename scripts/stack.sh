@@ -26,6 +26,8 @@
 #   KAFKA_SASL_SSL_PORT    the broker's second listener, SASL_SSL (default KAFKA_PORT+2)
 #   MONGO_TLS_PORT         FerretDB's TLS listener (default MONGO_PORT+1; FerretDB only:
 #                          mongo-java-server has no TLS)
+#   MONGO_AUTH_PORT        a second, small FerretDB that checks credentials (default
+#                          MONGO_PORT+2), started whatever MONGO_IMPL is
 #   MONGO_IMPL             ferretdb (default) | mongo-java-server. When unset, the implementation
 #                          last started in this stack dir is kept.
 #   MONGO_JAVA_BACKEND     h2 (default, persistent) | memory: mongo-java-server backend. When
@@ -41,8 +43,10 @@
 # CA" tests) are generated with openssl in $WW_STACK_DIR/tls/, plus random passwords. The broker
 # then also listens on KAFKA_SASL_SSL_PORT with SASL_SSL (SCRAM-SHA-512 user "wallet", created
 # with kafka-configs, and PLAIN user "wallet-plain"); FerretDB also listens with TLS on
-# MONGO_TLS_PORT. `env` exports everything a client needs (WW_TLS_CA, KAFKA_SASL_SSL_BROKERS,
-# KAFKA_SCRAM_*, KAFKA_PLAIN_*, MONGODB_TLS_URI).
+# MONGO_TLS_PORT. Neither FerretDB's default mode nor mongo-java-server checks credentials, so a
+# second FerretDB ("mongoauth", --test-enable-new-auth, user "wallet" created at its first start)
+# listens on MONGO_AUTH_PORT for wrong-credential tests. `env` exports everything a client needs
+# (WW_TLS_CA, KAFKA_SASL_SSL_BROKERS, KAFKA_SCRAM_*, KAFKA_PLAIN_*, MONGODB_TLS_URI, MONGO_AUTH_*).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -86,6 +90,8 @@ KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-$(recorded KAFKA_SASL_SSL_PORT)}"
 KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-$((KAFKA_PORT + 2))}"
 MONGO_TLS_PORT="${MONGO_TLS_PORT:-$(recorded MONGO_TLS_PORT)}"
 MONGO_TLS_PORT="${MONGO_TLS_PORT:-$((MONGO_PORT + 1))}"
+MONGO_AUTH_PORT="${MONGO_AUTH_PORT:-$(recorded MONGO_AUTH_PORT)}"
+MONGO_AUTH_PORT="${MONGO_AUTH_PORT:-$((MONGO_PORT + 2))}"
 case "$MONGO_IMPL" in
   ferretdb | mongo-java-server) ;;
   *) die "MONGO_IMPL must be ferretdb or mongo-java-server (got '$MONGO_IMPL')" ;;
@@ -105,6 +111,7 @@ KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT
 MONGO_PORT=$MONGO_PORT
 KAFKA_SASL_SSL_PORT=$KAFKA_SASL_SSL_PORT
 MONGO_TLS_PORT=$MONGO_TLS_PORT
+MONGO_AUTH_PORT=$MONGO_AUTH_PORT
 MONGO_IMPL=$MONGO_IMPL
 MONGO_JAVA_BACKEND=$MONGO_JAVA_BACKEND
 EOF
@@ -119,6 +126,7 @@ marker() {
   case "$1" in
     kafka) echo "$STACK/kafka/server.properties" ;;
     mongo) echo "$STACK/mongo/" ;;
+    mongoauth) echo "$STACK/mongoauth/" ;;
   esac
 }
 
@@ -212,13 +220,15 @@ SCRAM_USER=wallet
 PLAIN_USER=wallet-plain
 
 tls_ensure() {
-  [[ -s "$TLS/server.p12" && -s "$TLS/untrusted-ca.pem" && -s "$TLS/scram.password" \
-    && -s "$TLS/plain.password" ]] && return 0
-  command -v openssl >/dev/null || die "openssl is needed to generate the stack's certificates"
-  log "tls: generating a private CA and a server certificate in $TLS"
-  rm -rf "$TLS"
+  local pw
   mkdir -p "$TLS"
   chmod 700 "$TLS"
+  for pw in scram plain mongo; do # each made once: running servers may hold the others
+    [[ -s "$TLS/$pw.password" ]] || (umask 077 && openssl rand -hex 16 >"$TLS/$pw.password")
+  done
+  [[ -s "$TLS/server.p12" && -s "$TLS/untrusted-ca.pem" ]] && return 0
+  command -v openssl >/dev/null || die "openssl is needed to generate the stack's certificates"
+  log "tls: generating a private CA and a server certificate in $TLS"
   (
     set -e
     cd "$TLS"
@@ -236,8 +246,6 @@ tls_ensure() {
     openssl rand -hex 16 >keystore.password
     openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -name broker \
       -passout "file:keystore.password" -out server.p12
-    openssl rand -hex 16 >scram.password
-    openssl rand -hex 16 >plain.password
     rm -f server.csr server.ext ca.srl
     chmod 600 ./*.key ./*.password
   ) >"$STACK/tls.log" 2>&1 || fail_with_log "tls: certificate generation failed" "$STACK/tls.log"
@@ -509,6 +517,46 @@ wait_mongo() {
   log "mongo: $MONGO_IMPL answering ping on 127.0.0.1:$MONGO_PORT after $((SECONDS - t0))s"
 }
 
+# ----------------------------------------------------------------- mongoauth
+# FerretDB 1.24 checks credentials only with --test-enable-new-auth, and then refuses every
+# unauthenticated command: so it is a separate instance, only for credential tests.
+MONGO_AUTH_USER=wallet
+
+mongoauth_sig() { echo "ferretdb-auth $FERRETDB_VERSION port=$MONGO_AUTH_PORT"; }
+
+mongoauth_ready() { # the server answers and the credentials work
+  python3 "$PING" --host 127.0.0.1 --port "$MONGO_AUTH_PORT" --cmd ping --timeout 2 >/dev/null 2>&1
+}
+
+mongoauth_start() {
+  local pid d="$STACK/mongoauth" t0
+  pid=$(pid_of mongoauth)
+  if [[ -n "$pid" && "$(cat "$STACK/mongoauth.sig" 2>/dev/null)" == "$(mongoauth_sig)" ]]; then
+    log "mongoauth: already running (pid $pid, 127.0.0.1:$MONGO_AUTH_PORT)"
+    return 0
+  fi
+  [[ -n "$pid" ]] && stop_proc mongoauth
+  [[ -x "$FERRETDB_BIN" ]] || die "ferretdb not in cache; run scripts/bootstrap.sh"
+  check_port_free "$MONGO_AUTH_PORT" MONGO_AUTH_PORT
+  tls_ensure
+  mkdir -p "$d/data" "$d/state"
+  log "mongoauth: starting FerretDB $FERRETDB_VERSION with authentication on 127.0.0.1:$MONGO_AUTH_PORT"
+  # --setup-* creates the user when the database does not exist yet (first start)
+  launch mongoauth "$d/mongo.log" env FERRETDB_SETUP_PASSWORD="$(<"$TLS/mongo.password")" \
+    "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$d/data/" \
+    --listen-addr="127.0.0.1:$MONGO_AUTH_PORT" --state-dir="$d/state" \
+    --debug-addr=- --telemetry=disable --log-level=WARN --no-log-uuid \
+    --test-enable-new-auth --setup-database=wallet_auth --setup-username="$MONGO_AUTH_USER"
+  mongoauth_sig >"$STACK/mongoauth.sig"
+  t0=$SECONDS
+  until mongoauth_ready; do
+    [[ -n "$(pid_of mongoauth)" ]] || fail_with_log "mongoauth exited during start-up" "$d/mongo.log"
+    ((SECONDS - t0 < START_TIMEOUT)) || fail_with_log "mongoauth did not answer within ${START_TIMEOUT}s" "$d/mongo.log"
+    sleep 0.2
+  done
+  log "mongoauth: answering on 127.0.0.1:$MONGO_AUTH_PORT"
+}
+
 # ------------------------------------------------------------------ commands
 cmd_env() {
   # Report the server that is actually running (its signature), not whatever
@@ -526,6 +574,9 @@ cmd_env() {
   echo "export KAFKA_SCRAM_PASSWORD_FILE=$TLS/scram.password"
   echo "export KAFKA_PLAIN_USER=$PLAIN_USER"
   echo "export KAFKA_PLAIN_PASSWORD_FILE=$TLS/plain.password"
+  echo "export MONGO_AUTH_PORT=$MONGO_AUTH_PORT"
+  echo "export MONGO_AUTH_USER=$MONGO_AUTH_USER"
+  echo "export MONGO_AUTH_PASSWORD_FILE=$TLS/mongo.password"
   if [[ "$impl" == ferretdb ]]; then
     echo "export MONGODB_TLS_URI='mongodb://127.0.0.1:$MONGO_TLS_PORT/wallet?tls=true&tlsCAFile=$TLS/ca.pem'"
   else
@@ -538,7 +589,7 @@ cmd_env() {
 
 cmd_status() {
   local rc=0 pid name what
-  for name in kafka mongo; do
+  for name in kafka mongo mongoauth; do
     pid=$(pid_of "$name")
     what=$(cat "$STACK/$name.sig" 2>/dev/null || echo "$name")
     if [[ -z "$pid" ]]; then
@@ -552,6 +603,9 @@ cmd_status() {
       rc=1
     elif [[ $name == mongo ]] && ! mongo_ready; then
       printf '%-6s %-45s pid %-8s alive, NOT answering on 127.0.0.1:%s\n' "$name" "$what" "$pid" "$MONGO_PORT"
+      rc=1
+    elif [[ $name == mongoauth ]] && ! mongoauth_ready; then
+      printf '%-6s %-45s pid %-8s alive, NOT answering on 127.0.0.1:%s\n' "$name" "$what" "$pid" "$MONGO_AUTH_PORT"
       rc=1
     else
       printf '%-6s %-45s pid %-8s alive, answering\n' "$name" "$what" "$pid"
@@ -575,12 +629,14 @@ cmd_up() {
   tls_ensure
   kafka_start
   mongo_start
+  mongoauth_start
   log "up: $(cmd_env | tr '\n' ' ')"
 }
 
 cmd_down() {
   local purge=${WW_PURGE:-0}
   [[ "${1:-}" == --purge ]] && purge=1
+  stop_proc mongoauth
   stop_proc mongo
   stop_proc kafka
   if [[ "$purge" == 1 ]]; then
