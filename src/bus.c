@@ -136,6 +136,22 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
             mark_down(bus, reason);
         return;
     }
+    /* Wrong credentials or CA: retried by librdkafka, but say which setting
+     * is wrong, at most every 30 s per cause (both clients report them). */
+    if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__SSL) {
+        static atomic_int_fast64_t last_auth, last_ssl;
+        bool auth = err == RD_KAFKA_RESP_ERR__AUTHENTICATION;
+        atomic_int_fast64_t *last = auth ? &last_auth : &last_ssl;
+        int64_t now = ww_clock_mono_ms(), prev = atomic_load(last);
+        if ((prev == 0 || now - prev >= 30000) && atomic_compare_exchange_strong(last, &prev, now))
+            ww_err("kafka", "%s reason=\"%s\"",
+                   auth ? "SASL authentication failed (retrying): check KAFKA_SASL_USERNAME, "
+                          "KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM"
+                        : "TLS handshake failed (retrying): check KAFKA_SSL_CA_LOCATION (the CA "
+                          "that signed the brokers' certificates)",
+                   reason);
+        return;
+    }
     /* Everything else is transient and retried by librdkafka itself. */
     ww_debug("kafka", "error=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
 }
