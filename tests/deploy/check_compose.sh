@@ -10,7 +10,16 @@ cd "$src"
 command -v docker-compose >/dev/null || { echo "FAIL: docker-compose is not installed (scripts/bootstrap.sh installs it)"; exit 1; }
 docker-compose -f docker-compose.yml config -q
 echo "ok: docker-compose.yml is valid"
-vars=$(docker-compose -f docker-compose.yml config | python3 -c '
+# the secure overlay (docker-compose.secure.yml) takes its secrets from the environment
+secure_env=(env KAFKA_SASL_PASSWORD=check MONGODB_URI=mongodb://check/wallet WW_CA_FILE=/dev/null)
+"${secure_env[@]}" docker-compose -f docker-compose.yml -f docker-compose.secure.yml config -q
+echo "ok: docker-compose.secure.yml is a valid overlay"
+if docker-compose -f docker-compose.yml -f docker-compose.secure.yml config -q 2>/dev/null; then
+  echo "FAIL: docker-compose.secure.yml starts without KAFKA_SASL_PASSWORD and MONGODB_URI"; exit 1
+fi
+echo "ok: docker-compose.secure.yml refuses to start without its secrets"
+# the worker's environment variables in the compose config on stdin
+worker_vars() { python3 -c '
 import sys, json
 try:
     import yaml
@@ -31,7 +40,10 @@ else:
         if envb:
             if line.startswith("      ") and ":" in line: print(line.split(":")[0].strip())
             elif line.startswith("    ") and not line.startswith("      "): envb = False
-')
+'; }
+vars=$( { docker-compose -f docker-compose.yml config | worker_vars
+          "${secure_env[@]}" docker-compose -f docker-compose.yml -f docker-compose.secure.yml config |
+            worker_vars; } | sort -u)
 [ -n "$vars" ] || { echo "FAIL: found no worker environment in docker-compose.yml"; exit 1; }
 fail=0
 env_args=()
