@@ -20,6 +20,9 @@
 
 static h_env_t env;
 static char log_path[256], out_path[256], err_path[256];
+/* The worker a test started and has not stopped yet: a failed assertion
+ * leaves it running, and it would hold the sidecar port for the next test. */
+static pid_t worker;
 
 /* what scripts/stack.sh env exports for the secure listeners */
 static char sasl_brokers[256], ca[512], untrusted_ca[512], scram_user[64], scram_pw[128];
@@ -69,6 +72,26 @@ static int teardown(void **state) {
     (void)state;
     h_env_destroy(&env);
     return 0;
+}
+
+static int stop_leftover(void **state) {
+    (void)state;
+    if (worker > 0) h_worker_stop(worker, SIGKILL, 5000);
+    worker = 0;
+    return 0;
+}
+
+static pid_t start(const char *const *extra) {
+    unlink(log_path);
+    worker = h_worker_start(&env, log_path, extra);
+    return worker;
+}
+
+/* stops the test's worker (sig 0: waits for it to exit by itself) */
+static int stop(int sig, int timeout_ms) {
+    int st = h_worker_stop(worker, sig, timeout_ms);
+    worker = 0;
+    return st;
 }
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -183,13 +206,12 @@ static void test_secure_kafka_scram_consume_apply_publish_and_replay(void **stat
     kafka_sec_t k;
     kafka_sec(&k, "SCRAM-SHA-512", scram_user, scram_pw, ca);
     const char *extra[] = {k.brokers, k.proto, k.mech, k.user, k.pw, k.ca, NULL};
-    unlink(log_path);
-    pid_t pid = h_worker_start(&env, log_path, extra);
+    start(extra);
     assert_true(wait_transactions(6, 60000));
     assert_true(h_wait_http(env.http_port, "/readyz", 200, 30000));
     /* the results were published over SASL_SSL; read them back in plaintext */
     assert_int_equal(h_read_topic(&env, env.results_topic, 6, 30000, NULL, NULL), 6);
-    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    assert_int_equal(stop(SIGTERM, 15000), 0);
     assert_int_equal(h_count_in_file(log_path, "setting KAFKA_SECURITY_PROTOCOL=sasl_ssl"), 1);
     assert_int_equal(h_count_in_file(log_path, scram_pw), 0);
 
@@ -219,15 +241,14 @@ static void test_secure_kafka_wrong_password_is_named_and_never_logged(void **st
     kafka_sec_t k;
     kafka_sec(&k, "SCRAM-SHA-512", scram_user, wrong, ca);
     const char *extra[] = {k.brokers, k.proto, k.mech, k.user, k.pw, k.ca, NULL};
-    unlink(log_path);
-    pid_t pid = h_worker_start(&env, log_path, extra);
+    pid_t pid = start(extra);
     assert_true(wait_log("SASL authentication error", 30000));
     assert_true(h_count_in_file(log_path, "invalid credentials") > 0);
     assert_worker_degraded_but_alive(pid, "kafka");
     /* the worker's own line, naming the settings to check */
     assert_true(wait_log("SASL authentication failed (retrying): check KAFKA_SASL_USERNAME", 30000));
     assert_worker_degraded_but_alive(pid, "kafka");
-    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    assert_int_equal(stop(SIGTERM, 15000), 0);
     assert_int_equal(h_count_in_file(log_path, wrong), 0);
     assert_int_equal(h_count_in_file(log_path, "KAFKA_SASL_PASSWORD=***"), 1);
 }
@@ -237,12 +258,11 @@ static void test_secure_kafka_untrusted_ca_is_named(void **state) {
     kafka_sec_t k;
     kafka_sec(&k, "SCRAM-SHA-512", scram_user, scram_pw, untrusted_ca);
     const char *extra[] = {k.brokers, k.proto, k.mech, k.user, k.pw, k.ca, NULL};
-    unlink(log_path);
-    pid_t pid = h_worker_start(&env, log_path, extra);
+    pid_t pid = start(extra);
     assert_true(wait_log("certificate verify failed", 30000));
     assert_true(wait_log("TLS handshake failed (retrying): check KAFKA_SSL_CA_LOCATION", 30000));
     assert_worker_degraded_but_alive(pid, "kafka");
-    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    assert_int_equal(stop(SIGTERM, 15000), 0);
     assert_int_equal(h_count_in_file(log_path, scram_pw), 0);
 }
 
@@ -272,12 +292,11 @@ static void test_secure_mongo_tls_with_ca_file(void **state) {
     h_flush(&env);
     int64_t before = h_count(&env, WW_TRANSACTIONS, NULL);
     const char *extra[] = {e_uri, NULL};
-    unlink(log_path);
-    pid_t pid = h_worker_start(&env, log_path, extra);
+    start(extra);
     assert_true(h_wait_http(env.http_port, "/readyz", 200, 30000));
     assert_true(wait_transactions(before + 2, 60000)); /* read back over the plain port */
     assert_true(h_count_in_file(log_path, "tls=true") > 0); /* it did connect over TLS */
-    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    assert_int_equal(stop(SIGTERM, 15000), 0);
 }
 
 static void test_secure_mongo_untrusted_ca_is_named(void **state) {
@@ -288,12 +307,11 @@ static void test_secure_mongo_untrusted_ca_is_named(void **state) {
     uri_for(uri, sizeof uri, "", hp, opts);
     snprintf(e_uri, sizeof e_uri, "MONGODB_URI=%s", uri);
     const char *extra[] = {e_uri, NULL};
-    unlink(log_path);
-    pid_t pid = h_worker_start(&env, log_path, extra);
+    pid_t pid = start(extra);
     assert_true(wait_log("certificate verify failed", 30000));
     assert_true(h_count_in_file(log_path, "TLS handshake failed") > 0);
     assert_worker_degraded_but_alive(pid, "database");
-    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    assert_int_equal(stop(SIGTERM, 15000), 0);
 }
 
 /* ---- wrong MongoDB credentials (the stack's authenticating FerretDB) ------ */
@@ -321,11 +339,10 @@ static void test_secure_mongo_wrong_credentials(void **state) {
     /* the right password works: the server really checks, this is not a dead port */
     auth_uri(e_uri, sizeof e_uri, auth_pw);
     const char *good[] = {e_uri, NULL};
-    unlink(log_path);
-    pid_t pid = h_worker_start(&env, log_path, good);
+    pid_t pid = start(good);
     assert_true(h_wait_http(env.http_port, "/readyz", 200, 30000));
     assert_int_equal(metric("wallet_worker_db_auth_failures_total"), 0);
-    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    assert_int_equal(stop(SIGTERM, 15000), 0);
     assert_int_equal(h_count_in_file(log_path, auth_pw), 0);
 
     /* a wrong one: named, counted, not ready, alive, retrying, never logged */
@@ -333,8 +350,7 @@ static void test_secure_mongo_wrong_credentials(void **state) {
     snprintf(wrong, sizeof wrong, "wrong-%s", env.run_id);
     auth_uri(e_uri, sizeof e_uri, wrong);
     const char *bad[] = {e_uri, NULL};
-    unlink(log_path);
-    pid = h_worker_start(&env, log_path, bad);
+    pid = start(bad);
     assert_true(wait_log("authentication failed", 30000));
     assert_true(h_wait_http(env.http_port, "/readyz", 503, 5000));
     assert_worker_degraded_but_alive(pid, "database_auth");
@@ -345,15 +361,14 @@ static void test_secure_mongo_wrong_credentials(void **state) {
         h_sleep_ms(200);
     assert_true(metric("wallet_worker_db_auth_failures_total") > n1);
     assert_true(h_worker_alive(pid));
-    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    assert_int_equal(stop(SIGTERM, 15000), 0);
     assert_int_equal(h_count_in_file(log_path, wrong), 0);
 
     /* DB_AUTH_FAIL_EXIT_S=3: exit 1, so Kubernetes shows a crash loop */
     const char *give_up[] = {e_uri, "DB_AUTH_FAIL_EXIT_S=3", NULL};
-    unlink(log_path);
     int64_t t0 = h_now_ms();
-    pid = h_worker_start(&env, log_path, give_up);
-    int st = h_worker_stop(pid, 0 /* no signal: wait for it to exit by itself */, 30000);
+    start(give_up);
+    int st = stop(0 /* no signal: wait for it to exit by itself */, 30000);
     int64_t took = h_now_ms() - t0;
     print_message("DB_AUTH_FAIL_EXIT_S=3: exit %d after %lld ms\n", st, (long long)took);
     assert_int_equal(st, 1);
@@ -366,13 +381,13 @@ int main(void) {
     const char *impl = getenv("MONGO_IMPL");
     bool ferretdb = impl && strcmp(impl, "ferretdb") == 0;
     const struct CMUnitTest all[] = {
-        cmocka_unit_test(test_secure_kafka_scram_consume_apply_publish_and_replay),
-        cmocka_unit_test(test_secure_kafka_wrong_password_is_named_and_never_logged),
-        cmocka_unit_test(test_secure_kafka_untrusted_ca_is_named),
-        cmocka_unit_test(test_secure_mongo_wrong_credentials),
+        cmocka_unit_test_teardown(test_secure_kafka_scram_consume_apply_publish_and_replay, stop_leftover),
+        cmocka_unit_test_teardown(test_secure_kafka_wrong_password_is_named_and_never_logged, stop_leftover),
+        cmocka_unit_test_teardown(test_secure_kafka_untrusted_ca_is_named, stop_leftover),
+        cmocka_unit_test_teardown(test_secure_mongo_wrong_credentials, stop_leftover),
         /* FerretDB only (mongo-java-server has no TLS listener): last two */
-        cmocka_unit_test(test_secure_mongo_tls_with_ca_file),
-        cmocka_unit_test(test_secure_mongo_untrusted_ca_is_named),
+        cmocka_unit_test_teardown(test_secure_mongo_tls_with_ca_file, stop_leftover),
+        cmocka_unit_test_teardown(test_secure_mongo_untrusted_ca_is_named, stop_leftover),
     };
     size_t n = sizeof all / sizeof all[0] - (ferretdb ? 0 : 2);
     return _cmocka_run_group_tests("it_secure", all, n, setup, teardown);
