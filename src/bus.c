@@ -67,11 +67,40 @@ bool ww_bus_fatal(const ww_bus_t *bus) { return atomic_load(&bus->fatal); }
 
 /* ---- callbacks ---------------------------------------------------------- */
 
+/* Wrong credentials or CA are retried by librdkafka like any connection
+ * failure: name the setting to check, at most every 30 s per cause. They
+ * arrive as __AUTHENTICATION / __SSL, sometimes as __TRANSPORT, and not
+ * always through error_cb: its "FAIL" log lines are checked too. True when
+ * reason was one of them. */
+static bool name_security_cause(rd_kafka_resp_err_t err, const char *reason) {
+    /* a connection torn down mid-handshake (at shutdown) says "SASL
+     * authentication error: ... Broker transport failure": not credentials */
+    bool auth = (err == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
+                 strstr(reason, "SASL authentication error") != NULL) &&
+                strstr(reason, "transport failure") == NULL;
+    bool tls = !auth && (err == RD_KAFKA_RESP_ERR__SSL ||
+                         strstr(reason, "certificate verify failed") != NULL ||
+                         strstr(reason, "SSL handshake failed") != NULL);
+    if (!auth && !tls) return false;
+    static atomic_int_fast64_t last_auth, last_tls;
+    atomic_int_fast64_t *last = auth ? &last_auth : &last_tls;
+    int64_t now = ww_clock_mono_ms(), prev = atomic_load(last);
+    if ((prev == 0 || now - prev >= 30000) && atomic_compare_exchange_strong(last, &prev, now))
+        ww_err("kafka", "%s reason=\"%s\"",
+               auth ? "SASL authentication failed (retrying): check KAFKA_SASL_USERNAME, "
+                      "KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM"
+                    : "TLS handshake failed (retrying): check KAFKA_SSL_CA_LOCATION (the CA "
+                      "that signed the brokers' certificates)",
+               reason);
+    return true;
+}
+
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     (void)rk;
     ww_log_level_t l = level <= 3 ? WW_LOG_ERROR : level <= 4 ? WW_LOG_WARN
                      : level <= 6 ? WW_LOG_INFO : WW_LOG_DEBUG;
     WW_LOG(l, "kafka", "%s: %s", fac, buf);
+    if (strcmp(fac, "FAIL") == 0) name_security_cause(RD_KAFKA_RESP_ERR_NO_ERROR, buf);
 }
 
 /* The consumer's broker connections: up / down, logged once per change. */
@@ -136,22 +165,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
             mark_down(bus, reason);
         return;
     }
-    /* Wrong credentials or CA: retried by librdkafka, but say which setting
-     * is wrong, at most every 30 s per cause (both clients report them). */
-    if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__SSL) {
-        static atomic_int_fast64_t last_auth, last_ssl;
-        bool auth = err == RD_KAFKA_RESP_ERR__AUTHENTICATION;
-        atomic_int_fast64_t *last = auth ? &last_auth : &last_ssl;
-        int64_t now = ww_clock_mono_ms(), prev = atomic_load(last);
-        if ((prev == 0 || now - prev >= 30000) && atomic_compare_exchange_strong(last, &prev, now))
-            ww_err("kafka", "%s reason=\"%s\"",
-                   auth ? "SASL authentication failed (retrying): check KAFKA_SASL_USERNAME, "
-                          "KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM"
-                        : "TLS handshake failed (retrying): check KAFKA_SSL_CA_LOCATION (the CA "
-                          "that signed the brokers' certificates)",
-                   reason);
-        return;
-    }
+    if (name_security_cause(err, reason)) return;
     /* Everything else is transient and retried by librdkafka itself. */
     ww_debug("kafka", "error=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
 }
