@@ -82,6 +82,9 @@ static bool name_security_cause(rd_kafka_resp_err_t err, const char *reason) {
                          strstr(reason, "certificate verify failed") != NULL ||
                          strstr(reason, "SSL handshake failed") != NULL);
     if (!auth && !tls) return false;
+    /* a silenced client (main's configuration probe) must not use up the
+     * 30 s slot of the real ones */
+    if ((int)WW_LOG_ERROR < ww_log_min_level) return true;
     static atomic_int_fast64_t last_auth, last_tls;
     atomic_int_fast64_t *last = auth ? &last_auth : &last_tls;
     int64_t now = ww_clock_mono_ms(), prev = atomic_load(last);

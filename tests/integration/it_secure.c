@@ -117,7 +117,11 @@ static bool wait_log(const char *needle, int timeout_ms) {
         if (h_count_in_file(log_path, needle) > 0) return true;
         h_sleep_ms(200);
     }
-    print_message("no \"%s\" in %s\n", needle, log_path);
+    char *text = h_read_file(log_path);
+    size_t len = text ? strlen(text) : 0;
+    print_message("no \"%s\" in %s; its end:\n%s\n", needle, log_path,
+                  text ? text + (len > 3000 ? len - 3000 : 0) : "(no file)");
+    free(text);
     return false;
 }
 
