@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "config.h"
 #include "db.h"
+#include "doctor.h"
 #include "health.h"
 #include "http.h"
 #include "invite.h" /* invites */
@@ -44,6 +45,7 @@ static void usage(FILE *out) {
             "       wallet-worker replay --topic T [range] [--dry-run] [options]\n"
             "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [options]\n"
             "       wallet-worker migrate [--dry-run] [options]\n"
+            "       wallet-worker doctor [--json] [--marker-age-minutes N] [options]\n"
             "       wallet-worker --help | --version\n\n"
             "Commands:\n"
             "  run      consume, apply, publish results (the default)\n"
@@ -66,6 +68,14 @@ static void usage(FILE *out) {
             "           schema_migrations; safe when several run at once; refuses when an applied\n"
             "           migration was changed). --dry-run lists what would be done. `run` does\n"
             "           this at start unless AUTO_MIGRATE=false.\n"
+            "  doctor   read-only check of MONGODB_URI: the migrations' indexes and records,\n"
+            "           the query plans of the hot queries (explain), the ledger's consistency\n"
+            "           (old decision markers, negative or non-integer balances, ledger entries\n"
+            "           whose walletId and status disagree). Exit 0 all well, 1 problems found,\n"
+            "           2 usage error. Each problem says what to do (docs/troubleshooting.md).\n"
+            "             --json                     one machine-readable report on stdout\n"
+            "             --marker-age-minutes N     markers older than this are reported\n"
+            "                                        (default 15)\n"
             "  replay and apply also take:\n"
             "             --dry-run                  validate and predict outcomes; write nothing\n"
             "             --max-retry-ms N           give up on a message after N ms of database\n"
@@ -460,6 +470,65 @@ done:
     return status;
 }
 
+/* ---- doctor ------------------------------------------------------------------ */
+
+typedef struct {
+    bool json;
+    int marker_age_minutes;
+} doctor_opts_t;
+
+/* Parses one doctor flag at argv[*i]; false when it is not one. */
+static bool doctor_flag(doctor_opts_t *o, int argc, char **argv, int *i, ww_error_t *bad) {
+    const char *a = argv[*i];
+    if (strcmp(a, "--json") == 0) {
+        o->json = true;
+        ++*i;
+        return true;
+    }
+    if (strcmp(a, "--marker-age-minutes") != 0) return false;
+    const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    char *end = NULL;
+    long n = v ? strtol(v, &end, 10) : 0;
+    if (!v || !*v || *end || n < 1 || n > 525600)
+        ww_error_set(bad, WW_ERR_CONFIG, 0, false,
+                     "--marker-age-minutes: \"%.32s\" is not 1..525600", v ? v : "");
+    o->marker_age_minutes = (int)n;
+    *i += v ? 2 : 1;
+    return true;
+}
+
+/* `wallet-worker doctor`: 0 all well, 1 problems (or the database could not
+ * be read), 2 a bad URI. */
+static int doctor_cmd(const ww_config_t *cfg, const doctor_opts_t *o) {
+    ww_error_t err;
+    ww_error_clear(&err);
+    ww_db_options_t dbo;
+    ww_db_options_defaults(&dbo);
+    dbo.pool_max = cfg->db_pool_max;
+    ww_db_t *db = ww_db_new(cfg->mongodb_uri, &dbo, &err);
+    if (!db) {
+        fprintf(stderr, "wallet-worker: %s\n", err.message);
+        return 2;
+    }
+    ww_doctor_report_t *r = calloc(1, sizeof *r);
+    int status = 1;
+    ww_doctor_options_t opts = {.marker_age_minutes = o->marker_age_minutes};
+    if (!r) goto done;
+    if (!ww_doctor_run(db, &opts, r, &err)) {
+        fprintf(stderr, "wallet-worker: doctor: cannot read the database: %s\n", err.message);
+        goto done;
+    }
+    if (o->json)
+        ww_doctor_print_json(r, stdout);
+    else
+        ww_doctor_print_text(r, stdout);
+    status = r->problems ? 1 : 0;
+done:
+    free(r);
+    ww_db_destroy(db);
+    return status;
+}
+
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -477,7 +546,8 @@ int main(int argc, char **argv) {
     if (i < argc && argv[i][0] != '-') command = argv[i++];
     bool is_batch = strcmp(command, "replay") == 0 || strcmp(command, "apply") == 0;
     bool is_migrate = strcmp(command, "migrate") == 0;
-    if (strcmp(command, "run") != 0 && !is_batch && !is_migrate) {
+    bool is_doctor = strcmp(command, "doctor") == 0;
+    if (strcmp(command, "run") != 0 && !is_batch && !is_migrate && !is_doctor) {
         fprintf(stderr, "wallet-worker: unknown command \"%.64s\" (see --help)\n", command);
         return 2;
     }
@@ -491,6 +561,7 @@ int main(int argc, char **argv) {
     ww_error_t err;
     ww_error_clear(&err);
     ww_config_defaults(&cfg);
+    doctor_opts_t doc_opts = {.marker_age_minutes = WW_DOCTOR_DEFAULT_MARKER_AGE_MINUTES};
     bool cfg_ok = ww_config_from_env(&cfg, &err);
     while (cfg_ok && i < argc) {
         int before = i;
@@ -499,6 +570,10 @@ int main(int argc, char **argv) {
         if (is_migrate && strcmp(argv[i], "--dry-run") == 0) {
             bo->dry_run = true;
             i++;
+            continue;
+        }
+        if (is_doctor && doctor_flag(&doc_opts, argc, argv, &i, &err)) {
+            cfg_ok = err.domain == WW_ERR_NONE;
             continue;
         }
         if (is_batch && batch_flag(bo, argc, argv, &i, &err)) {
@@ -520,7 +595,7 @@ int main(int argc, char **argv) {
         ww_error_set(&err, WW_ERR_CONFIG, 0, false, "HTTP_ADDR: %s", why);
         cfg_ok = false;
     }
-    if (cfg_ok && err.domain == WW_ERR_NONE && !is_migrate) {
+    if (cfg_ok && err.domain == WW_ERR_NONE && !is_migrate && !is_doctor) {
         /* Kafka settings librdkafka refuses: say so now, before any wait */
         ww_bus_config_t bc;
         ww_bus_config_defaults(&bc);
@@ -555,6 +630,9 @@ int main(int argc, char **argv) {
     if (is_migrate) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN);
         status = migrate_cmd(&cfg, bo->dry_run);
+    } else if (is_doctor) {
+        if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN); /* the report says it */
+        status = doctor_cmd(&cfg, &doc_opts);
     } else if (is_batch) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN); /* the summary says it */
         status = batch(&cfg, bo);
