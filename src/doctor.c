@@ -65,9 +65,8 @@ static const struct {
     {"migration_pending", "run `wallet-worker migrate` (or let `run` do it with AUTO_MIGRATE=true)",
      "doctor-migration-pending-changed-or-unknown"},
     {"migration_changed",
-     "the worker refuses this database: find the build that applied it (appliedBy, appliedAt) and "
-     "run that build, or check that the indexes match this build's definition and only then set "
-     "the record to this build's checksum",
+     "the worker refuses this database: deploy the build whose definitions match (the record's "
+     "appliedBy and appliedAt say when it ran); do not edit schema_migrations to silence it",
      "doctor-migration-pending-changed-or-unknown"},
     {"migration_unknown", "a newer build migrated this database: run that build or a newer one",
      "doctor-migration-pending-changed-or-unknown"},
