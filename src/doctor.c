@@ -705,7 +705,7 @@ static bool read_server(ww_db_t *db, ww_doctor_report_t *r, bool *ttl_ok, ww_err
             snprintf(r->server, sizeof r->server, "FerretDB %s (MongoDB %s compatible)", fv,
                      v ? v : "?");
         else
-            snprintf(r->server, sizeof r->server, "MongoDB %s", v ? v : "?");
+            snprintf(r->server, sizeof r->server, "server version %s", v ? v : "?");
     }
     bson_destroy(&reply);
     bson_destroy(&cmd);
