@@ -16,6 +16,7 @@
 #define MARKERS "pendingTransactions"
 #define LEDGER_IN_BATCH 200
 #define CONTRADICTIONS_MAX 1000
+#define MARKERS_PER_CHECK 2000
 
 /* ---- findings and advice ------------------------------------------------------ */
 
@@ -598,7 +599,6 @@ void ww_doctor_sort_ledger(ww_doctor_ledger_key_t *ledger, size_t n) {
 void ww_doctor_check_markers(ww_doctor_report_t *r, const ww_doctor_marker_t *old, size_t n_old,
                              const ww_doctor_ledger_key_t *ledger, size_t n_ledger,
                              int marker_age_minutes) {
-    int64_t prunable = 0, prunable_wallets = 0;
     const char *last_wallet = "";
     for (size_t i = 0; i < n_old; i++) {
         const ww_doctor_marker_t *m = &old[i];
@@ -613,8 +613,8 @@ void ww_doctor_check_markers(ww_doctor_report_t *r, const ww_doctor_marker_t *ol
         else
             snprintf(age, sizeof age, "of unknown age (no createdAt)");
         if (e && strcmp(e->id, m->marker_id) == 0) {
-            prunable++;
-            if (strcmp(last_wallet, m->wallet_id) != 0) prunable_wallets++;
+            r->markers_prunable++;
+            if (strcmp(last_wallet, m->wallet_id) != 0) r->prunable_wallets++;
             last_wallet = m->wallet_id;
         } else if (e) {
             ww_doctor_add(r, "ledger", "lost_marker", WW_DOCTOR_PROBLEM, subject,
@@ -626,12 +626,15 @@ void ww_doctor_check_markers(ww_doctor_report_t *r, const ww_doctor_marker_t *ol
                           age, marker_age_minutes);
         }
     }
-    r->markers_prunable += prunable;
-    if (prunable)
+}
+
+void ww_doctor_note_prunable(ww_doctor_report_t *r) {
+    if (r->markers_prunable)
         ww_doctor_add(r, "ledger", "markers_prunable", WW_DOCTOR_NOTE, "markers",
                       "%lld marker(s) on %lld wallet(s) older than %d min are complete (their "
                       "ledger entries exist)",
-                      (long long)prunable, (long long)prunable_wallets, marker_age_minutes);
+                      (long long)r->markers_prunable, (long long)r->prunable_wallets,
+                      r->marker_age_minutes);
 }
 
 void ww_doctor_check_ledger_entry(ww_doctor_report_t *r, const bson_t *entry) {
@@ -820,22 +823,33 @@ static bool gather_plans(ww_db_t *db, ww_doctor_report_t *r, ww_error_t *error) 
 /* ---- the ledger ---- */
 
 typedef struct {
+    ww_doctor_ledger_key_t *keys;
+    size_t n, cap;
+} ledger_ctx_t;
+
+typedef struct {
+    ww_db_t *db;
     ww_doctor_report_t *r;
     int64_t now_ms, max_age_ms;
     ww_doctor_marker_t *old;
     size_t n_old, cap_old;
+    ledger_ctx_t ledger;
+    bool failed;
+    ww_error_t *error;
 } wallet_ctx_t;
+
+static bool check_old_markers(wallet_ctx_t *c);
 
 static bool on_wallet(const bson_t *doc, void *vctx) {
     wallet_ctx_t *c = vctx;
     ww_doctor_check_wallet(c->r, doc, c->now_ms, c->max_age_ms, &c->old, &c->n_old, &c->cap_old);
+    /* bounded memory: the old markers are checked a batch at a time */
+    if (c->n_old >= MARKERS_PER_CHECK && !check_old_markers(c)) {
+        c->failed = true;
+        return false;
+    }
     return true;
 }
-
-typedef struct {
-    ww_doctor_ledger_key_t *keys;
-    size_t n, cap;
-} ledger_ctx_t;
 
 static bool on_ledger_key(const bson_t *doc, void *vctx) {
     ledger_ctx_t *c = vctx;
@@ -927,25 +941,35 @@ static bool read_contradictions(ww_db_t *db, ww_doctor_report_t *r, ww_error_t *
     return ok;
 }
 
+/* The ledger entries of the collected old markers, then the check; empties
+ * the batch. */
+static bool check_old_markers(wallet_ctx_t *c) {
+    c->ledger.n = 0;
+    if (!read_marker_entries(c->db, c, &c->ledger, c->error)) return false;
+    ww_doctor_sort_ledger(c->ledger.keys, c->ledger.n);
+    ww_doctor_check_markers(c->r, c->old, c->n_old, c->ledger.keys, c->ledger.n,
+                            c->r->marker_age_minutes);
+    c->n_old = 0;
+    return true;
+}
+
 static bool gather_ledger(ww_db_t *db, ww_doctor_report_t *r, int64_t now_ms, ww_error_t *error) {
-    wallet_ctx_t w = {.r = r, .now_ms = now_ms,
-                      .max_age_ms = (int64_t)r->marker_age_minutes * 60000};
-    ledger_ctx_t l = {0};
+    wallet_ctx_t w = {.db = db, .r = r, .now_ms = now_ms,
+                      .max_age_ms = (int64_t)r->marker_age_minutes * 60000, .error = error};
     bson_t all = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
     BSON_APPEND_INT32(&proj, "availablePaise", 1);
     BSON_APPEND_INT32(&proj, MARKERS, 1);
     bson_append_document_end(&opts, &proj);
     BSON_APPEND_INT32(&opts, "batchSize", 1000);
-    bool ok = ww_db_find(db, WALLETS, &all, &opts, on_wallet, &w, error);
-    if (ok) ok = read_marker_entries(db, &w, &l, error);
+    bool ok = ww_db_find(db, WALLETS, &all, &opts, on_wallet, &w, error) && !w.failed;
+    if (ok) ok = check_old_markers(&w);
     if (ok) {
-        ww_doctor_sort_ledger(l.keys, l.n);
-        ww_doctor_check_markers(r, w.old, w.n_old, l.keys, l.n, r->marker_age_minutes);
+        ww_doctor_note_prunable(r);
         ok = read_contradictions(db, r, error);
     }
     bson_free(w.old);
-    bson_free(l.keys);
+    bson_free(w.ledger.keys);
     bson_destroy(&all);
     bson_destroy(&opts);
     return ok;

@@ -70,6 +70,7 @@ typedef struct {
     int64_t markers_seen;
     int64_t markers_old;
     int64_t markers_prunable;
+    int64_t prunable_wallets;
     int64_t ledger_contradictions_checked;
     int marker_age_minutes;
 } ww_doctor_report_t;
@@ -153,12 +154,15 @@ void ww_doctor_check_wallet(ww_doctor_report_t *r, const bson_t *wallet, int64_t
                             size_t *cap_old);
 
 /* Old markers against the ledger entries of their keys (`ledger` sorted by
- * key with ww_doctor_sort_ledger): complete (prunable: a note), lost (the key
- * is in the ledger under another _id), or a half-written decision. */
+ * key with ww_doctor_sort_ledger): complete (prunable: counted), lost (the
+ * key is in the ledger under another _id), or a half-written decision. May be
+ * called once per batch of markers; ww_doctor_note_prunable then adds the one
+ * note for the prunable ones. */
 void ww_doctor_sort_ledger(ww_doctor_ledger_key_t *ledger, size_t n);
 void ww_doctor_check_markers(ww_doctor_report_t *r, const ww_doctor_marker_t *old, size_t n_old,
                              const ww_doctor_ledger_key_t *ledger, size_t n_ledger,
                              int marker_age_minutes);
+void ww_doctor_note_prunable(ww_doctor_report_t *r);
 
 /* One ledger entry whose walletId and status must agree: applied,
  * insufficient_funds and invalid name a wallet, wallet_not_found does not,

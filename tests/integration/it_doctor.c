@@ -197,6 +197,89 @@ static void test_doctor_old_marker(void **state) {
     assert_true(out_has("1 marker(s), 0 older than 120 min"));
 }
 
+/* insert command, `n` documents made by make(i) */
+static void insert_many(const char *collection, int n, void (*make)(int i, bson_t *doc)) {
+    for (int start = 0; start < n; start += 500) {
+        bson_t cmd = BSON_INITIALIZER, arr, reply;
+        BSON_APPEND_UTF8(&cmd, "insert", collection);
+        BSON_APPEND_ARRAY_BEGIN(&cmd, "documents", &arr);
+        for (int i = start; i < n && i < start + 500; i++) {
+            char k[16];
+            const char *key;
+            bson_uint32_to_string((uint32_t)(i - start), &key, k, sizeof k);
+            bson_t doc;
+            make(i, &doc);
+            BSON_APPEND_DOCUMENT(&arr, key, &doc);
+            bson_destroy(&doc);
+        }
+        bson_append_array_end(&cmd, &arr);
+        ww_error_t err;
+        assert_true(ww_db_command(env.db, &cmd, &reply, &err));
+        bson_destroy(&reply);
+        bson_destroy(&cmd);
+    }
+}
+
+static void oid_n(int i, int kind, bson_oid_t *oid) {
+    char hex[25];
+    snprintf(hex, sizeof hex, "66%02d%020d", kind, i);
+    bson_oid_init_from_string(oid, hex);
+}
+
+static void make_wallet(int i, bson_t *doc) {
+    bson_oid_t wid, mid;
+    oid_n(i, 1, &wid);
+    oid_n(i, 2, &mid);
+    char key[32];
+    snprintf(key, sizeof key, "bulk-%d", i);
+    bson_t arr, m;
+    bson_init(doc);
+    BSON_APPEND_OID(doc, "_id", &wid);
+    BSON_APPEND_INT64(doc, "availablePaise", 100);
+    BSON_APPEND_ARRAY_BEGIN(doc, "pendingTransactions", &arr);
+    BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &m);
+    BSON_APPEND_OID(&m, "_id", &mid);
+    BSON_APPEND_UTF8(&m, "idempotencyKey", key);
+    BSON_APPEND_DATE_TIME(&m, "createdAt", ww_clock_now_ms() - 3600000);
+    bson_append_document_end(&arr, &m);
+    bson_append_array_end(doc, &arr);
+}
+
+static void make_entry(int i, bson_t *doc) {
+    bson_oid_t wid, mid;
+    oid_n(i, 1, &wid);
+    oid_n(i, 2, &mid);
+    char key[32];
+    snprintf(key, sizeof key, "bulk-%d", i);
+    bson_init(doc);
+    BSON_APPEND_OID(doc, "_id", &mid);
+    BSON_APPEND_UTF8(doc, "idempotencyKey", key);
+    BSON_APPEND_UTF8(doc, "status", "applied");
+    BSON_APPEND_OID(doc, "walletId", &wid);
+}
+
+/* More old markers than one check batch holds (2000): every one is looked up,
+ * the stale one among them is found, the complete ones are counted. */
+static void test_doctor_many_wallets_checked_in_batches(void **state) {
+    (void)state;
+    fresh_migrated();
+    insert_many("wallets", 4500, make_wallet);
+    insert_many("transactions", 4500, make_entry);
+    /* the last ledger entry goes: its marker is now a half-written decision */
+    bson_t filter = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&filter, "idempotencyKey", "bulk-4321");
+    int64_t deleted = 0;
+    ww_error_t err;
+    assert_true(ww_db_delete_many(env.db, "transactions", &filter, &deleted, &err));
+    assert_int_equal(deleted, 1);
+    bson_destroy(&filter);
+    assert_int_equal(doctor(), 1);
+    assert_true(out_has("(4500 wallet(s), 4500 marker(s), 4500 older than 15 min, 4499 prunable)"));
+    assert_true(out_has("key bulk-4321: marker"));
+    assert_true(out_has("4499 marker(s) on 4499 wallet(s) older than 15 min are complete"));
+    assert_true(out_has("PROBLEMS: 1 problem(s)"));
+}
+
 static void test_doctor_negative_balance(void **state) {
     (void)state;
     fresh_migrated();
@@ -249,6 +332,7 @@ int main(void) {
         cmocka_unit_test(test_doctor_dropped_index_then_the_advice_repairs_it),
         cmocka_unit_test(test_doctor_tampered_checksum),
         cmocka_unit_test(test_doctor_old_marker),
+        cmocka_unit_test(test_doctor_many_wallets_checked_in_batches),
         cmocka_unit_test(test_doctor_negative_balance),
         cmocka_unit_test(test_doctor_fractional_double_balance),
         cmocka_unit_test(test_doctor_usage_errors_exit_2),
