@@ -28,6 +28,7 @@ APT_PACKAGES=(
   build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libjson-c-dev
   libcmocka-dev libmicrohttpd-dev kafkacat prometheus docker-compose jq curl procps
   gnuplot-nox valgrind clang python3-yaml python3-jsonschema
+  libclang-rt-14-dev # libFuzzer + sanitizer runtimes for scripts/fuzz.sh
   # needed by the scripts themselves
   openjdk-17-jdk-headless maven python3 ca-certificates git
 )

@@ -2,26 +2,29 @@
 # Sets up and runs every test tier on this machine:
 #   1. unit tests (cmocka, no servers)
 #   2. the same unit tests built with AddressSanitizer + UndefinedBehaviorSanitizer
-#   3. integration tests against a real Kafka broker and each MongoDB-compatible
+#   3. scripts/fuzz.sh: each libFuzzer target (clang, ASan + UBSan) for
+#      WW_FUZZ_SECONDS (default 60) on its seed corpus; a finding fails it
+#   4. integration tests against a real Kafka broker and each MongoDB-compatible
 #      server (FerretDB, then mongo-java-server), started by scripts/stack.sh
-#   4. the integration tests once more with the sanitizer build of the worker
-#   5. scripts/chaos.sh --small: fault injection, invariants checked
-#   6. scripts/bench.sh --small: proves the benchmark runs (speed never fails it)
-#   7. scripts/build-matrix.sh: every standard build type (Debug, RelWithDebInfo,
+#   5. the integration tests once more with the sanitizer build of the worker
+#   6. scripts/chaos.sh --small: fault injection, invariants checked
+#   7. scripts/bench.sh --small: proves the benchmark runs (speed never fails it)
+#   8. scripts/build-matrix.sh: every standard build type (Debug, RelWithDebInfo,
 #      Release, MinSizeRel) with gcc and clang, warning-free (-Werror)
 # A tier that cannot start its servers fails; nothing is skipped.
 # The test stack lives in its own folder and ports (WW_TEST_STACK_DIR, default
 # .stack-test) so a developer's own `scripts/stack.sh up` is never touched,
 # and it is stopped on exit.
 #
-# Options: --unit (tiers 1-2 only), --no-asan (skip tiers 2 and 4), --no-chaos,
-# --no-bench, --no-matrix: for quick local runs; CI runs everything.
+# Options: --unit (tiers 1-3 only), --no-asan (skip tiers 2 and 5), --no-fuzz,
+# --no-chaos, --no-bench, --no-matrix: for quick local runs; CI runs everything.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 UNIT_ONLY=0
 ASAN=1
+FUZZ=1
 CHAOS=1
 BENCH=1
 MATRIX=1
@@ -29,6 +32,7 @@ for arg in "$@"; do
   case "$arg" in
     --unit) UNIT_ONLY=1 ;;
     --no-asan) ASAN=0 ;;
+    --no-fuzz) FUZZ=0 ;;
     --no-chaos) CHAOS=0 ;;
     --no-bench) BENCH=0 ;;
     --no-matrix) MATRIX=0 ;;
@@ -98,6 +102,10 @@ if [ "$ASAN" = 1 ]; then
   say "unit tests (ASan + UBSan)"
   run_ctest unit-asan --test-dir build-asan -L unit -j"$JOBS"
 fi
+
+FUZZ_SECONDS="${WW_FUZZ_SECONDS:-60}"
+[ "$FUZZ" = 1 ] && run_script "fuzz ${FUZZ_SECONDS} s per target" \
+  "$ROOT/scripts/fuzz.sh" --seconds "$FUZZ_SECONDS"
 
 if [ "$UNIT_ONLY" = 0 ]; then
   export WW_STACK_DIR="${WW_TEST_STACK_DIR:-$ROOT/.stack-test}"

@@ -17,6 +17,8 @@ int64_t ww_clock_mono_ms(void) {
 }
 
 void ww_clock_format_iso8601(int64_t epoch_ms, char *out, size_t outlen) {
+    if (epoch_ms < WW_CLOCK_MIN_MS) epoch_ms = WW_CLOCK_MIN_MS;
+    if (epoch_ms > WW_CLOCK_MAX_MS) epoch_ms = WW_CLOCK_MAX_MS;
     time_t secs = (time_t)(epoch_ms / 1000);
     int ms = (int)(epoch_ms % 1000);
     if (ms < 0) {
@@ -91,7 +93,10 @@ bool ww_clock_parse_rfc3339(const char *s, size_t len, int64_t *epoch_ms) {
     if (i != len) return false;
     int64_t days = days_from_civil(Y, M, D);
     int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - (int64_t)offset_min * 60;
-    if (secs < 0) return false;
+    /* the instant, not just the written year, must be renderable: a negative
+     * offset pushes 9999-12-31T23:59 into year 10000, a positive one pushes
+     * 1970-01-01T00:00 before the epoch */
+    if (secs < 0 || secs > WW_CLOCK_MAX_MS / 1000) return false;
     *epoch_ms = secs * 1000 + ms;
     return true;
 }

@@ -200,7 +200,7 @@ static bool parse_occurred_at(struct json_object *v, ww_command_t *cmd, ww_error
 
 static bool ref_key_char(unsigned char c) {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+           c == '_' || c == '-';
 }
 
 static bool check_ref_key(const char *k, size_t len, ww_error_t *error) {
@@ -212,15 +212,20 @@ static bool check_ref_key(const char *k, size_t len, ww_error_t *error) {
                      WW_COMMAND_REF_KEY_MAX, len);
         return false;
     }
-    if (k[0] == '.' || k[0] == '$') {
+    /* The keys are stored as field names of the ledger entry's and the
+     * markers' "reference" subdocument: a '.' would make a path of them (and
+     * Mongoose and $set treat it so), a '$' an operator. Named apart from the
+     * character class below so the reason is clear. */
+    if (memchr(k, '.', len) || memchr(k, '$', len)) {
         ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_INVALID_VALUE, false,
-                     "reference: key \"%s\" must not start with '.' or '$'", e);
+                     "reference: key \"%s\" must not contain '.' or '$' (a reference key "
+                     "becomes a stored field name)", e);
         return false;
     }
     for (size_t i = 0; i < len; i++) {
         if (!ref_key_char((unsigned char)k[i])) {
             ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_INVALID_VALUE, false,
-                         "reference: key \"%s\": byte %zu is not one of A-Z a-z 0-9 _ . -", e,
+                         "reference: key \"%s\": byte %zu is not one of A-Z a-z 0-9 _ -", e,
                          i);
             return false;
         }

@@ -11,9 +11,9 @@
  *    "ownerUserId": 24 hex digits (any case; stored lowercase),
  *    "amountPaise": JSON integer literal, 1..9007199254740991 (2^53-1),
  *    "occurredAt": RFC 3339 date-time (optional),
- *    "reference": {<=16 members; key 1..64 chars of [A-Za-z0-9_.-], not starting
- *                  with '.'; value a string of <=256 bytes, an int64 integer
- *                  literal, or a boolean} (optional)}
+ *    "reference": {<=16 members; key 1..64 chars of [A-Za-z0-9_-] (no '.' or
+ *                  '$': keys are stored as field names); value a string of <=256
+ *                  bytes, an int64 integer literal, or a boolean} (optional)}
  * plus the JSON-level rules of json.h (64 KiB, depth 8, strict UTF-8, no NUL,
  * no duplicate keys, exactly one object). No other field is accepted.
  *

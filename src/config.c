@@ -9,7 +9,7 @@
 
 #include "db.h"
 
-typedef enum { T_STR, T_INT, T_LEVEL, T_BOOL } setting_type_t;
+typedef enum { T_STR, T_INT, T_LEVEL, T_BOOL, T_SWITCH /* a bool spelled on/off */ } setting_type_t;
 
 typedef struct {
     const char *env;
@@ -98,6 +98,10 @@ static const setting_t settings[] = {
      0, 0, "", false, "CA certificate file to verify the brokers (ssl, sasl_ssl)", true},
     STR(pipelines, "PIPELINES", "--pipelines", "wallet,invite", false,
         "which pipelines this worker runs: wallet, invite, or both (comma-separated)"),
+    {"DB_TRANSACTIONS", "--db-transactions", T_SWITCH, offsetof(ww_config_t, db_transactions), 0, 0,
+     0, "off", false, "on: wallet update and ledger entry in one transaction (replica set or "
+     "mongos only, else exit 2; not exercised by this project's tests); off: single-document "
+     "protocol", false},
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -137,7 +141,8 @@ static bool apply(ww_config_t *cfg, const setting_t *s, const char *value, const
         *(int32_t *)(void *)field = (int32_t)v;
         return true;
     }
-    case T_BOOL: {
+    case T_BOOL:
+    case T_SWITCH: {
         static const char *const yes[] = {"true", "1", "yes", "on"};
         static const char *const no[] = {"false", "0", "no", "off"};
         for (size_t i = 0; i < 4; i++) {
@@ -146,8 +151,8 @@ static bool apply(ww_config_t *cfg, const setting_t *s, const char *value, const
                 return true;
             }
         }
-        ww_error_set(error, WW_ERR_CONFIG, 0, false, "%s: \"%.32s\" is not true or false", source,
-                     value);
+        ww_error_set(error, WW_ERR_CONFIG, 0, false, "%s: \"%.32s\" is not %s", source, value,
+                     s->type == T_SWITCH ? "on or off" : "true or false");
         return false;
     }
     case T_LEVEL: {
@@ -324,6 +329,7 @@ void ww_config_log(const ww_config_t *cfg) {
             break;
         case T_INT: snprintf(buf, sizeof buf, "%d", *(const int32_t *)(const void *)field); break;
         case T_BOOL: snprintf(buf, sizeof buf, "%s", *(const bool *)(const void *)field ? "true" : "false"); break;
+        case T_SWITCH: snprintf(buf, sizeof buf, "%s", *(const bool *)(const void *)field ? "on" : "off"); break;
         case T_LEVEL:
             snprintf(buf, sizeof buf, "%s",
                      ww_log_level_name(*(const ww_log_level_t *)(const void *)field));

@@ -37,6 +37,7 @@ typedef struct {
     int32_t db_pool_max;           /* maxPoolSize when the URI does not say */
     int32_t shutdown_timeout_ms;   /* how long SIGTERM waits for in-flight work */
     bool auto_migrate;             /* apply pending migrations at start */
+    bool db_transactions;          /* DB_TRANSACTIONS=on: the transactional wallet mode */
     char pipelines[64];            /* "wallet,invite": which topics this worker consumes */
     bool run_wallet, run_invite;   /* derived from pipelines by ww_config_validate */
 

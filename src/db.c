@@ -453,8 +453,10 @@ bool ww_db_ping(ww_db_t *db, ww_error_t *error) {
     return ok;
 }
 
-bool ww_db_transactions_supported(ww_db_t *db, bool *supported, ww_error_t *error) {
+bool ww_db_transactions_supported(ww_db_t *db, bool *supported, const char **why,
+                                  ww_error_t *error) {
     *supported = false;
+    *why = "no answer from the server";
     bson_t cmd = BSON_INITIALIZER, reply;
     BSON_APPEND_INT32(&cmd, "hello", 1);
     bool ok = ww_db_command(db, &cmd, &reply, error);
@@ -467,11 +469,26 @@ bool ww_db_transactions_supported(ww_db_t *db, bool *supported, ww_error_t *erro
     }
     if (ok) {
         bson_iter_t it;
-        if (bson_iter_init_find(&it, &reply, "setName") && BSON_ITER_HOLDS_UTF8(&it))
+        bool rs = bson_iter_init_find(&it, &reply, "setName") && BSON_ITER_HOLDS_UTF8(&it);
+        bool mongos = bson_iter_init_find(&it, &reply, "msg") && BSON_ITER_HOLDS_UTF8(&it) &&
+                      strcmp(bson_iter_utf8(&it, NULL), "isdbgrid") == 0;
+        bool sessions = bson_iter_init_find(&it, &reply, "logicalSessionTimeoutMinutes") &&
+                        BSON_ITER_HOLDS_NUMBER(&it);
+        int64_t wire = bson_iter_init_find(&it, &reply, "maxWireVersion") &&
+                               BSON_ITER_HOLDS_NUMBER(&it)
+                           ? bson_iter_as_int64(&it)
+                           : 0;
+        /* transactions: replica sets from MongoDB 4.0 (wire 7), mongos from 4.2 (wire 8) */
+        if (!rs && !mongos)
+            *why = "the server is not a replica-set member or mongos";
+        else if (!sessions)
+            *why = "the server does not support sessions";
+        else if (wire < (mongos ? 8 : 7))
+            *why = "the server is older than MongoDB 4.0 (replica set) or 4.2 (mongos)";
+        else {
             *supported = true;
-        if (bson_iter_init_find(&it, &reply, "msg") && BSON_ITER_HOLDS_UTF8(&it) &&
-            strcmp(bson_iter_utf8(&it, NULL), "isdbgrid") == 0)
-            *supported = true;
+            *why = rs ? "replica set" : "mongos";
+        }
     }
     bson_destroy(&reply);
     bson_destroy(&cmd);

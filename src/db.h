@@ -64,19 +64,24 @@ int32_t ww_db_socket_timeout_ms(const ww_db_t *db);
 /* One round trip: {ping: 1}. */
 bool ww_db_ping(ww_db_t *db, ww_error_t *error);
 
-/* True when the server is a replica-set member or mongos, i.e. multi-document
- * transactions are possible; decided from `hello`, never from a commit
- * answering ok. Sets *supported; returns false on error. */
-bool ww_db_transactions_supported(ww_db_t *db, bool *supported, ww_error_t *error);
+/* True when the deployment can run multi-document transactions: a replica-set
+ * member (MongoDB 4.0+) or mongos (4.2+) with sessions; decided from `hello`,
+ * never from a commit answering ok. Sets *supported and *why (a static
+ * string: what the server is, or why it cannot); returns false on error. */
+bool ww_db_transactions_supported(ww_db_t *db, bool *supported, const char **why,
+                                  ww_error_t *error);
 
 /* Whether the wallet protocol wraps its wallet update and ledger insert in a
- * transaction (decided once at start from ww_db_transactions_supported). */
+ * transaction: DB_TRANSACTIONS=on, checked at start against
+ * ww_db_transactions_supported. Off by default. */
 void ww_db_set_use_transactions(ww_db_t *db, bool use);
 bool ww_db_use_transactions(const ww_db_t *db);
 
 /* ---- transactions ------------------------------------------------------
- * Used only when ww_db_transactions_supported() said yes (a replica set or
- * mongos). The callback runs inside a transaction with write concern
+ * Used only with DB_TRANSACTIONS=on, which start-up refuses unless
+ * ww_db_transactions_supported() says yes (a replica set or mongos). No
+ * server this project tests against supports them: this path is not
+ * exercised by the test suite. The callback runs inside a transaction with write concern
  * "majority" and read concern "snapshot"; libmongoc retries the whole
  * callback on TransientTransactionError and the commit on
  * UnknownTransactionCommitResult. The callback returns false to abort (with

@@ -12,6 +12,7 @@
 
 #include "bus.h"
 #include "clock.h"
+#include "lines.h"
 #include "log.h"
 
 typedef struct {
@@ -462,70 +463,56 @@ static bool run_file(engine_t *e, ww_error_t *error) {
     struct stat st;
     if (!is_stdin && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
         total_bytes = (uint64_t)st.st_size;
-    size_t cap = (size_t)cfg->max_line_bytes + 2;
-    char *buf = malloc(cap);
-    if (!buf) {
+    ww_lines_t *lines = ww_lines_new(f, (size_t)cfg->max_line_bytes, error);
+    if (!lines) {
         if (!is_stdin) fclose(f);
-        ww_error_set(error, WW_ERR_SYSTEM, 0, false, "out of memory");
         return false;
     }
-    int64_t line_no = 0, started = ww_clock_mono_ms(), next_progress = started + 1000;
+    int64_t started = ww_clock_mono_ms(), next_progress = started + 1000;
     bool ok = true;
+    ww_line_t line;
     while (!*e->stop) {
-        if (!fgets(buf, (int)cap, f)) break;
-        line_no++;
-        size_t len = strlen(buf);
-        done_bytes += len;
-        bool complete = len > 0 && buf[len - 1] == '\n';
-        size_t real_len = len;
-        if (!complete && !feof(f)) {
-            /* longer than the limit: measure and skip the rest of the line */
-            int ch;
-            while ((ch = fgetc(f)) != EOF && ch != '\n') {
-                real_len++;
-                done_bytes++;
+        ww_lines_result_t got = ww_lines_next(lines, &line, error);
+        if (got == WW_LINES_ERROR) {
+            if (error) {
+                char why[sizeof error->message];
+                snprintf(why, sizeof why, "%s", error->message);
+                ww_error_set(error, WW_ERR_SYSTEM, error->code, false, "%s: %s", cfg->file, why);
             }
+            ok = false;
+            break;
         }
-        bool overflowed = real_len > len;
-        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) len--;
-        if (!overflowed) real_len = len;
-        if (real_len == 0) continue; /* blank line */
-        /* strlen stops at a NUL byte: the line then differs from what was
-         * read; the parser sees it as too long or invalid, never truncated */
+        if (got == WW_LINES_END) break;
+        done_bytes += line.consumed;
+        if (line.real_len == 0) continue; /* blank line */
+        /* Every other line goes to the handler with its real bytes: one with
+         * a NUL is rejected by the parser (invalid_encoding), one over the
+         * limit keeps its first max+1 bytes, still too large for the handler,
+         * so its rejection can show how it began. */
         item_t *it = calloc(1, sizeof *it);
-        if (!it) {
-            ok = false;
-            break;
-        }
-        /* an oversized line keeps its first max+1 bytes: still too large
-         * for the handler, and its rejection can show how it began */
-        bool oversize = real_len > (size_t)cfg->max_line_bytes;
-        if (oversize) len = (size_t)cfg->max_line_bytes + 1 < cap ? (size_t)cfg->max_line_bytes + 1 : cap;
-        it->buf = malloc(len ? len : 1);
-        if (!it->buf) {
+        if (it) it->buf = malloc(line.len);
+        if (!it || !it->buf) {
             free(it);
+            ww_error_set(error, WW_ERR_SYSTEM, ENOMEM, false, "out of memory at line %lld",
+                         (long long)line.number);
             ok = false;
             break;
         }
-        memcpy(it->buf, buf, len);
+        memcpy(it->buf, line.bytes, line.len);
         it->file.topic = cfg->route.topic;
         it->file.partition = 0;
-        it->file.offset = line_no;
+        it->file.offset = line.number;
         it->file.value = it->buf;
-        it->file.value_len = len;
+        it->file.value_len = line.len;
         it->file.timestamp_ms = -1;
-        it->route_hash = oversize ? (uint32_t)line_no : route_line(buf, len);
+        it->route_hash = line.too_long ? (uint32_t)line.number : route_line(it->buf, line.len);
         dispatch(e, it);
         if (cfg->progress && ww_clock_mono_ms() >= next_progress) {
             progress(e, started, done_bytes, total_bytes);
             next_progress += 1000;
         }
     }
-    if (ferror(f)) {
-        ww_error_set(error, WW_ERR_SYSTEM, errno, false, "%s: read error", cfg->file);
-        ok = false;
-    }
-    free(buf);
+    ww_lines_destroy(lines);
     if (!is_stdin) fclose(f);
     return ok;
 }

@@ -37,7 +37,7 @@
 
 #define MARKERS "pendingTransactions"
 #define MAX_MARKERS 64      /* per wallet; in practice 0-2 (in-flight keys) */
-#define MAX_WALLETS 8       /* documents per owner (live + soft-deleted) */
+#define MAX_WALLETS 8       /* documents per owner read by a snapshot (live + holding markers) */
 #define MAX_ATTEMPTS 64     /* guarded-update races before giving up (retryable) */
 #define BALANCE_MAX INT64_C(9007199254740991) /* 2^53-1: exact in every client */
 
@@ -248,12 +248,13 @@ static bool find_ledger(ww_db_t *db, const char *key, bson_t *out, bool *found,
 typedef struct {
     bson_t docs[MAX_WALLETS];
     size_t n;
+    size_t seen; /* documents the query returned: more than MAX_WALLETS = refused */
     int live; /* index of the live wallet, -1 when none */
 } wallets_t;
 
 static bool collect_wallet(const bson_t *doc, void *ctx) {
     wallets_t *w = ctx;
-    if (w->n >= MAX_WALLETS) return false;
+    if (++w->seen > MAX_WALLETS) return false;
     bson_copy_to(doc, &w->docs[w->n]);
     if (w->live < 0 && doc_missing_or_null(doc, "deletedAt")) w->live = (int)w->n;
     w->n++;
@@ -265,21 +266,46 @@ static void wallets_destroy(wallets_t *w) {
     w->n = 0;
 }
 
-/* Every wallet document of the owner, live and soft-deleted (markers may sit
- * in a wallet that was deleted after deciding a key). */
+/* The owner's wallet documents the protocol needs: the live wallet and every
+ * document holding markers (a wallet soft-deleted after deciding a key keeps
+ * them). A soft-deleted wallet without markers holds no decision and cannot
+ * gain one (guarded updates require deletedAt: null), so it is not read.
+ * Deciding on part of this set could miss the live wallet or a decided key:
+ * more than MAX_WALLETS is a retryable error, logged, never a truncated view. */
 static bool snapshot_wallets(ww_db_t *db, const bson_oid_t *owner, wallets_t *w,
                              ww_error_t *error) {
     memset(w, 0, sizeof *w);
     w->live = -1;
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, or, alt, exists;
     BSON_APPEND_OID(&filter, "ownerUserId", owner);
+    BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &or);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &alt);
+    BSON_APPEND_NULL(&alt, "deletedAt");
+    bson_append_document_end(&or, &alt);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &alt);
+    BSON_APPEND_DOCUMENT_BEGIN(&alt, MARKERS ".0", &exists);
+    BSON_APPEND_BOOL(&exists, "$exists", true);
+    bson_append_document_end(&alt, &exists);
+    bson_append_document_end(&or, &alt);
+    bson_append_array_end(&filter, &or);
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
     BSON_APPEND_INT32(&sort, "_id", 1);
     bson_append_document_end(&opts, &sort);
-    BSON_APPEND_INT64(&opts, "limit", MAX_WALLETS);
+    BSON_APPEND_INT64(&opts, "limit", MAX_WALLETS + 1);
     bool ok = ww_db_find(db, WW_WALLETS, &filter, &opts, collect_wallet, w, error);
     bson_destroy(&filter);
     bson_destroy(&opts);
+    if (ok && w->seen > MAX_WALLETS) {
+        char hex[25];
+        bson_oid_to_string(owner, hex);
+        ww_err("wallet", "owner %s has more than %d wallet documents that are live or hold "
+               "pendingTransactions: not deciding on a partial view; the command waits "
+               "(retrying) until the data is fixed", hex, MAX_WALLETS);
+        ww_error_set(error, WW_ERR_DB, 0, true,
+                     "owner %s: more than %d live or marker-holding wallet documents", hex,
+                     MAX_WALLETS);
+        ok = false;
+    }
     if (!ok) wallets_destroy(w);
     return ok;
 }
@@ -664,8 +690,11 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
                 r->outcome = r->original;
                 set_rejection(r, r->outcome);
             } else {
-                if (has_other) ok = undo_marker(db, &owner, cmd->idempotency_key, error);
-                ok = ok && answer_repeat(cmd, stored, r, error);
+                /* another payload under a decided key (conflict), or a
+                 * decision the ledger overruled (undone first): either way
+                 * answered from what is stored */
+                ok = (!has_other || undo_marker(db, &owner, cmd->idempotency_key, error)) &&
+                     answer_repeat(cmd, stored, r, error);
             }
             if (has_other) bson_destroy(&other);
             goto out;

@@ -97,14 +97,16 @@ static void stamp_progress(void) { ww_health_progress(ww_clock_mono_ms()); }
 /* Waits for the database (for up to wait_ms; -1 = until stopped), brings
  * the schema up to date (the unique ledger index is what makes wallet
  * commands exactly-once: never run without it) or, with AUTO_MIGRATE=false,
- * checks that it is, and decides whether to use transactions. False when
- * stopped, out of time, or the schema is not what this build needs (*fatal:
- * do not retry). */
-static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, bool *fatal,
+ * checks that it is, and checks that DB_TRANSACTIONS=on can be honoured.
+ * False when stopped, out of time, the schema is not what this build needs
+ * or transactions were asked for where there are none (*fatal: do not retry;
+ * the exit status, 2 for the configuration). */
+static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, int *fatal,
                        ww_error_t *err) {
     int64_t deadline = wait_ms < 0 ? INT64_MAX : ww_clock_mono_ms() + wait_ms;
     bool txn = false;
-    *fatal = false;
+    const char *txn_why = "";
+    *fatal = 0;
     for (int attempt = 0; !stop_requested; attempt++) {
         bool ok;
         if (cfg->auto_migrate) {
@@ -121,10 +123,10 @@ static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, boo
             }
         }
         if (!ok && !err->retryable) {
-            *fatal = true;
+            *fatal = 1;
             return false;
         }
-        if (ok && ww_db_transactions_supported(db, &txn, err)) break;
+        if (ok && ww_db_transactions_supported(db, &txn, &txn_why, err)) break;
         if (ww_clock_mono_ms() >= deadline) return false;
         if (attempt == 0 || attempt % 10 == 0)
             ww_warn("main", "waiting for the database: %s", err->message);
@@ -132,13 +134,19 @@ static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, boo
         ww_clock_sleep_ms(1000, &stop_requested);
     }
     if (stop_requested) return false;
-    ww_db_set_use_transactions(db, txn);
-    if (txn)
-        ww_info("main", "transactions available (replica set or mongos): wallet update and "
-                "ledger entry commit together, write concern majority");
+    if (cfg->db_transactions && !txn) {
+        ww_error_set(err, WW_ERR_CONFIG, 0, false,
+                     "DB_TRANSACTIONS=on, but the deployment cannot run transactions: %s; use "
+                     "a replica set or mongos, or DB_TRANSACTIONS=off", txn_why);
+        *fatal = 2;
+        return false;
+    }
+    ww_db_set_use_transactions(db, cfg->db_transactions);
+    if (cfg->db_transactions)
+        ww_info("main", "DB_TRANSACTIONS=on (%s): wallet update and ledger entry commit "
+                "together, write concern majority", txn_why);
     else
-        ww_info("main", "transactions not available (standalone or MongoDB-compatible server): "
-                "single-document protocol only");
+        ww_info("main", "DB_TRANSACTIONS=off: single-document protocol");
     return true;
 }
 
@@ -216,10 +224,10 @@ static int run(const ww_config_t *cfg) {
             ww_db_name(db), ww_db_pool_max(db), ww_db_server_selection_ms(db),
             ww_db_socket_timeout_ms(db));
 
-    bool fatal = false;
+    int fatal = 0;
     if (!prepare_db(cfg, db, -1, &fatal, &err)) {
         if (fatal) ww_err("main", "%s", err.message);
-        status = stop_requested && !fatal ? 0 : 1;
+        status = fatal ? fatal : stop_requested ? 0 : 1;
         goto done;
     }
 
@@ -418,9 +426,14 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
         fprintf(stderr, "wallet-worker: %s\n", err.message);
         return 2;
     }
-    bool fatal = false;
+    int fatal = 0;
     if (!prepare_db(cfg, db, o->rc.max_retry_ms, &fatal, &err)) {
-        if (!stop_requested) fprintf(stderr, "wallet-worker: database unavailable: %s\n", err.message);
+        if (fatal == 2) {
+            fprintf(stderr, "wallet-worker: %s\n", err.message);
+            status = 2;
+        } else if (!stop_requested) {
+            fprintf(stderr, "wallet-worker: database unavailable: %s\n", err.message);
+        }
         goto done;
     }
 

@@ -38,7 +38,10 @@ static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
     if (error) fprintf(stderr, "harness: delivery failed: %s\n", error->message);
 }
 
+static void reap_leftovers(void);
+
 void h_env_init(h_env_t *env, const char *test_name) {
+    reap_leftovers(); /* of a test that failed before stopping them */
     memset(env, 0, sizeof *env);
     const char *b = getenv("KAFKA_BROKERS");
     const char *u = getenv("MONGODB_URI");
@@ -116,6 +119,41 @@ void h_env_destroy(h_env_t *env) {
 static pid_t spawn(const h_env_t *env, const char *const *args, const char *const *extra,
                    const char *stdin_path, const char *out_path, const char *err_path);
 
+/* Every process this harness started and has not reaped. A test that fails
+ * mid-way (cmocka longjmps out of it) never stops its workers: they are
+ * killed when the next test sets up, and at exit, instead of running on. */
+#define MAX_SPAWNED 64
+static pid_t spawned[MAX_SPAWNED];
+
+static void forget(pid_t pid) {
+    for (int i = 0; i < MAX_SPAWNED; i++)
+        if (spawned[i] == pid) spawned[i] = 0;
+}
+
+static void reap_leftovers(void) {
+    for (int i = 0; i < MAX_SPAWNED; i++) {
+        if (spawned[i] <= 0) continue;
+        if (kill(spawned[i], SIGKILL) == 0)
+            fprintf(stderr, "harness: killed leftover process %d\n", (int)spawned[i]);
+        waitpid(spawned[i], NULL, 0);
+        spawned[i] = 0;
+    }
+}
+
+static void remember(pid_t pid) {
+    static bool registered;
+    if (!registered) {
+        atexit(reap_leftovers);
+        registered = true;
+    }
+    for (int i = 0; i < MAX_SPAWNED; i++)
+        if (spawned[i] == 0) {
+            spawned[i] = pid;
+            return;
+        }
+    fail_msg("harness: more than %d processes alive", MAX_SPAWNED);
+}
+
 pid_t h_worker_start(const h_env_t *env, const char *log_path, const char *const *extra) {
     return spawn(env, NULL, extra, NULL, log_path, log_path);
 }
@@ -126,12 +164,15 @@ int h_run_cli(const h_env_t *env, const char *const *args, const char *const *ex
     int64_t deadline = h_now_ms() + timeout_ms;
     while (h_now_ms() < deadline) {
         int st;
-        if (waitpid(pid, &st, WNOHANG) == pid)
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            forget(pid);
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
         h_sleep_ms(20);
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    forget(pid);
     return -1;
 }
 
@@ -194,12 +235,15 @@ static pid_t spawn(const h_env_t *env, const char *const *args, const char *cons
         execve(WW_WORKER_BIN, argv, envp);
         _exit(127);
     }
+    if (pid > 0) remember(pid);
     return pid;
 }
 
 bool h_worker_alive(pid_t pid) {
     int st;
-    return waitpid(pid, &st, WNOHANG) == 0;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) forget(pid);
+    return r == 0;
 }
 
 int h_worker_stop(pid_t pid, int sig, int timeout_ms) {
@@ -209,6 +253,7 @@ int h_worker_stop(pid_t pid, int sig, int timeout_ms) {
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid) {
+            forget(pid);
             if (WIFEXITED(st)) return WEXITSTATUS(st);
             if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
             return -1;
@@ -217,6 +262,7 @@ int h_worker_stop(pid_t pid, int sig, int timeout_ms) {
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    forget(pid);
     return -1;
 }
 

@@ -190,6 +190,27 @@ static void test_lifecycle_pipelines_choose_the_topics(void **state) {
     h_env_destroy(&env);
 }
 
+/* A test that fails mid-way never stops the workers it started (cmocka
+ * longjmps out of it): the harness kills them when the next test sets up. */
+static void test_lifecycle_harness_reaps_a_failed_tests_workers(void **state) {
+    (void)state;
+    h_env_t env;
+    h_env_init(&env, "leftover");
+    char log[256];
+    snprintf(log, sizeof log, "/tmp/ww-it-%s.log", env.run_id);
+    unlink(log);
+    pid_t pid = h_worker_start(&env, log, NULL);
+    assert_true(h_wait_http(env.http_port, "/livez", 200, 30000));
+    h_env_destroy(&env);
+    /* as if the test had failed here: the next set-up finds it running */
+    h_env_t next;
+    h_env_init(&next, "leftover2");
+    assert_false(h_worker_alive(pid));
+    assert_int_equal(kill(pid, 0), -1); /* gone, and reaped */
+    h_env_destroy(&next);
+    unlink(log);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lifecycle_starts_serves_health_and_stops_on_sigterm),
@@ -197,6 +218,7 @@ int main(void) {
         cmocka_unit_test(test_lifecycle_password_never_logged),
         cmocka_unit_test(test_lifecycle_credential_options_never_logged),
         cmocka_unit_test(test_lifecycle_pipelines_choose_the_topics),
+        cmocka_unit_test(test_lifecycle_harness_reaps_a_failed_tests_workers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

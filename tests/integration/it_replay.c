@@ -267,11 +267,77 @@ static void test_replay_apply_file_with_good_and_bad_lines(void **state) {
     unlink(path);
 }
 
+/* Writes one command line padded with spaces (JSON whitespace) to `size`
+ * bytes, then `end` (a line terminator). */
+static void padded_line(FILE *f, const char *key, const char *owner, size_t size,
+                        const char *end) {
+    char cmd[300];
+    int n = snprintf(cmd, sizeof cmd,
+                     "{\"type\":\"wallet.debit\",\"idempotencyKey\":\"%s\",\"ownerUserId\":"
+                     "\"%s\",\"amountPaise\":1}", key, owner);
+    assert_true(n > 0 && (size_t)n <= size);
+    fputs(cmd, f);
+    for (size_t i = (size_t)n; i < size; i++) fputc(' ', f);
+    fputs(end, f);
+}
+
+/* fgets + strlen read a line with a NUL as its prefix (applied as valid) and
+ * swallowed the next line; a line of exactly the limit ending in \r\r\n was
+ * called too large. Each line must be decided exactly once, on its real bytes. */
+static void test_replay_apply_file_with_nul_and_cr_bytes(void **state) {
+    (void)state;
+    const char *o = "e5000000000000000000000e";
+    seed(o, 1000);
+    char path[256], key[160];
+    snprintf(path, sizeof path, "/tmp/ww-it-%s-nul.ndjson", env.run_id);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    /* 1: a valid command, a NUL, then junk: invalid as a whole */
+    fprintf(f, "{\"type\":\"wallet.debit\",\"idempotencyKey\":\"%s-n1\",\"ownerUserId\":\"%s\","
+            "\"amountPaise\":100}", env.run_id, o);
+    fputc('\0', f);
+    fputs("junk\n", f);
+    /* 2: valid, right after the NUL line */
+    fprintf(f, "{\"type\":\"wallet.debit\",\"idempotencyKey\":\"%s-n2\",\"ownerUserId\":\"%s\","
+            "\"amountPaise\":100}\n", env.run_id, o);
+    /* 3: exactly the limit, CR CR LF: valid */
+    snprintf(key, sizeof key, "%s-n3", env.run_id);
+    padded_line(f, key, o, 512, "\r\r\n");
+    /* 4: one byte over the limit: too large */
+    snprintf(key, sizeof key, "%s-n4", env.run_id);
+    padded_line(f, key, o, 513, "\n");
+    fclose(f);
+    const char *args[] = {"apply", "--file", path, NULL};
+    const char *extra[] = {"WW_PROGRESS=1", "MAX_MESSAGE_BYTES=512", NULL};
+    unlink(out_path);
+    unlink(err_path);
+    assert_int_equal(h_run_cli(&env, args, extra, NULL, out_path, err_path, 120000), 0);
+    char *out = h_read_file(out_path), *errs = h_read_file(err_path);
+    print_message("--- stdout\n%s--- stderr\n%s\n", out, errs);
+    char want[300];
+    snprintf(want, sizeof want, "%s:1: invalid_encoding", path);
+    assert_non_null(strstr(errs, want));
+    snprintf(want, sizeof want, "%s:4: too_large", path);
+    assert_non_null(strstr(errs, want));
+    snprintf(want, sizeof want, "%s-n1", env.run_id);
+    assert_null(strstr(out, want));
+    snprintf(want, sizeof want, "\"%s-n2\"", env.run_id);
+    assert_non_null(strstr(out, want));
+    snprintf(want, sizeof want, "\"%s-n3\"", env.run_id);
+    assert_non_null(strstr(out, want));
+    assert_int_equal(summary_count(err_path, "applied"), 2);
+    assert_int_equal(summary_count(err_path, "invalid"), 2);
+    free(out);
+    free(errs);
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replay_ranges_twice_identical_and_live_group_untouched),
         cmocka_unit_test(test_replay_dead_letters_redriven_after_a_fix),
         cmocka_unit_test(test_replay_apply_file_with_good_and_bad_lines),
+        cmocka_unit_test(test_replay_apply_file_with_nul_and_cr_bytes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -112,6 +112,7 @@ typedef struct {
     char partition[16][8];
     char offset[16][24];
     char value[16][256];
+    char reason[16][256];
 } dlq_t;
 
 static void collect_dlq(const ww_msg_t *m, void *ctx) {
@@ -124,6 +125,7 @@ static void collect_dlq(const ww_msg_t *m, void *ctx) {
     snprintf(d->code[i], sizeof d->code[i], "%.*s", (int)len, (const char *)v);
     assert_true(ww_msg_header(m, "ww.error.reason", &v, &len));
     assert_true(len > 0);
+    snprintf(d->reason[i], sizeof d->reason[i], "%.*s", (int)len, (const char *)v);
     assert_true(ww_msg_header(m, "ww.source.topic", &v, &len));
     assert_true(ww_msg_header(m, "ww.source.partition", &v, &len));
     snprintf(d->partition[i], sizeof d->partition[i], "%.*s", (int)len, (const char *)v);
@@ -220,8 +222,13 @@ static void test_wallet_every_outcome_then_replay_changes_nothing(void **state) 
     snprintf(v, sizeof v, "{\"type\":\"wallet.debit\",\"idempotencyKey\":\"%s-k9\","
              "\"ownerUserId\":{\"$ne\":null},\"amountPaise\":10}", env.run_id);
     h_produce(&env, env.commands_topic, A, v);
+    /* a reference key is stored as a field name: '.' would make it a path */
+    snprintf(v, sizeof v, "{\"type\":\"wallet.debit\",\"idempotencyKey\":\"%s-k10\","
+             "\"ownerUserId\":\"" A "\",\"amountPaise\":1,\"reference\":{\"order.id\":\"x\"}}",
+             env.run_id);
+    h_produce(&env, env.commands_topic, A, v);
     h_flush(&env);
-    const size_t total = 13;
+    const size_t total = 14;
 
     char log[256];
     snprintf(log, sizeof log, "/tmp/ww-it-%s.log", env.run_id);
@@ -257,6 +264,8 @@ static void test_wallet_every_outcome_then_replay_changes_nothing(void **state) 
     expect(r, &env, "k9", 0, "invalid");
     assert_string_equal(r->error_code[find_result(r, &env, "k8", 0)], "wrong_type");
     assert_string_equal(r->error_code[find_result(r, &env, "k9", 0)], "wrong_type");
+    expect(r, &env, "k10", 0, "invalid");
+    assert_string_equal(r->error_code[find_result(r, &env, "k10", 0)], "invalid_value");
     assert_int_equal(r->balance[find_result(r, &env, "k1", 0)], 700);
     assert_int_equal(r->balance[find_result(r, &env, "k1", 1)], 700); /* the original result */
     assert_int_equal(r->balance[find_result(r, &env, "k6", 0)], 0);
@@ -267,17 +276,22 @@ static void test_wallet_every_outcome_then_replay_changes_nothing(void **state) 
     assert_int_equal(r->balance[find_result(r, &env, "k3", 0)], 750);
 
     dlq_t *d = calloc(1, sizeof *d);
-    assert_int_equal(h_read_topic(&env, env.dlq_topic, 3, 30000, collect_dlq, d), 3);
-    int json_bad = 0, wrong_type = 0;
+    assert_int_equal(h_read_topic(&env, env.dlq_topic, 4, 30000, collect_dlq, d), 4);
+    int json_bad = 0, wrong_type = 0, dotted = 0;
     for (size_t i = 0; i < d->n; i++) {
         if (strcmp(d->code[i], "invalid_json") == 0) {
             json_bad++;
             assert_string_equal(d->value[i], "this is not json"); /* original bytes */
         }
         if (strcmp(d->code[i], "wrong_type") == 0) wrong_type++;
+        if (strcmp(d->code[i], "invalid_value") == 0) {
+            dotted++;
+            assert_non_null(strstr(d->reason[i], "reference: key \"order.id\" must not contain"));
+        }
     }
     assert_int_equal(json_bad, 1);
     assert_int_equal(wrong_type, 2);
+    assert_int_equal(dotted, 1);
 
     /* MongoDB: balances exact and stored as int64, the ledger one entry per key */
     bson_type_t t;

@@ -250,20 +250,28 @@ static void test_wallet_faults_sigkill_mid_batch_keeps_invariants(void **state) 
     h_env_destroy(&env);
 }
 
+/* Seeds the wallets, starts a worker (extra settings may be NULL), produces
+ * the workload and waits until the ledger has some of it: a run in flight. */
+static pid_t start_in_flight(h_env_t *env, workload_t *w, const char *log,
+                             const char *const *extra, uint32_t seed_value) {
+    seed(env, w);
+    unlink(log);
+    pid_t pid = h_worker_start(env, log, extra);
+    assert_true(h_wait_http(env->http_port, "/readyz", 200, 30000));
+    produce_workload(env, w, seed_value);
+    int64_t deadline = h_now_ms() + 30000;
+    while (h_now_ms() < deadline && h_count(env, WW_TRANSACTIONS, NULL) < 30) h_sleep_ms(20);
+    return pid;
+}
+
 static void test_wallet_faults_database_down_10s_loses_nothing(void **state) {
     (void)state;
     h_env_t env;
     h_env_init(&env, "dbdown");
     workload_t *w = calloc(1, sizeof *w);
-    seed(&env, w);
     char log[256];
     snprintf(log, sizeof log, "/tmp/ww-it-%s.log", env.run_id);
-    unlink(log);
-    pid_t pid = h_worker_start(&env, log, NULL);
-    assert_true(h_wait_http(env.http_port, "/readyz", 200, 30000));
-    produce_workload(&env, w, 777);
-    int64_t deadline = h_now_ms() + 30000;
-    while (h_now_ms() < deadline && h_count(&env, WW_TRANSACTIONS, NULL) < 30) h_sleep_ms(20);
+    pid_t pid = start_in_flight(&env, w, log, NULL, 777);
 
     assert_int_equal(h_stack(&env, "mongo-stop"), 0);
     int64_t stopped_at = h_now_ms();
@@ -283,7 +291,7 @@ static void test_wallet_faults_database_down_10s_loses_nothing(void **state) {
     /* The outage is over once the log says so (a heartbeat after the
      * deployment has been writable for a few seconds: src/dbmon.h); wait for
      * that event instead of guessing how long it takes. */
-    deadline = h_now_ms() + 60000;
+    int64_t deadline = h_now_ms() + 60000;
     while (h_count_in_file(log, "db      reconnected") < 1 && h_now_ms() < deadline)
         h_sleep_ms(100);
     h_sleep_ms(1500);
@@ -371,16 +379,10 @@ static void test_wallet_faults_sigterm_with_handlers_inside_frozen_db(void **sta
     h_env_t env;
     h_env_init(&env, "frozen");
     workload_t *w = calloc(1, sizeof *w);
-    seed(&env, w);
     char log[256];
     snprintf(log, sizeof log, "/tmp/ww-it-%s.log", env.run_id);
-    unlink(log);
     const char *extra[] = {"SHUTDOWN_TIMEOUT_MS=1000", NULL};
-    pid_t pid = h_worker_start(&env, log, extra);
-    assert_true(h_wait_http(env.http_port, "/readyz", 200, 30000));
-    produce_workload(&env, w, 31337);
-    int64_t deadline = h_now_ms() + 30000;
-    while (h_now_ms() < deadline && h_count(&env, WW_TRANSACTIONS, NULL) < 30) h_sleep_ms(20);
+    pid_t pid = start_in_flight(&env, w, log, extra, 31337);
 
     pid_t mongo = mongo_pid();
     assert_int_equal(kill(mongo, SIGSTOP), 0);

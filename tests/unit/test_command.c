@@ -634,7 +634,12 @@ static void test_command_error_messages_name_the_field(void **state) {
                         "reference.o: must be a string, an integer or a boolean, got an object");
     must_fail(CMD("wallet.debit", "k", OWNER, "1", ",\"reference\":{\"$set\":1}"),
               WW_COMMAND_INVALID_VALUE, &err);
-    assert_string_equal(err.message, "reference: key \"$set\" must not start with '.' or '$'");
+    assert_string_equal(err.message, "reference: key \"$set\" must not contain '.' or '$' "
+                                     "(a reference key becomes a stored field name)");
+    must_fail(CMD("wallet.debit", "k", OWNER, "1", ",\"reference\":{\"order.id\":1}"),
+              WW_COMMAND_INVALID_VALUE, &err);
+    assert_string_equal(err.message, "reference: key \"order.id\" must not contain '.' or '$' "
+                                     "(a reference key becomes a stored field name)");
     must_fail(CMD("wallet.debit", "k", OWNER, "1", ",\"occurredAt\":\"2026-02-30T00:00:00Z\""),
               WW_COMMAND_INVALID_VALUE, &err);
     assert_string_equal(err.message, "occurredAt: must be an RFC 3339 date-time such as "

@@ -75,6 +75,7 @@ static void test_config_defaults_are_valid_and_as_documented(void **state) {
     assert_int_equal(cfg.liveness_threshold_ms, 30000);
     assert_int_equal(cfg.db_pool_max, 50);
     assert_int_equal(cfg.shutdown_timeout_ms, 5000);
+    assert_false(cfg.db_transactions); /* opt-in: the transactional mode is not tested here */
 }
 
 static void test_config_empty_environment_changes_nothing(void **state) {
@@ -225,6 +226,54 @@ static void test_config_log_levels_are_case_insensitive(void **state) {
     }
 }
 
+/* DB_TRANSACTIONS is off unless asked for, by environment or flag, in any case. */
+static void test_config_db_transactions_is_an_on_off_switch(void **state) {
+    (void)state;
+    const struct {
+        const char *in;
+        bool want;
+    } cases[] = {{"on", true}, {"ON", true}, {"off", false}, {"Off", false},
+                 {"true", true}, {"false", false}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ww_config_t cfg;
+        ww_error_t err;
+        ww_error_clear(&err);
+        ww_config_defaults(&cfg);
+        setenv("DB_TRANSACTIONS", cases[i].in, 1);
+        if (!ww_config_from_env(&cfg, &err)) fail_msg("%s: %s", cases[i].in, err.message);
+        assert_true(ww_config_validate(&cfg, &err));
+        assert_int_equal(cfg.db_transactions, cases[i].want);
+    }
+    unsetenv("DB_TRANSACTIONS");
+    /* the flag wins over the environment, in both forms */
+    setenv("DB_TRANSACTIONS", "on", 1);
+    ww_config_t cfg;
+    ww_error_t err;
+    ww_config_defaults(&cfg);
+    assert_true(ww_config_from_env(&cfg, &err));
+    assert_true(cfg.db_transactions);
+    const char *args[] = {"wallet-worker", "--db-transactions=off", NULL};
+    int index;
+    assert_true(parse_args(&cfg, args, &index, &err));
+    assert_false(cfg.db_transactions);
+    const char *args2[] = {"wallet-worker", "--db-transactions", "on", NULL};
+    assert_true(parse_args(&cfg, args2, &index, &err));
+    assert_true(cfg.db_transactions);
+    /* --help shows it with its default */
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    ww_config_print_help(f);
+    long len = ftell(f);
+    rewind(f);
+    char *help = calloc(1, (size_t)len + 1);
+    assert_non_null(help);
+    assert_int_equal(fread(help, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    assert_contains(help, "--db-transactions");
+    assert_contains(help, "env DB_TRANSACTIONS, default off");
+    free(help);
+}
+
 /* ---- rejections ----------------------------------------------------------------- */
 
 typedef enum { VIA_ENV, VIA_FLAG } via_t;
@@ -333,6 +382,11 @@ static void test_config_invalid_values_are_refused_naming_the_setting(void **sta
         {VIA_ENV, "WALLET_DLQ_TOPIC", "wallet.commands", "WALLET_COMMANDS_TOPIC", NULL},
         {VIA_ENV, "WALLET_COMMANDS_TOPIC", "wallet.results", "WALLET_COMMANDS_TOPIC", NULL},
         {VIA_FLAG, "--commands-topic", "wallet.commands.dlq", "WALLET_COMMANDS_TOPIC", NULL},
+        /* DB_TRANSACTIONS: on or off */
+        {VIA_ENV, "DB_TRANSACTIONS", "maybe", "DB_TRANSACTIONS", "on or off"},
+        {VIA_ENV, "DB_TRANSACTIONS", "", "DB_TRANSACTIONS", "on or off"},
+        {VIA_ENV, "DB_TRANSACTIONS", "onn", "DB_TRANSACTIONS", "on or off"},
+        {VIA_FLAG, "--db-transactions", "2", "--db-transactions", "on or off"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_rejected(&cases[i]);
 }
@@ -673,6 +727,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_config_flags_win_over_environment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_last_flag_wins, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_db_transactions_is_an_on_off_switch, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_config_log_levels_are_case_insensitive, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_config_invalid_values_are_refused_naming_the_setting,
