@@ -47,6 +47,7 @@ typedef struct {
     size_t n_ledger;
     uint32_t next_id;
     size_t max_markers_seen;
+    int crashes;
 } db_t;
 
 static void gen_id(void *ctx, bson_oid_t *out) {
@@ -297,6 +298,9 @@ static void write_plan(db_t *db, const ww_wallet_plan_t *plan, const bool *lose,
 
 /* Plans, writes and re-plans until every command is decided (or max_rounds
  * ran). Returns the number of rounds. */
+static uint32_t rnd(uint32_t n);
+static int crash_one_in; /* > 0: a round crashes with probability 1/crash_one_in */
+
 static int run(db_t *db, const batch_t *b, const size_t *idx0, size_t n0, final_t *out,
                const char *const *owners, int max_rounds) {
     size_t idx[MAXC], n = n0;
@@ -317,6 +321,24 @@ static int run(db_t *db, const batch_t *b, const size_t *idx0, size_t n0, final_
         assert_int_equal(plan.n_decided + plan.n_deferred + plan.n_retry, n);
         bool matched[MAXC + 8] = {0}, stored[MAXL] = {0};
         assert_true(plan.n_updates <= MAXC && plan.n_inserts <= MAXL);
+        if (crash_one_in > 0 && rnd((uint32_t)crash_one_in) == 0) {
+            /* the worker dies after the bulk update, part-way through the
+             * insertMany, before any result: everything is redelivered */
+            size_t keep = plan.n_inserts ? rnd((uint32_t)plan.n_inserts + 1) : 0;
+            for (size_t u = 0; u < plan.n_updates; u++) {
+                bson_oid_t id;
+                bson_oid_init_from_string(&id, plan.updates[u].wallet_id);
+                bson_t *w = find_wallet(db, &id);
+                if (guard_matches(w, &plan.updates[u].filter)) apply_set(w, &plan.updates[u].update);
+            }
+            for (size_t e = 0; e < keep; e++) {
+                bool same;
+                ledger_insert(db, &plan.inserts[e].doc, &same);
+            }
+            ww_wallet_plan_destroy(&plan);
+            db->crashes++;
+            continue;
+        }
         write_plan(db, &plan, NULL, matched, stored);
         size_t left = 0;
         for (size_t i = 0; i < n; i++) {
@@ -644,6 +666,79 @@ static void decide_then_crash(db_t *db, batch_t *b, bool write_entry) {
     ww_wallet_plan_destroy(&plan);
 }
 
+/* Plans cmds[idx[0..n)] and applies only the updates: a crash before the
+ * insertMany leaves their markers orphaned. */
+static void crash_after_update(db_t *db, const batch_t *b, const size_t *idx, size_t n) {
+    ww_wallet_plan_t plan;
+    static ww_wallet_plan_input_t in[MAXC];
+    static const bson_t *ledger[MAXL], *wallets[MAXW];
+    static const char *own[MAXC];
+    ww_wallet_plan_facts_t f;
+    make_facts(db, b, idx, n, NULL, in, ledger, wallets, own, &f);
+    assert_true(ww_wallet_plan(&f, &plan, NULL));
+    for (size_t u = 0; u < plan.n_updates; u++) {
+        bson_oid_t id;
+        bson_oid_init_from_string(&id, plan.updates[u].wallet_id);
+        apply_set(find_wallet(db, &id), &plan.updates[u].update);
+    }
+    ww_wallet_plan_destroy(&plan);
+}
+
+static void test_wallet_plan_orphans_are_pending_and_use_the_marker_budget(void **state) {
+    (void)state;
+    db_t *db = db_new();
+    static batch_t b;
+    b.n = 0;
+    add_wallet(db, 1, OA, 100, 1, false);
+    size_t k1 = add_cmd(&b, 'c', "k1", OA, 50);
+    crash_after_update(db, &b, &k1, 1);
+    assert_int_equal(wallet_balance(db, 1), 150);
+    add_cmd(&b, 'c', "k1", OA, 50);
+    add_cmd(&b, 'd', "k7", OA, 120); /* needs k1's 50, whose entry is not written yet */
+    ww_wallet_plan_t plan;
+    size_t idx[2] = {1, 2};
+    static ww_wallet_plan_input_t in[MAXC];
+    static const bson_t *ledger[MAXL], *wallets[MAXW];
+    static const char *own[MAXC];
+    ww_wallet_plan_facts_t f;
+    make_facts(db, &b, idx, 2, NULL, in, ledger, wallets, own, &f);
+    assert_true(ww_wallet_plan(&f, &plan, NULL));
+    assert_string_equal(status_of(&plan.results[0]), "applied");
+    assert_string_equal(status_of(&plan.results[1]), "deferred");
+    ww_wallet_plan_destroy(&plan);
+    final_t out[MAXC];
+    memset(out, 0, sizeof out);
+    assert_int_equal(run(db, &b, idx, 2, out, NULL, 10), 2);
+    assert_int_equal(out[2].r.outcome, WW_OUTCOME_APPLIED);
+    assert_int_equal(wallet_balance(db, 1), 30);
+    db_free(db);
+
+    /* 40 orphans on a wallet leave room for 24 new markers this round */
+    db = db_new();
+    b.n = 0;
+    add_wallet(db, 1, OA, 0, 1, false);
+    size_t first[40];
+    char key[32];
+    for (size_t i = 0; i < 40; i++) {
+        snprintf(key, sizeof key, "o%zu", i);
+        first[i] = add_cmd(&b, 'c', key, OA, 1);
+    }
+    crash_after_update(db, &b, first, WW_WALLET_PLAN_PER_WALLET);
+    crash_after_update(db, &b, first + WW_WALLET_PLAN_PER_WALLET, 40 - WW_WALLET_PLAN_PER_WALLET);
+    size_t next[40];
+    for (size_t i = 0; i < 40; i++) {
+        snprintf(key, sizeof key, "n%zu", i);
+        next[i] = add_cmd(&b, 'c', key, OA, 1);
+    }
+    make_facts(db, &b, next, 40, NULL, in, ledger, wallets, own, &f);
+    assert_true(ww_wallet_plan(&f, &plan, NULL));
+    assert_int_equal(plan.n_decided, WW_WALLET_PLAN_MAX_MARKERS - 40);
+    assert_int_equal(plan.updates[0].n_markers, WW_WALLET_PLAN_MAX_MARKERS);
+    assert_int_equal(plan.n_inserts, 40 + WW_WALLET_PLAN_MAX_MARKERS - 40);
+    ww_wallet_plan_destroy(&plan);
+    db_free(db);
+}
+
 static void test_wallet_plan_orphaned_marker_is_completed_and_reported(void **state) {
     (void)state;
     db_t *db = db_new();
@@ -809,6 +904,56 @@ static void test_wallet_plan_lost_marker_is_undone(void **state) {
     run(db, &b, idx, 2, out, NULL, 10);
     assert_int_equal(wallet_balance(db, 1), 100);
     assert_int_equal(out[2].r.outcome, WW_OUTCOME_INSUFFICIENT_FUNDS);
+    db_free(db);
+}
+
+/* The batch's own decision loses the ledger race after a debit was planned on
+ * top of it: the debit had waited, so the undo cannot take the balance below
+ * zero, and the debit is decided on the money that really exists. */
+static void test_wallet_plan_lost_entry_never_leaves_a_negative_balance(void **state) {
+    (void)state;
+    db_t *db = db_new();
+    static batch_t b;
+    b.n = 0;
+    add_wallet(db, 1, OA, 10, 1, false);
+    add_cmd(&b, 'c', "k1", OA, 50);
+    add_cmd(&b, 'd', "k2", OA, 40);
+    ww_wallet_plan_t plan;
+    plan_once(db, &b, NULL, &plan);
+    assert_string_equal(status_of(&plan.results[0]), "applied");
+    assert_string_equal(status_of(&plan.results[1]), "deferred");
+    /* meanwhile another worker, which saw no wallet, records k1 */
+    {
+        db_t *empty = db_new();
+        size_t c0 = 0;
+        ww_wallet_plan_t other;
+        static ww_wallet_plan_input_t in[MAXC];
+        static const bson_t *ledger[MAXL], *wallets[MAXW];
+        static const char *own[MAXC];
+        ww_wallet_plan_facts_t f;
+        make_facts(empty, &b, &c0, 1, NULL, in, ledger, wallets, own, &f);
+        f.id_ctx = db;
+        assert_true(ww_wallet_plan(&f, &other, NULL));
+        bool same;
+        ledger_insert(db, &other.inserts[0].doc, &same);
+        ww_wallet_plan_destroy(&other);
+        db_free(empty);
+    }
+    bool matched[1], stored[1];
+    write_plan(db, &plan, NULL, matched, stored);
+    assert_true(matched[0]);
+    assert_false(stored[0]); /* the entry lost: k1's result is not final */
+    assert_int_equal(plan.results[0].entry, 0);
+    ww_wallet_plan_destroy(&plan);
+    assert_int_equal(wallet_balance(db, 1), 60);
+    final_t out[MAXC];
+    memset(out, 0, sizeof out);
+    size_t idx[2] = {0, 1};
+    run(db, &b, idx, 2, out, NULL, 10);
+    assert_int_equal(out[0].r.outcome, WW_OUTCOME_DUPLICATE);
+    assert_int_equal(out[0].r.original, WW_OUTCOME_WALLET_NOT_FOUND);
+    assert_int_equal(out[1].r.outcome, WW_OUTCOME_INSUFFICIENT_FUNDS);
+    assert_int_equal(wallet_balance(db, 1), 10);
     db_free(db);
 }
 
@@ -1113,18 +1258,76 @@ static void test_wallet_plan_batch_equals_one_at_a_time(void **state) {
     print_message("batch equals one at a time: 400 batches, at most %d rounds\n", max_rounds);
 }
 
+/* The same with crashes: some rounds die after the bulk update, part-way
+ * through the insertMany, and the batch is planned again. Orphaned markers
+ * are completed, nothing is applied twice, and every key ends with the
+ * outcome the model gives it (a redelivered decision may be answered as a
+ * duplicate of itself, as today after a crash between the insert and the
+ * result). */
+static void test_wallet_plan_crashes_mid_batch_change_nothing(void **state) {
+    (void)state;
+    const char *owners[4] = {OA, OB, OC, OD};
+    static batch_t b;
+    int crashes = 0;
+    for (int iter = 0; iter < 300; iter++) {
+        rng_state = 0x51ed27a3c0ffee11ULL ^ (uint64_t)(iter + 1) * 0x100000001b3ULL;
+        int64_t bal0[3] = {rnd(200), rnd(200), rnd(50)};
+        b.n = 0;
+        size_t n = 1 + rnd(40);
+        for (size_t i = 0; i < n; i++) {
+            if (b.n > 0 && rnd(5) == 0) {
+                const ww_command_t *prev = &b.cmds[rnd((uint32_t)b.n)];
+                add_cmd(&b, prev->type == WW_COMMAND_DEBIT ? 'd' : 'c', prev->idempotency_key,
+                        prev->owner_user_id, prev->amount_paise);
+                continue;
+            }
+            char key[16];
+            snprintf(key, sizeof key, "c%d-%zu", iter, i);
+            add_cmd(&b, rnd(2) ? 'd' : 'c', key, owners[rnd(4)], 1 + rnd(150));
+        }
+        db_t *db = db_new();
+        seed_wallets(db, bal0);
+        final_t got[MAXC];
+        memset(got, 0, sizeof got);
+        crash_one_in = 3;
+        run_all(db, &b, got);
+        crash_one_in = 0;
+        crashes += db->crashes;
+        ww_outcome_t want[MAXC];
+        int64_t bal[3];
+        model(&b, bal0, want, bal);
+        for (size_t i = 0; i < b.n; i++) {
+            assert_true(got[i].done);
+            ww_outcome_t o = got[i].r.outcome;
+            if (o == WW_OUTCOME_DUPLICATE && want[i] != WW_OUTCOME_DUPLICATE) o = got[i].r.original;
+            if (o != want[i])
+                fail_msg("iteration %d command %zu (%s): got %s (original %s), model %s", iter, i,
+                         b.cmds[i].idempotency_key, ww_outcome_name(got[i].r.outcome),
+                         ww_outcome_name(got[i].r.original), ww_outcome_name(want[i]));
+        }
+        int ids[3] = {1, 2, 4};
+        for (int w = 0; w < 3; w++) assert_int_equal(wallet_balance(db, ids[w]), bal[w]);
+        db_free(db);
+    }
+    assert_true(crashes > 100);
+    print_message("crashes mid-batch: %d, all redelivered batches exact\n", crashes);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wallet_plan_table_of_in_batch_interactions),
         cmocka_unit_test(test_wallet_plan_one_guarded_update_per_wallet),
         cmocka_unit_test(test_wallet_plan_orphaned_marker_is_completed_and_reported),
+        cmocka_unit_test(test_wallet_plan_orphans_are_pending_and_use_the_marker_budget),
         cmocka_unit_test(test_wallet_plan_existing_entry_answers_without_a_wallet),
         cmocka_unit_test(test_wallet_plan_lost_marker_is_undone),
+        cmocka_unit_test(test_wallet_plan_lost_entry_never_leaves_a_negative_balance),
         cmocka_unit_test(test_wallet_plan_unusable_wallet_fails_only_new_decisions),
         cmocka_unit_test(test_wallet_plan_rejects_malformed_facts),
         cmocka_unit_test(test_wallet_plan_lost_guard_replans_only_that_wallet),
         cmocka_unit_test(test_wallet_plan_caps_decisions_per_wallet),
         cmocka_unit_test(test_wallet_plan_batch_equals_one_at_a_time),
+        cmocka_unit_test(test_wallet_plan_crashes_mid_batch_change_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
