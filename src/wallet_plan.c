@@ -24,6 +24,7 @@
  * changed elsewhere; wiring the planner in removes wallet.c's copies. */
 #include "wallet_plan.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -699,6 +700,18 @@ static void build_update(planner_t *p, int oi) {
 
 /* ---- entry point ------------------------------------------------------------------------ */
 
+/* Zeroed storage for n elements that may hold a bson_t (128-byte aligned:
+ * calloc only guarantees 16). */
+static void *zalloc_aligned(size_t n, size_t size, size_t align) {
+    if (n == 0) n = 1;
+    if (size > SIZE_MAX / n) return NULL;
+    size_t bytes = n * size;
+    bytes = (bytes + align - 1) / align * align;
+    void *p = aligned_alloc(align, bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
 static bool is_owner_hex(const char *s) {
     if (!s || strlen(s) != WW_COMMAND_OWNER_LEN) return false;
     return strspn(s, "0123456789abcdef") == WW_COMMAND_OWNER_LEN;
@@ -785,12 +798,12 @@ bool ww_wallet_plan(const ww_wallet_plan_facts_t *f, ww_wallet_plan_t *plan,
 
     p.ks = calloc(p.n_keys ? p.n_keys : 1, sizeof *p.ks);
     p.os = calloc(p.n_owners ? p.n_owners : 1, sizeof *p.os);
-    p.marks = calloc(p.cap_marks ? p.cap_marks : 1, sizeof *p.marks);
+    p.marks = zalloc_aligned(p.cap_marks, sizeof *p.marks, _Alignof(bson_t));
     scratch = calloc(p.n_wals ? p.n_wals : 1, sizeof *scratch);
     p.cap_inserts = f->n_cmds + p.cap_marks;
     plan->results = calloc(f->n_cmds ? f->n_cmds : 1, sizeof *plan->results);
-    plan->inserts = calloc(p.cap_inserts ? p.cap_inserts : 1, sizeof *plan->inserts);
-    plan->updates = calloc(p.n_owners ? p.n_owners : 1, sizeof *plan->updates);
+    plan->inserts = zalloc_aligned(p.cap_inserts, sizeof *plan->inserts, _Alignof(bson_t));
+    plan->updates = zalloc_aligned(p.n_owners, sizeof *plan->updates, _Alignof(bson_t));
     if (!p.ks || !p.os || !p.marks || !scratch || !plan->results || !plan->inserts ||
         !plan->updates)
         goto oom;

@@ -62,8 +62,10 @@ static void gen_id(void *ctx, bson_oid_t *out) {
 }
 
 static db_t *db_new(void) {
-    db_t *db = calloc(1, sizeof *db);
+    size_t bytes = (sizeof(db_t) + _Alignof(db_t) - 1) / _Alignof(db_t) * _Alignof(db_t);
+    db_t *db = aligned_alloc(_Alignof(db_t), bytes); /* bson_t wants 128 bytes */
     assert_non_null(db);
+    memset(db, 0, bytes);
     return db;
 }
 
@@ -1144,7 +1146,7 @@ static void seed_wallets(db_t *db, const int64_t *bal) {
 
 /* The protocol's rules, written out plainly: a key's first outcome is final. */
 typedef struct {
-    char key[16];
+    char key[WW_COMMAND_KEY_MAX + 1];
     char fp[WW_COMMAND_FINGERPRINT_LEN];
     ww_outcome_t outcome;
 } model_key_t;
