@@ -327,6 +327,10 @@ typedef struct {
     own_t *os;
     wal_t *wals;
     size_t n_wals;
+    char (*wal_owner)[25]; /* owner hex of wals[i] */
+    int *by_owner;         /* wallet indexes grouped by owner */
+    int *owner_of;         /* owner index of wals[i] (-1: none) */
+    size_t *group;         /* by_owner's start per owner, then a fill count per owner */
     mark_t *marks;
     size_t n_marks, cap_marks;
     size_t cap_inserts;
@@ -727,6 +731,136 @@ static size_t count_markers(const bson_t *doc) {
     return n;
 }
 
+static bool validate_facts(const ww_wallet_plan_facts_t *f, ww_error_t *error) {
+    for (size_t i = 0; i < f->n_cmds; i++) {
+        if (!f->cmds[i].cmd || !is_owner_hex(f->cmds[i].cmd->owner_user_id)) {
+            ww_error_set(error, WW_ERR_INTERNAL, 0, false, "plan: command %zu is malformed", i);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < f->n_owners; i++) {
+        if (!is_owner_hex(f->owners[i])) {
+            ww_error_set(error, WW_ERR_INTERNAL, 0, false, "plan: owner %zu is not 24 "
+                         "lowercase hex digits", i);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Wallets with an ObjectId _id and owner (others cannot be guarded), their
+ * owners' hex, and the number of markers they carry (the arrays' sizes). */
+static bool load_wallets(planner_t *p) {
+    const ww_wallet_plan_facts_t *f = p->f;
+    p->wals = calloc(f->n_wallets ? f->n_wallets : 1, sizeof *p->wals);
+    p->wal_owner = calloc(f->n_wallets ? f->n_wallets : 1, sizeof *p->wal_owner);
+    if (!p->wals || !p->wal_owner) return false;
+    for (size_t i = 0; i < f->n_wallets; i++) {
+        bson_oid_t oid;
+        if (!f->wallets[i] || !doc_oid(f->wallets[i], "_id", &p->wals[p->n_wals].id) ||
+            !doc_oid(f->wallets[i], "ownerUserId", &oid))
+            continue;
+        p->wals[p->n_wals].doc = f->wallets[i];
+        bson_oid_to_string(&oid, p->wal_owner[p->n_wals]);
+        p->cap_marks += count_markers(f->wallets[i]);
+        p->n_wals++;
+    }
+    return true;
+}
+
+/* Every key (commands, ledger, markers) and owner (commands, read) once. */
+static bool intern_names(planner_t *p) {
+    const ww_wallet_plan_facts_t *f = p->f;
+    size_t max_keys = f->n_cmds + f->n_ledger + p->cap_marks;
+    p->keys = calloc(max_keys ? max_keys : 1, sizeof *p->keys);
+    p->owner_hex = calloc(f->n_cmds + f->n_owners + 1, sizeof *p->owner_hex);
+    if (!p->keys || !p->owner_hex) return false;
+    for (size_t i = 0; i < f->n_cmds; i++) {
+        p->keys[p->n_keys++] = f->cmds[i].cmd->idempotency_key;
+        p->owner_hex[p->n_owners++] = f->cmds[i].cmd->owner_user_id;
+    }
+    for (size_t i = 0; i < f->n_ledger; i++) {
+        const char *k = f->ledger[i] ? doc_str(f->ledger[i], "idempotencyKey") : NULL;
+        if (k) p->keys[p->n_keys++] = k;
+    }
+    for (size_t i = 0; i < p->n_wals; i++) {
+        bson_iter_t it, arr;
+        if (!bson_iter_init_find(&it, p->wals[i].doc, MARKERS) || !BSON_ITER_HOLDS_ARRAY(&it) ||
+            !bson_iter_recurse(&it, &arr))
+            continue;
+        while (bson_iter_next(&arr)) {
+            bson_iter_t sub;
+            if (BSON_ITER_HOLDS_DOCUMENT(&arr) && bson_iter_recurse(&arr, &sub) &&
+                bson_iter_find(&sub, "idempotencyKey") && BSON_ITER_HOLDS_UTF8(&sub))
+                p->keys[p->n_keys++] = bson_iter_utf8(&sub, NULL);
+        }
+    }
+    for (size_t i = 0; i < f->n_owners; i++) p->owner_hex[p->n_owners++] = f->owners[i];
+    intern(p->keys, &p->n_keys);
+    intern(p->owner_hex, &p->n_owners);
+    return true;
+}
+
+static bool allocate(planner_t *p) {
+    ww_wallet_plan_t *plan = p->plan;
+    size_t n_cmds = p->f->n_cmds;
+    p->ks = calloc(p->n_keys ? p->n_keys : 1, sizeof *p->ks);
+    p->os = calloc(p->n_owners ? p->n_owners : 1, sizeof *p->os);
+    p->marks = zalloc_aligned(p->cap_marks, sizeof *p->marks, _Alignof(bson_t));
+    p->by_owner = calloc(p->n_wals ? p->n_wals : 1, sizeof *p->by_owner);
+    p->owner_of = calloc(p->n_wals ? p->n_wals : 1, sizeof *p->owner_of);
+    p->group = calloc(2 * (p->n_owners + 1), sizeof *p->group);
+    p->cap_inserts = n_cmds + p->cap_marks;
+    plan->results = calloc(n_cmds ? n_cmds : 1, sizeof *plan->results);
+    plan->inserts = zalloc_aligned(p->cap_inserts, sizeof *plan->inserts, _Alignof(bson_t));
+    plan->updates = zalloc_aligned(p->n_owners, sizeof *plan->updates, _Alignof(bson_t));
+    if (!p->ks || !p->os || !p->marks || !p->by_owner || !p->owner_of || !p->group ||
+        !plan->results || !plan->inserts ||
+        !plan->updates)
+        return false;
+    plan->n_results = n_cmds;
+    for (size_t i = 0; i < n_cmds; i++) {
+        plan->results[i].update = -1;
+        plan->results[i].entry = -1;
+    }
+    return true;
+}
+
+/* Per owner read: its wallets (by _id, at most MAX_WALLETS), its markers
+ * against the ledger, its live wallet. */
+static void prepare_owners(planner_t *p) {
+    const ww_wallet_plan_facts_t *f = p->f;
+    for (size_t oi = 0; oi < p->n_owners; oi++) {
+        p->os[oi].live = -1;
+        p->os[oi].update = -1;
+    }
+    for (size_t i = 0; i < f->n_owners; i++)
+        p->os[find_str(p->owner_hex, p->n_owners, f->owners[i])].read = true;
+    /* group the wallets by owner (a counting sort), keeping the facts' order */
+    size_t *start = p->group, *fill = p->group + p->n_owners + 1;
+    for (size_t w = 0; w < p->n_wals; w++) {
+        p->owner_of[w] = find_str(p->owner_hex, p->n_owners, p->wal_owner[w]);
+        if (p->owner_of[w] >= 0) start[p->owner_of[w] + 1]++;
+    }
+    for (size_t oi = 0; oi < p->n_owners; oi++) start[oi + 1] += start[oi];
+    for (size_t w = 0; w < p->n_wals; w++) {
+        int oi = p->owner_of[w];
+        if (oi >= 0) p->by_owner[start[oi] + fill[oi]++] = (int)w;
+    }
+    for (size_t oi = 0; oi < p->n_owners; oi++)
+        if (p->os[oi].read)
+            sort_owner_wallets(&p->os[oi], p->wals, p->by_owner + start[oi],
+                               start[oi + 1] - start[oi]);
+    for (size_t oi = 0; oi < p->n_owners; oi++) {
+        own_t *o = &p->os[oi];
+        if (!o->read) continue;
+        for (size_t w = 0; w < o->n_wals; w++) p->wals[o->wals[w]].owner = (int)oi;
+        collect_marks(p, (int)oi);
+        prepare_live(p, o);
+        settle_marks(p, (int)oi);
+    }
+}
+
 bool ww_wallet_plan(const ww_wallet_plan_facts_t *f, ww_wallet_plan_t *plan,
                     ww_error_t *error) {
     memset(plan, 0, sizeof *plan);
@@ -735,83 +869,8 @@ bool ww_wallet_plan(const ww_wallet_plan_facts_t *f, ww_wallet_plan_t *plan,
     p.f = f;
     p.plan = plan;
     bool ok = false;
-    int *scratch = NULL;
-    char (*wal_owner)[25] = NULL;
-
-    for (size_t i = 0; i < f->n_cmds; i++) {
-        if (!f->cmds[i].cmd || !is_owner_hex(f->cmds[i].cmd->owner_user_id)) {
-            ww_error_set(error, WW_ERR_INTERNAL, 0, false, "plan: command %zu is malformed", i);
-            goto done;
-        }
-    }
-    for (size_t i = 0; i < f->n_owners; i++) {
-        if (!is_owner_hex(f->owners[i])) {
-            ww_error_set(error, WW_ERR_INTERNAL, 0, false, "plan: owner %zu is not 24 "
-                         "lowercase hex digits", i);
-            goto done;
-        }
-    }
-
-    /* wallets: their _id and owner; markers counted for the arrays' sizes */
-    p.wals = calloc(f->n_wallets ? f->n_wallets : 1, sizeof *p.wals);
-    wal_owner = calloc(f->n_wallets ? f->n_wallets : 1, sizeof *wal_owner);
-    if (!p.wals || !wal_owner) goto oom;
-    for (size_t i = 0; i < f->n_wallets; i++) {
-        bson_oid_t oid;
-        if (!f->wallets[i] || !doc_oid(f->wallets[i], "_id", &p.wals[p.n_wals].id) ||
-            !doc_oid(f->wallets[i], "ownerUserId", &oid))
-            continue; /* not a wallet the protocol can guard */
-        p.wals[p.n_wals].doc = f->wallets[i];
-        bson_oid_to_string(&oid, wal_owner[p.n_wals]);
-        p.cap_marks += count_markers(f->wallets[i]);
-        p.n_wals++;
-    }
-
-    /* interned keys (commands, ledger, markers) and owners (commands, read) */
-    size_t max_keys = f->n_cmds + f->n_ledger + p.cap_marks;
-    p.keys = calloc(max_keys ? max_keys : 1, sizeof *p.keys);
-    p.owner_hex = calloc(f->n_cmds + f->n_owners + 1, sizeof *p.owner_hex);
-    if (!p.keys || !p.owner_hex) goto oom;
-    for (size_t i = 0; i < f->n_cmds; i++) {
-        p.keys[p.n_keys++] = f->cmds[i].cmd->idempotency_key;
-        p.owner_hex[p.n_owners++] = f->cmds[i].cmd->owner_user_id;
-    }
-    for (size_t i = 0; i < f->n_ledger; i++) {
-        const char *k = f->ledger[i] ? doc_str(f->ledger[i], "idempotencyKey") : NULL;
-        if (k) p.keys[p.n_keys++] = k;
-    }
-    for (size_t i = 0; i < p.n_wals; i++) {
-        bson_iter_t it, arr;
-        if (!bson_iter_init_find(&it, p.wals[i].doc, MARKERS) || !BSON_ITER_HOLDS_ARRAY(&it) ||
-            !bson_iter_recurse(&it, &arr))
-            continue;
-        while (bson_iter_next(&arr)) {
-            bson_iter_t sub;
-            if (BSON_ITER_HOLDS_DOCUMENT(&arr) && bson_iter_recurse(&arr, &sub) &&
-                bson_iter_find(&sub, "idempotencyKey") && BSON_ITER_HOLDS_UTF8(&sub))
-                p.keys[p.n_keys++] = bson_iter_utf8(&sub, NULL);
-        }
-    }
-    for (size_t i = 0; i < f->n_owners; i++) p.owner_hex[p.n_owners++] = f->owners[i];
-    intern(p.keys, &p.n_keys);
-    intern(p.owner_hex, &p.n_owners);
-
-    p.ks = calloc(p.n_keys ? p.n_keys : 1, sizeof *p.ks);
-    p.os = calloc(p.n_owners ? p.n_owners : 1, sizeof *p.os);
-    p.marks = zalloc_aligned(p.cap_marks, sizeof *p.marks, _Alignof(bson_t));
-    scratch = calloc(p.n_wals ? p.n_wals : 1, sizeof *scratch);
-    p.cap_inserts = f->n_cmds + p.cap_marks;
-    plan->results = calloc(f->n_cmds ? f->n_cmds : 1, sizeof *plan->results);
-    plan->inserts = zalloc_aligned(p.cap_inserts, sizeof *plan->inserts, _Alignof(bson_t));
-    plan->updates = zalloc_aligned(p.n_owners, sizeof *plan->updates, _Alignof(bson_t));
-    if (!p.ks || !p.os || !p.marks || !scratch || !plan->results || !plan->inserts ||
-        !plan->updates)
-        goto oom;
-    plan->n_results = f->n_cmds;
-    for (size_t i = 0; i < f->n_cmds; i++) {
-        plan->results[i].update = -1;
-        plan->results[i].entry = -1;
-    }
+    if (!validate_facts(f, error)) goto done;
+    if (!load_wallets(&p) || !intern_names(&p) || !allocate(&p)) goto oom;
 
     /* the ledger: the first entry per key (the unique index admits one) */
     for (size_t i = 0; i < f->n_ledger; i++) {
@@ -822,24 +881,7 @@ bool ww_wallet_plan(const ww_wallet_plan_facts_t *f, ww_wallet_plan_t *plan,
         ks->kind = K_LEDGER;
         ks->entry = f->ledger[i];
     }
-
-    /* owners: their wallets (sorted by _id, at most MAX_WALLETS), markers, live wallet */
-    for (size_t oi = 0; oi < p.n_owners; oi++) {
-        own_t *o = &p.os[oi];
-        o->live = -1;
-        o->update = -1;
-        for (size_t i = 0; i < f->n_owners; i++)
-            if (strcmp(f->owners[i], p.owner_hex[oi]) == 0) o->read = true;
-        if (!o->read) continue;
-        size_t n = 0;
-        for (size_t w = 0; w < p.n_wals; w++)
-            if (strcmp(wal_owner[w], p.owner_hex[oi]) == 0) scratch[n++] = (int)w;
-        sort_owner_wallets(o, p.wals, scratch, n);
-        for (size_t w = 0; w < o->n_wals; w++) p.wals[o->wals[w]].owner = (int)oi;
-        collect_marks(&p, (int)oi);
-        prepare_live(&p, o);
-        settle_marks(&p, (int)oi);
-    }
+    prepare_owners(&p);
 
     for (size_t i = 0; i < f->n_cmds; i++) plan_command(&p, i);
 
@@ -870,8 +912,10 @@ done:
     free(p.os);
     free(p.marks); /* views only: nothing to destroy */
     free(p.wals);
-    free(wal_owner);
-    free(scratch);
+    free(p.wal_owner);
+    free(p.by_owner);
+    free(p.owner_of);
+    free(p.group);
     return ok;
 }
 
