@@ -959,6 +959,62 @@ static void test_wallet_plan_lost_entry_never_leaves_a_negative_balance(void **s
     db_free(db);
 }
 
+/* A lost decision on a wallet deleted since cannot be undone by a guarded
+ * update (the guard requires a live wallet): as today, the owner's new
+ * commands are retried, while keys the ledger answers are still answered. */
+static void test_wallet_plan_lost_marker_on_deleted_wallet_retries_the_owner(void **state) {
+    (void)state;
+    db_t *db = db_new();
+    static batch_t b;
+    b.n = 0;
+    add_wallet(db, 1, OA, 100, 1, false);
+    size_t c0 = add_cmd(&b, 'c', "k1", OA, 40);
+    crash_after_update(db, &b, &c0, 1);
+    {
+        db_t *empty = db_new();
+        ww_wallet_plan_t other;
+        static ww_wallet_plan_input_t in[MAXC];
+        static const bson_t *ledger[MAXL], *wallets[MAXW];
+        static const char *own[MAXC];
+        ww_wallet_plan_facts_t f;
+        make_facts(empty, &b, &c0, 1, NULL, in, ledger, wallets, own, &f);
+        f.id_ctx = db;
+        assert_true(ww_wallet_plan(&f, &other, NULL));
+        bool same;
+        ledger_insert(db, &other.inserts[0].doc, &same);
+        ww_wallet_plan_destroy(&other);
+        db_free(empty);
+    }
+    bson_oid_t id;
+    wallet_oid(1, &id);
+    bson_t set = BSON_INITIALIZER, upd = BSON_INITIALIZER;
+    BSON_APPEND_DATE_TIME(&set, "deletedAt", NOW);
+    BSON_APPEND_DOCUMENT(&upd, "$set", &set);
+    apply_set(find_wallet(db, &id), &upd);
+    bson_destroy(&set);
+    bson_destroy(&upd);
+    add_wallet(db, 2, OA, 5, 1, false);
+    add_cmd(&b, 'c', "k2", OA, 1);
+    add_cmd(&b, 'c', "k1", OA, 40);
+    add_cmd(&b, 'c', "k3", OB, 1);
+    ww_wallet_plan_t plan;
+    size_t idx[3] = {1, 2, 3};
+    static ww_wallet_plan_input_t in[MAXC];
+    static const bson_t *ledger[MAXL], *wallets[MAXW];
+    static const char *own[MAXC];
+    ww_wallet_plan_facts_t f;
+    make_facts(db, &b, idx, 3, NULL, in, ledger, wallets, own, &f);
+    assert_true(ww_wallet_plan(&f, &plan, NULL));
+    assert_string_equal(status_of(&plan.results[0]), "retry");
+    assert_non_null(strstr(plan.results[0].reason, "k1"));
+    assert_string_equal(status_of(&plan.results[1]), "retry"); /* wallet_not_found: full path */
+    assert_string_equal(status_of(&plan.results[2]), "wallet_not_found"); /* OB has none */
+    assert_int_equal(plan.n_retry, 2);
+    assert_int_equal(plan.n_updates, 0);
+    ww_wallet_plan_destroy(&plan);
+    db_free(db);
+}
+
 /* ---- unusable data, retries ------------------------------------------------------------ */
 
 static void test_wallet_plan_unusable_wallet_fails_only_new_decisions(void **state) {
@@ -1324,6 +1380,7 @@ int main(void) {
         cmocka_unit_test(test_wallet_plan_existing_entry_answers_without_a_wallet),
         cmocka_unit_test(test_wallet_plan_lost_marker_is_undone),
         cmocka_unit_test(test_wallet_plan_lost_entry_never_leaves_a_negative_balance),
+        cmocka_unit_test(test_wallet_plan_lost_marker_on_deleted_wallet_retries_the_owner),
         cmocka_unit_test(test_wallet_plan_unusable_wallet_fails_only_new_decisions),
         cmocka_unit_test(test_wallet_plan_rejects_malformed_facts),
         cmocka_unit_test(test_wallet_plan_lost_guard_replans_only_that_wallet),
