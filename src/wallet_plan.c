@@ -358,23 +358,41 @@ static int owner_update(planner_t *p, own_t *o) {
 
 /* ---- per owner, before the commands ------------------------------------------------ */
 
-static int cmp_wal(const void *a, const void *b, const wal_t *wals) {
-    return bson_oid_compare(&wals[*(const int *)a].id, &wals[*(const int *)b].id);
+static bool has_markers(const bson_t *doc) {
+    bson_iter_t it, arr;
+    return bson_iter_init_find(&it, doc, MARKERS) && BSON_ITER_HOLDS_ARRAY(&it) &&
+           bson_iter_recurse(&it, &arr) && bson_iter_next(&arr);
 }
 
-static void sort_owner_wallets(own_t *o, const wal_t *wals, int *all, size_t n_all) {
-    /* insertion sort by _id, keep the first MAX_WALLETS (the snapshot's sort and limit) */
-    for (size_t i = 1; i < n_all; i++) {
+/* The snapshot of one owner, as wallet.c reads it: the live wallet(s) and
+ * every document holding markers (a soft-deleted wallet without markers holds
+ * no decision and cannot gain one), by _id. More than MAX_WALLETS of them is
+ * never decided on a partial view: the owner's commands are retried. */
+static void select_owner_wallets(planner_t *p, int oi, int *all, size_t n_all) {
+    own_t *o = &p->os[oi];
+    size_t n = 0;
+    for (size_t i = 0; i < n_all; i++) {
+        const bson_t *doc = p->wals[all[i]].doc;
+        if (doc_missing_or_null(doc, "deletedAt") || has_markers(doc)) all[n++] = all[i];
+    }
+    for (size_t i = 1; i < n; i++) { /* insertion sort by _id: a handful per owner */
         int v = all[i];
         size_t j = i;
-        while (j > 0 && cmp_wal(&all[j - 1], &v, wals) > 0) {
+        while (j > 0 && bson_oid_compare(&p->wals[all[j - 1]].id, &p->wals[v].id) > 0) {
             all[j] = all[j - 1];
             j--;
         }
         all[j] = v;
     }
-    o->n_wals = n_all < WW_WALLET_PLAN_MAX_WALLETS ? n_all : WW_WALLET_PLAN_MAX_WALLETS;
-    memcpy(o->wals, all, o->n_wals * sizeof all[0]);
+    if (n > WW_WALLET_PLAN_MAX_WALLETS) {
+        o->retry = true;
+        snprintf(o->retry_reason, sizeof o->retry_reason,
+                 "owner %s: more than %d live or marker-holding wallet documents",
+                 p->owner_hex[oi], WW_WALLET_PLAN_MAX_WALLETS);
+        n = WW_WALLET_PLAN_MAX_WALLETS;
+    }
+    o->n_wals = n;
+    memcpy(o->wals, all, n * sizeof all[0]);
 }
 
 static void collect_marks(planner_t *p, int oi) {
@@ -826,8 +844,8 @@ static bool allocate(planner_t *p) {
     return true;
 }
 
-/* Per owner read: its wallets (by _id, at most MAX_WALLETS), its markers
- * against the ledger, its live wallet. */
+/* Per owner read: its wallets (live or holding markers, by _id, at most
+ * MAX_WALLETS), its markers against the ledger, its live wallet. */
 static void prepare_owners(planner_t *p) {
     const ww_wallet_plan_facts_t *f = p->f;
     for (size_t oi = 0; oi < p->n_owners; oi++) {
@@ -849,8 +867,7 @@ static void prepare_owners(planner_t *p) {
     }
     for (size_t oi = 0; oi < p->n_owners; oi++)
         if (p->os[oi].read)
-            sort_owner_wallets(&p->os[oi], p->wals, p->by_owner + start[oi],
-                               start[oi + 1] - start[oi]);
+            select_owner_wallets(p, (int)oi, p->by_owner + start[oi], start[oi + 1] - start[oi]);
     for (size_t oi = 0; oi < p->n_owners; oi++) {
         own_t *o = &p->os[oi];
         if (!o->read) continue;

@@ -11,8 +11,9 @@
  *   facts in   the batch's parsed commands (offset order per key), the
  *              ledger entries found for the batch's keys and for every
  *              marker key of the snapshot (read AFTER the wallets:
- *              Invariant B), every wallet document (live and soft-deleted)
- *              of the owners read, the list of owners read, now;
+ *              Invariant B), the wallet documents of the owners read (the
+ *              live ones and those holding markers), the list of owners
+ *              read, now;
  *   plan out   ledger entries to insert (one unordered insertMany), at most
  *              one guarded update per wallet carrying all of the batch's
  *              markers for it (one unordered bulk), and one result per
@@ -79,7 +80,7 @@
 
 #define WW_WALLET_PLAN_MAX_MARKERS 64 /* markers on one wallet document (wallet.c's MAX_MARKERS) */
 #define WW_WALLET_PLAN_PER_WALLET 32  /* new decisions per wallet per round, below MAX_MARKERS */
-#define WW_WALLET_PLAN_MAX_WALLETS 8  /* wallet documents per owner considered, by _id */
+#define WW_WALLET_PLAN_MAX_WALLETS 8  /* live or marker-holding documents per owner; more: retry */
 #define WW_WALLET_PLAN_OWNER_MARKERS 128 /* markers per owner beyond which it is retried */
 
 /* One command of the batch. Borrowed: cmd and topic outlive the plan call. */
@@ -102,7 +103,9 @@ typedef struct {
      * changes); extra entries are ignored. */
     const bson_t *const *ledger;
     size_t n_ledger;
-    /* Every wallet document (live and soft-deleted) of the owners below. */
+    /* The wallet documents of the owners below: at least every live one and
+     * every one holding markers (wallet.c's snapshot); soft-deleted ones
+     * without markers may be included and are ignored. */
     const bson_t *const *wallets;
     size_t n_wallets;
     /* Owners (24 lowercase hex) whose wallets were read. A command that needs

@@ -1015,6 +1015,60 @@ static void test_wallet_plan_lost_marker_on_deleted_wallet_retries_the_owner(voi
     db_free(db);
 }
 
+/* The snapshot is the live wallet and the documents holding markers: a live
+ * wallet behind a dozen soft-deleted ones is found; more than 8 documents
+ * that matter are never decided on a partial view. */
+static void test_wallet_plan_snapshot_is_live_plus_marker_holders(void **state) {
+    (void)state;
+    db_t *db = db_new();
+    static batch_t b;
+    b.n = 0;
+    for (int i = 1; i <= 12; i++) add_wallet(db, i, OA, 1000, 1, true);
+    add_wallet(db, 13, OA, 50, 1, false);
+    add_cmd(&b, 'd', "k1", OA, 20);
+    ww_wallet_plan_t plan;
+    plan_once(db, &b, NULL, &plan);
+    assert_string_equal(status_of(&plan.results[0]), "applied");
+    assert_int_equal(plan.results[0].result.balance_after_paise, 30);
+    ww_wallet_plan_destroy(&plan);
+    db_free(db);
+
+    /* nine soft-deleted wallets holding markers, and the live one */
+    db = db_new();
+    b.n = 0;
+    for (int i = 1; i <= 9; i++) {
+        bson_t *w = add_wallet(db, i, OA, 0, 1, true);
+        bson_oid_t mid, wid;
+        bson_oid_init(&mid, NULL);
+        wallet_oid(i, &wid);
+        char key[16];
+        snprintf(key, sizeof key, "old%d", i);
+        bson_t set = BSON_INITIALIZER, upd = BSON_INITIALIZER, arr, m;
+        BSON_APPEND_ARRAY_BEGIN(&set, "pendingTransactions", &arr);
+        BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &m);
+        BSON_APPEND_OID(&m, "_id", &mid);
+        BSON_APPEND_UTF8(&m, "idempotencyKey", key);
+        BSON_APPEND_UTF8(&m, "status", "applied");
+        BSON_APPEND_UTF8(&m, "type", "credit");
+        BSON_APPEND_OID(&m, "walletId", &wid);
+        BSON_APPEND_INT64(&m, "amountPaise", 1);
+        bson_append_document_end(&arr, &m);
+        bson_append_array_end(&set, &arr);
+        BSON_APPEND_DOCUMENT(&upd, "$set", &set);
+        apply_set(w, &upd);
+        bson_destroy(&set);
+        bson_destroy(&upd);
+    }
+    add_wallet(db, 10, OA, 50, 1, false);
+    add_cmd(&b, 'd', "k1", OA, 20);
+    plan_once(db, &b, NULL, &plan);
+    assert_string_equal(status_of(&plan.results[0]), "retry");
+    assert_non_null(strstr(plan.results[0].reason, OA));
+    assert_int_equal(plan.n_updates + plan.n_inserts, 0);
+    ww_wallet_plan_destroy(&plan);
+    db_free(db);
+}
+
 /* ---- unusable data, retries ------------------------------------------------------------ */
 
 static void test_wallet_plan_unusable_wallet_fails_only_new_decisions(void **state) {
@@ -1381,6 +1435,7 @@ int main(void) {
         cmocka_unit_test(test_wallet_plan_lost_marker_is_undone),
         cmocka_unit_test(test_wallet_plan_lost_entry_never_leaves_a_negative_balance),
         cmocka_unit_test(test_wallet_plan_lost_marker_on_deleted_wallet_retries_the_owner),
+        cmocka_unit_test(test_wallet_plan_snapshot_is_live_plus_marker_holders),
         cmocka_unit_test(test_wallet_plan_unusable_wallet_fails_only_new_decisions),
         cmocka_unit_test(test_wallet_plan_rejects_malformed_facts),
         cmocka_unit_test(test_wallet_plan_lost_guard_replans_only_that_wallet),
