@@ -42,7 +42,7 @@ static void usage(FILE *out) {
             "effect.\n\n"
             "Usage: wallet-worker [run] [options]\n"
             "       wallet-worker replay --topic T [range] [--dry-run] [options]\n"
-            "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [options]\n"
+            "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [--strict] [options]\n"
             "       wallet-worker migrate [--dry-run] [options]\n"
             "       wallet-worker --help | --version\n\n"
             "Commands:\n"
@@ -62,6 +62,9 @@ static void usage(FILE *out) {
             "           Kafka: results to stdout, rejections to stderr as FILE:LINE: code: reason\n"
             "             --file F | --file -        the file, or standard input\n"
             "             --kind wallet|invite       (default wallet)\n"
+            "             --strict                   exit 1 when any line was rejected (default: 0)\n"
+            "             a missing --file is a usage error (exit 2); --dry-run reports the\n"
+            "             same FILE:LINE rejections as the real run\n"
             "  migrate  apply pending schema migrations (indexes, in order, recorded in\n"
             "           schema_migrations; safe when several run at once; refuses when an applied\n"
             "           migration was changed). --dry-run lists what would be done. `run` does\n"
@@ -323,6 +326,7 @@ typedef struct {
     const char *file;
     const char *kind; /* "wallet", "invite" or NULL (from the topic) */
     bool dry_run;
+    bool strict; /* apply: exit 1 when any line was rejected */
     ww_replay_config_t rc;
 } batch_opts_t;
 
@@ -342,6 +346,9 @@ static bool batch_flag(batch_opts_t *o, int argc, char **argv, int *i, ww_error_
     } while (0)
     if (strcmp(a, "--dry-run") == 0) {
         o->dry_run = true;
+        ++*i;
+    } else if (strcmp(a, "--strict") == 0 && o->is_apply) {
+        o->strict = true;
         ++*i;
     } else if (strcmp(a, "--from-beginning") == 0) {
         o->rc.from = WW_FROM_BEGINNING;
@@ -467,6 +474,11 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
     if (!ok) fprintf(stderr, "wallet-worker: %s\n", err.message);
     if (ok) ww_replay_print_summary(rc, sum, o->is_apply ? stderr : stdout);
     status = ok && sum->not_processed == 0 && !stop_requested ? 0 : 1;
+    if (status == 0 && o->strict && sum->rejected > 0) {
+        fprintf(stderr, "wallet-worker: apply --strict: %llu line(s) rejected\n",
+                (unsigned long long)sum->rejected);
+        status = 1;
+    }
     free(sum);
 done:
     ww_db_destroy(db);
