@@ -43,7 +43,7 @@ static void usage(FILE *out) {
             "Usage: wallet-worker [run] [options]\n"
             "       wallet-worker replay --topic T [range] [--dry-run] [options]\n"
             "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [--strict] [options]\n"
-            "       wallet-worker migrate [--dry-run] [options]\n"
+            "       wallet-worker migrate [--dry-run | --check] [options]\n"
             "       wallet-worker --help | --version\n\n"
             "Commands:\n"
             "  run      consume, apply, publish results (the default)\n"
@@ -68,7 +68,8 @@ static void usage(FILE *out) {
             "  migrate  apply pending schema migrations (indexes, in order, recorded in\n"
             "           schema_migrations; safe when several run at once; refuses when an applied\n"
             "           migration was changed). --dry-run lists what would be done. `run` does\n"
-            "           this at start unless AUTO_MIGRATE=false.\n"
+            "           this at start unless AUTO_MIGRATE=false. --check writes nothing and\n"
+            "           exits 3 when migrations are pending, 0 when none are.\n"
             "  replay and apply also take:\n"
             "             --dry-run                  validate and predict outcomes; write nothing\n"
             "             --max-retry-ms N           give up on a message after N ms of database\n"
@@ -81,8 +82,9 @@ static void usage(FILE *out) {
     ww_config_print_help(out);
     fprintf(out,
             "\nExit status: 0 after a clean stop (SIGTERM/SIGINT), 1 on a runtime failure,\n"
-            "2 on invalid configuration. Health: GET /api/health, /livez, /readyz, /metrics\n"
-            "on HTTP_ADDR. Documentation: docs/configuration.md, docs/operations.md.\n");
+            "2 on invalid configuration, 3 from migrate --check with migrations pending.\n"
+            "Health: GET /api/health, /livez, /readyz, /metrics on HTTP_ADDR.\n"
+            "Documentation: docs/configuration.md, docs/operations.md.\n");
 }
 
 static void stamp_progress(void) { ww_health_progress(ww_clock_mono_ms()); }
@@ -143,8 +145,10 @@ static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, int
     return true;
 }
 
-/* `wallet-worker migrate [--dry-run]` */
-static int migrate_cmd(const ww_config_t *cfg, bool dry_run) {
+/* `wallet-worker migrate [--dry-run | --check]`. --check writes nothing and
+ * exits 3 when migrations are pending, 0 when none are (1: the database could
+ * not be checked). */
+static int migrate_cmd(const ww_config_t *cfg, bool dry_run, bool check) {
     ww_error_t err;
     ww_error_clear(&err);
     /* an index build on a large collection can take minutes: a long socket
@@ -163,7 +167,14 @@ static int migrate_cmd(const ww_config_t *cfg, bool dry_run) {
     int64_t deadline = ww_clock_mono_ms() + 60000;
     for (;;) {
         ww_error_clear(&err);
-        if (ww_migrate_run(db, &mo, &applied, &err)) {
+        if (check) {
+            int pending = 0;
+            if (ww_migrate_check(db, &pending, &err)) {
+                printf("%s: %d migration(s) pending\n", ww_db_name(db), pending);
+                status = pending > 0 ? 3 : 0;
+                break;
+            }
+        } else if (ww_migrate_run(db, &mo, &applied, &err)) {
             printf("%s: %d migration(s) %s\n", ww_db_name(db), applied,
                    dry_run ? "pending" : "applied now");
             status = 0;
@@ -327,6 +338,7 @@ typedef struct {
     const char *kind; /* "wallet", "invite" or NULL (from the topic) */
     bool dry_run;
     bool strict; /* apply: exit 1 when any line was rejected */
+    bool check;  /* migrate: exit 3 when migrations are pending */
     ww_replay_config_t rc;
 } batch_opts_t;
 
@@ -526,6 +538,11 @@ int main(int argc, char **argv) {
             i++;
             continue;
         }
+        if (is_migrate && strcmp(argv[i], "--check") == 0) {
+            bo->check = true;
+            i++;
+            continue;
+        }
         if (is_batch && batch_flag(bo, argc, argv, &i, &err)) {
             cfg_ok = err.domain == WW_ERR_NONE;
             continue;
@@ -579,7 +596,7 @@ int main(int argc, char **argv) {
     int status;
     if (is_migrate) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN);
-        status = migrate_cmd(&cfg, bo->dry_run);
+        status = migrate_cmd(&cfg, bo->dry_run, bo->check);
     } else if (is_batch) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN); /* the summary says it */
         status = batch(&cfg, bo);
