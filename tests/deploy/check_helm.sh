@@ -7,6 +7,8 @@
 #  - the required settings (KAFKA_BROKERS, MONGODB_URI, HTTP_ADDR) are set explicitly
 #    and not to a loopback address (the binary's defaults point at 127.0.0.1);
 #  - every setting of `--help` has a value in values.yaml (or is set by the chart);
+#  - the binary accepts each worker-image container's settings (args and env as rendered,
+#    secrets replaced by placeholders): it does not exit 2 (invalid configuration);
 #  - probes, grace period, security context, hooks, the PrometheusRule as the rules file.
 # helm comes from scripts/bootstrap.sh ($WW_CACHE/bin/helm) or PATH.
 # Usage: check_helm.sh <source dir> <wallet-worker binary>
@@ -31,9 +33,11 @@ quiet() { grep -v 'found symbolic link in path' || true; }
 echo "ok: helm lint --strict and helm template, default values and values-full.yaml"
 
 "$bin" --help >"$tmp/help.txt"
-python3 - "$tmp/help.txt" "$chart/values.yaml" "$src/deploy/prometheus/wallet-worker-rules.yml" \
+python3 - "$bin" "$tmp/help.txt" "$chart/values.yaml" "$src/deploy/prometheus/wallet-worker-rules.yml" \
           "$tmp/default.yaml" "$tmp/full.yaml" <<'PY'
-import base64, re, sys, yaml
+import base64, os, re, subprocess, sys, yaml
+
+binary = sys.argv.pop(1)
 
 help_text = open(sys.argv[1]).read()
 settings = dict(re.findall(r"env ([A-Z][A-Z0-9_]*), default (.*)", help_text))
@@ -53,6 +57,8 @@ for name in sorted(settings):
 for name in values["settings"]:
     if name not in settings:
         bad.append(f"values.yaml settings.{name} is not a setting of wallet-worker --help")
+
+to_run = []
 
 def check(label, path, expect):
     docs = [d for d in yaml.safe_load_all(open(path)) if d]
@@ -84,6 +90,24 @@ def check(label, path, expect):
             if not c.get("resources", {}).get("requests"):
                 bad.append(f"{name}: no resource requests")
             byname = {e["name"]: e for e in env}
+            run_env = {}
+            for e in env:
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if "value" in e:
+                    run_env[e["name"]] = e["value"]
+                elif ref and ref["name"] in secrets:
+                    if ref["key"] in secrets[ref["name"]]:
+                        run_env[e["name"]] = secrets[ref["name"]][ref["key"]]
+                    elif not ref.get("optional"):
+                        bad.append(f"{name}: env {e['name']} needs key {ref['key']} the chart's Secret lacks")
+                elif ref:   # an operator's Secret: assume every key is there
+                    run_env[e["name"]] = ("mongodb://db.invalid:27017/wallet"
+                                          if e["name"] == "MONGODB_URI" else "placeholder")
+            if run_env.get("HTTP_ADDR"):   # same host, an ephemeral port: never take 8080 here
+                run_env["HTTP_ADDR"] = re.sub(r":[0-9]+$", ":0", run_env["HTTP_ADDR"])
+            if run_env.get("KAFKA_SSL_CA_LOCATION"):   # a mounted file in the pod
+                run_env["KAFKA_SSL_CA_LOCATION"] = "/etc/ssl/certs/ca-certificates.crt"
+            to_run.append((name, c.get("args", []), run_env))
             if d["kind"] == "Job":
                 if c.get("args") != ["migrate"]:
                     bad.append(f"{name}: a worker-image Job that is not `migrate`")
@@ -144,6 +168,20 @@ check("values-full.yaml", sys.argv[5],
 # the topic Job is off by default
 if "-topics" in open(sys.argv[4]).read():
     bad.append("default values: the topic Job is rendered but should be off by default")
+# The configuration check runs first and synchronously (exit 2 at once when a setting is
+# refused); a process still running after the bound below has passed it and is waiting
+# for its (unreachable) servers.
+procs = [(n, a, subprocess.Popen(["timeout", "-s", "TERM", "3", binary] + a,
+                                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **e},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+         for n, a, e in to_run]
+for n, a, p in procs:
+    err = p.communicate()[1]
+    if p.returncode == 2:
+        bad.append(f"{n}: `wallet-worker {' '.join(a)}` refuses the chart's settings: "
+                   f"{err.strip().splitlines()[-1] if err.strip() else ''}")
+    else:
+        print(f"ok: {n}: `wallet-worker {' '.join(a)}` accepts its settings")
 for b in bad:
     print("FAIL: " + b)
 if not bad:

@@ -34,10 +34,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/* The secret settings, from the chart's Secret or an existing one. */}}
-{{- define "ww.secretEnv" -}}
+{{- define "ww.mongodbEnv" -}}
 - name: MONGODB_URI
   valueFrom:
     secretKeyRef: {name: {{ include "ww.secretName" . }}, key: MONGODB_URI}
+{{- end -}}
+
+{{/* The worker's: also the SASL password (the migration Job talks to MongoDB only, and
+     the binary refuses a SASL password without a sasl_* KAFKA_SECURITY_PROTOCOL). */}}
+{{- define "ww.secretEnv" -}}
+{{ include "ww.mongodbEnv" . }}
 - name: KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef: {name: {{ include "ww.secretName" . }}, key: KAFKA_SASL_PASSWORD, optional: true}
