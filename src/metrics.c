@@ -503,6 +503,9 @@ size_t ww_metrics_render(char *buf, size_t cap) {
     putf(&s, "wallet_worker_db_connection_state %d\n", (int)db);
     put_header(&s, "wallet_worker_db_connected", "gauge", "1 when MongoDB is connected, else 0.");
     putf(&s, "wallet_worker_db_connected %d\n", db == WW_DB_CONNECTED ? 1 : 0);
+    put_header(&s, "wallet_worker_ready", "gauge",
+               "1 when /readyz answers 200 (database connected, Kafka ready, started), else 0.");
+    putf(&s, "wallet_worker_ready %d\n", ww_health_ready(ww_clock_mono_ms()) ? 1 : 0);
     put_header(&s, "wallet_worker_kafka_consumer_assigned_partitions", "gauge",
                "Kafka partitions currently assigned to this consumer.");
     putf(&s, "wallet_worker_kafka_consumer_assigned_partitions %" PRId32 "\n",

@@ -43,8 +43,8 @@ static void usage(FILE *out) {
             "effect.\n\n"
             "Usage: wallet-worker [run] [options]\n"
             "       wallet-worker replay --topic T [range] [--dry-run] [options]\n"
-            "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [options]\n"
-            "       wallet-worker migrate [--dry-run] [options]\n"
+            "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [--strict] [options]\n"
+            "       wallet-worker migrate [--dry-run | --check] [options]\n"
             "       wallet-worker doctor [--json] [--marker-age-minutes N] [options]\n"
             "       wallet-worker --help | --version\n\n"
             "Commands:\n"
@@ -64,10 +64,14 @@ static void usage(FILE *out) {
             "           Kafka: results to stdout, rejections to stderr as FILE:LINE: code: reason\n"
             "             --file F | --file -        the file, or standard input\n"
             "             --kind wallet|invite       (default wallet)\n"
+            "             --strict                   exit 1 when any line was rejected (default: 0)\n"
+            "             a missing --file is a usage error (exit 2); --dry-run reports the\n"
+            "             same FILE:LINE rejections as the real run\n"
             "  migrate  apply pending schema migrations (indexes, in order, recorded in\n"
             "           schema_migrations; safe when several run at once; refuses when an applied\n"
             "           migration was changed). --dry-run lists what would be done. `run` does\n"
-            "           this at start unless AUTO_MIGRATE=false.\n"
+            "           this at start unless AUTO_MIGRATE=false. --check writes nothing and\n"
+            "           exits 3 when migrations are pending, 0 when none are.\n"
             "  doctor   read-only check of MONGODB_URI: the migrations' indexes and records,\n"
             "           the query plans of the hot queries (explain), the ledger's consistency\n"
             "           (old decision markers, negative or non-integer balances, ledger entries\n"
@@ -88,8 +92,9 @@ static void usage(FILE *out) {
     ww_config_print_help(out);
     fprintf(out,
             "\nExit status: 0 after a clean stop (SIGTERM/SIGINT), 1 on a runtime failure,\n"
-            "2 on invalid configuration. Health: GET /api/health, /livez, /readyz, /metrics\n"
-            "on HTTP_ADDR. Documentation: docs/configuration.md, docs/operations.md.\n");
+            "2 on invalid configuration, 3 from migrate --check with migrations pending.\n"
+            "Health: GET /api/health, /livez, /readyz, /metrics on HTTP_ADDR.\n"
+            "Documentation: docs/configuration.md, docs/operations.md.\n");
 }
 
 static void stamp_progress(void) { ww_health_progress(ww_clock_mono_ms()); }
@@ -150,8 +155,10 @@ static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, int
     return true;
 }
 
-/* `wallet-worker migrate [--dry-run]` */
-static int migrate_cmd(const ww_config_t *cfg, bool dry_run) {
+/* `wallet-worker migrate [--dry-run | --check]`. --check writes nothing and
+ * exits 3 when migrations are pending, 0 when none are (1: the database could
+ * not be checked). */
+static int migrate_cmd(const ww_config_t *cfg, bool dry_run, bool check) {
     ww_error_t err;
     ww_error_clear(&err);
     /* an index build on a large collection can take minutes: a long socket
@@ -170,7 +177,14 @@ static int migrate_cmd(const ww_config_t *cfg, bool dry_run) {
     int64_t deadline = ww_clock_mono_ms() + 60000;
     for (;;) {
         ww_error_clear(&err);
-        if (ww_migrate_run(db, &mo, &applied, &err)) {
+        if (check) {
+            int pending = 0;
+            if (ww_migrate_check(db, &pending, &err)) {
+                printf("%s: %d migration(s) pending\n", ww_db_name(db), pending);
+                status = pending > 0 ? 3 : 0;
+                break;
+            }
+        } else if (ww_migrate_run(db, &mo, &applied, &err)) {
             printf("%s: %d migration(s) %s\n", ww_db_name(db), applied,
                    dry_run ? "pending" : "applied now");
             status = 0;
@@ -333,6 +347,8 @@ typedef struct {
     const char *file;
     const char *kind; /* "wallet", "invite" or NULL (from the topic) */
     bool dry_run;
+    bool strict; /* apply: exit 1 when any line was rejected */
+    bool check;  /* migrate: exit 3 when migrations are pending */
     ww_replay_config_t rc;
 } batch_opts_t;
 
@@ -352,6 +368,9 @@ static bool batch_flag(batch_opts_t *o, int argc, char **argv, int *i, ww_error_
     } while (0)
     if (strcmp(a, "--dry-run") == 0) {
         o->dry_run = true;
+        ++*i;
+    } else if (strcmp(a, "--strict") == 0 && o->is_apply) {
+        o->strict = true;
         ++*i;
     } else if (strcmp(a, "--from-beginning") == 0) {
         o->rc.from = WW_FROM_BEGINNING;
@@ -477,6 +496,11 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
     if (!ok) fprintf(stderr, "wallet-worker: %s\n", err.message);
     if (ok) ww_replay_print_summary(rc, sum, o->is_apply ? stderr : stdout);
     status = ok && sum->not_processed == 0 && !stop_requested ? 0 : 1;
+    if (status == 0 && o->strict && sum->rejected > 0) {
+        fprintf(stderr, "wallet-worker: apply --strict: %llu line(s) rejected\n",
+                (unsigned long long)sum->rejected);
+        status = 1;
+    }
     free(sum);
 done:
     ww_db_destroy(db);
@@ -589,6 +613,11 @@ int main(int argc, char **argv) {
             cfg_ok = err.domain == WW_ERR_NONE;
             continue;
         }
+        if (is_migrate && strcmp(argv[i], "--check") == 0) {
+            bo->check = true;
+            i++;
+            continue;
+        }
         if (is_batch && batch_flag(bo, argc, argv, &i, &err)) {
             cfg_ok = err.domain == WW_ERR_NONE;
             continue;
@@ -642,7 +671,7 @@ int main(int argc, char **argv) {
     int status;
     if (is_migrate) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN);
-        status = migrate_cmd(&cfg, bo->dry_run);
+        status = migrate_cmd(&cfg, bo->dry_run, bo->check);
     } else if (is_doctor) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN); /* the report says it */
         status = doctor_cmd(&cfg, &doc_opts);

@@ -129,6 +129,11 @@ static void test_migrate_empty_database_then_twice(void **state) {
     assert_non_null(strstr(o, "would create transactions idempotencyKey_1"));
     free(o);
     assert_int_equal(records(), 0); /* the dry run wrote nothing */
+    /* --check: exit 3 while migrations are pending (a pipeline gates on it) */
+    const char *check[] = {"migrate", "--check", NULL};
+    assert_int_equal(cli(check, NULL), 3);
+    assert_int_equal(h_count_in_file(out_path, "3 migration(s) pending"), 1);
+    assert_int_equal(records(), 0); /* and writes nothing */
     indexes_t ix;
     list_indexes("transactions", &ix);
     assert_int_equal(find_index(&ix, "idempotencyKey_1"), -1);
@@ -143,6 +148,8 @@ static void test_migrate_empty_database_then_twice(void **state) {
     assert_true(h_count_in_file(out_path, "0 migration(s) applied now") >= 1);
     assert_int_equal(records(), 4);
     assert_int_equal(h_count_in_file(err_path, "not created"), 0); /* nothing re-done */
+    assert_int_equal(cli(check, NULL), 0); /* nothing pending */
+    assert_int_equal(h_count_in_file(out_path, "0 migration(s) pending"), 1);
 }
 
 static void test_migrate_drops_the_backends_old_duplicate_expiresat_index(void **state) {
