@@ -92,6 +92,10 @@ FAMILY(output_failures, WW_METRICS_MAX_SERIES, KIND_COUNTER, 2, "topic", "reason
        "wallet_worker_output_failures_total",
        "Results and dead letters given up after a permanent produce error; their message is "
        "finished and committed.");
+FAMILY(unkeyed, WW_METRICS_MAX_SERIES, KIND_COUNTER, 1, "topic", NULL,
+       "wallet_worker_unkeyed_messages_total",
+       "Messages consumed without a Kafka key: their order against the owner's other "
+       "messages is not guaranteed.");
 FAMILY(uncommitted, WW_METRICS_MAX_SERIES, KIND_GAUGE, 1, "topic", NULL,
        "wallet_worker_uncommitted_messages",
        "Messages fetched and not yet committed (in flight, retrying, or behind one that is).");
@@ -101,7 +105,7 @@ FAMILY(oldest_uncommitted, WW_METRICS_MAX_SERIES, KIND_GAUGE, 1, "topic", NULL,
 
 static family_t *const families[] = {&consumed,        &processed,   &dead_letters,
                                      &retries,         &db_duration, &lag,
-                                     &http_requests,   &output_failures, &uncommitted,
+                                     &http_requests,   &output_failures, &unkeyed,       &uncommitted,
                                      &oldest_uncommitted};
 #define NFAMILIES (sizeof families / sizeof families[0])
 
@@ -250,6 +254,8 @@ void ww_metrics_inc_retry(const char *operation) { inc(&retries, operation, NULL
 void ww_metrics_inc_output_failure(const char *topic, const char *reason) {
     inc(&output_failures, topic, reason);
 }
+void ww_metrics_inc_unkeyed(const char *topic) { inc(&unkeyed, topic, NULL); }
+uint64_t ww_metrics_unkeyed_count(const char *topic) { return count_of(&unkeyed, topic, NULL); }
 
 void ww_metrics_set_uncommitted(const char *topic, int64_t messages, int64_t oldest_age_s) {
     series_t *s = lookup(&uncommitted, topic, NULL, true);
