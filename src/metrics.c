@@ -255,7 +255,6 @@ void ww_metrics_inc_output_failure(const char *topic, const char *reason) {
     inc(&output_failures, topic, reason);
 }
 void ww_metrics_inc_unkeyed(const char *topic) { inc(&unkeyed, topic, NULL); }
-uint64_t ww_metrics_unkeyed_count(const char *topic) { return count_of(&unkeyed, topic, NULL); }
 
 void ww_metrics_set_uncommitted(const char *topic, int64_t messages, int64_t oldest_age_s) {
     series_t *s = lookup(&uncommitted, topic, NULL, true);
@@ -349,6 +348,7 @@ uint64_t ww_metrics_retry_count(const char *operation) { return count_of(&retrie
 uint64_t ww_metrics_output_failure_count(const char *topic, const char *reason) {
     return count_of(&output_failures, topic, reason);
 }
+uint64_t ww_metrics_unkeyed_count(const char *topic) { return count_of(&unkeyed, topic, NULL); }
 uint64_t ww_metrics_http_count(int status_code) {
     char code[16];
     snprintf(code, sizeof code, "%d", status_code);
