@@ -3,7 +3,7 @@
 # (Kafka KRaft broker, FerretDB, mongo-java-server). Idempotent: every step is skipped
 # when already done, so a second run takes a few seconds.
 #
-# Registries used: Debian apt, Maven Central (mvn), Go module proxy (go). Nothing else.
+# Registries used: Debian apt, Maven Central (mvn), Go module proxy (go: FerretDB, helm). Nothing else.
 #
 # Environment:
 #   WW_CACHE          cache folder (default: $HOME/.cache/wallet-worker)
@@ -11,6 +11,8 @@
 #   FERRETDB_VERSION  FerretDB module version (default v1.24.2)
 #   MJS_VERSION       de.bwaldvogel:mongo-java-server version (default 1.47.0); the memory
 #                     and H2 (persistent, used by default) backends are both resolved
+#   HELM_VERSION      helm.sh/helm/v3 module version (default v3.19.0), built into
+#                     $WW_CACHE/bin/helm for the chart tests (tests/deploy/check_helm.sh)
 #   WW_SKIP_APT=1     skip the apt step
 #
 # Keep the version defaults in sync with scripts/stack.sh.
@@ -21,6 +23,10 @@ WW_CACHE="${WW_CACHE:-$HOME/.cache/wallet-worker}"
 KAFKA_VERSION="${KAFKA_VERSION:-3.9.2}"
 FERRETDB_VERSION="${FERRETDB_VERSION:-v1.24.2}"
 MJS_VERSION="${MJS_VERSION:-1.47.0}"
+HELM_VERSION="${HELM_VERSION:-v3.19.0}"
+# The Kubernetes version helm assumes without a cluster (.Capabilities.KubeVersion, the
+# lint's deprecation check); upstream's Makefile sets it from its client-go, v0.34 here.
+HELM_K8S_MINOR="${HELM_K8S_MINOR:-34}"
 # Go toolchain to fetch through the Go module proxy when no go >= 1.24 is installed.
 GO_FALLBACK_TOOLCHAIN="${GO_FALLBACK_TOOLCHAIN:-go1.24.3}"
 
@@ -219,6 +225,31 @@ step_ferretdb() {
   log "ferretdb $FERRETDB_VERSION: installed $bin"
 }
 
+# -------------------------------------------------------------------------- helm
+# helm for the chart tests, built from the Go module proxy (`go install` works: the
+# module has no replace directives). The version flags are the ones upstream's Makefile sets.
+step_helm() {
+  local bin="$WW_CACHE/bin/helm"
+  if [[ -x "$bin" ]] && "$bin" version --template '{{.Version}}' 2>/dev/null | grep -qx "$HELM_VERSION"; then
+    log "helm $HELM_VERSION: cached ($bin)"
+    return
+  fi
+  local go; go=$(find_go)
+  log "helm $HELM_VERSION: building with $("$go" env GOVERSION)"
+  local tmp="$WW_CACHE/bin/.helm-build"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  (cd /tmp && GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$tmp" "$go" install -trimpath -ldflags "-s -w \
+      -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+      -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+      -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$HELM_K8S_MINOR \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_K8S_MINOR" \
+      "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") || die "building helm $HELM_VERSION failed"
+  mv "$tmp/helm" "$bin"; rm -rf "$tmp"
+  "$bin" version --template '{{.Version}}' | grep -qx "$HELM_VERSION" || die "built helm does not report $HELM_VERSION"
+  log "helm $HELM_VERSION: installed $bin"
+}
+
 # -------------------------------------------------------------------------- main
 main() {
   local t0=$SECONDS
@@ -235,6 +266,7 @@ main() {
   step_kafka
   step_mjs
   step_ferretdb
+  step_helm
   log "done in $((SECONDS - t0))s (cache: $WW_CACHE)"
 }
 

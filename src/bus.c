@@ -486,9 +486,11 @@ void ww_bus_destroy(ww_bus_t *bus, int flush_timeout_ms) {
     if (bus->consumer) {
         /* Leaves the group: the revoke hook runs and stored offsets are
          * committed before the partitions go to another member. */
+        int64_t t0 = ww_clock_mono_ms();
         rd_kafka_resp_err_t err = rd_kafka_consumer_close(bus->consumer);
         if (err) ww_warn("kafka", "consumer close: %s", rd_kafka_err2str(err));
         rd_kafka_destroy(bus->consumer);
+        ww_info("kafka", "left the group in %lld ms", (long long)(ww_clock_mono_ms() - t0));
         if (bus->reports_health) ww_health_set_consumer(false, 0, ww_clock_mono_ms());
     }
     if (bus->stored) rd_kafka_topic_partition_list_destroy(bus->stored);
@@ -504,7 +506,10 @@ void ww_bus_destroy(ww_bus_t *bus, int flush_timeout_ms) {
          * message still gets its delivery callback */
         rd_kafka_purge(bus->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(bus->producer, 0);
+        int64_t t0 = ww_clock_mono_ms();
         rd_kafka_destroy(bus->producer);
+        int64_t took = ww_clock_mono_ms() - t0;
+        if (took > 1000) ww_warn("kafka", "producer took %lld ms to close", (long long)took);
     }
     free(bus);
 }

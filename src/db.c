@@ -801,3 +801,59 @@ bool ww_db_txn_insert_one(ww_db_txn_t *txn, const char *collection, const bson_t
     mongoc_collection_destroy(coll);
     return ok;
 }
+
+/* ---- read-only inspection (doctor) ------------------------------------------ */
+
+bool ww_db_read_command(ww_db_t *db, const bson_t *command, bson_t *reply, ww_error_t *error) {
+    op_t o;
+    op_begin(&o, db, NULL, "command");
+    bson_error_t be;
+    bool ok = mongoc_client_read_command_with_opts(o.client, db->db_name, command, NULL, NULL,
+                                                   reply, &be);
+    if (!ok) translate(&be, reply, "command", error);
+    op_end(&o);
+    return ok;
+}
+
+bool ww_db_list_indexes(ww_db_t *db, const char *collection, ww_db_doc_cb cb, void *ctx,
+                        ww_error_t *error) {
+    op_t o;
+    op_begin(&o, db, collection, "command");
+    mongoc_cursor_t *cur = mongoc_collection_find_indexes_with_opts(o.coll, NULL);
+    const bson_t *doc;
+    while (mongoc_cursor_next(cur, &doc))
+        if (!cb(doc, ctx)) break;
+    bson_error_t be;
+    const bson_t *reply = NULL;
+    bool ok = !mongoc_cursor_error_document(cur, &be, &reply);
+    if (!ok && be.code == 26) ok = true; /* NamespaceNotFound: no collection, no indexes */
+    if (!ok) translate(&be, reply, "listIndexes", error);
+    mongoc_cursor_destroy(cur);
+    op_end(&o);
+    return ok;
+}
+
+bool ww_db_explain_find(ww_db_t *db, const char *collection, const bson_t *filter,
+                        const bson_t *sort, bson_t *reply, bool *unavailable, ww_error_t *error) {
+    *unavailable = false;
+    bson_t cmd = BSON_INITIALIZER, find;
+    BSON_APPEND_DOCUMENT_BEGIN(&cmd, "explain", &find);
+    BSON_APPEND_UTF8(&find, "find", collection);
+    BSON_APPEND_DOCUMENT(&find, "filter", filter);
+    if (sort) BSON_APPEND_DOCUMENT(&find, "sort", sort);
+    bson_append_document_end(&cmd, &find);
+    BSON_APPEND_UTF8(&cmd, "verbosity", "queryPlanner");
+    ww_error_t e;
+    ww_error_clear(&e);
+    bool ok = ww_db_read_command(db, &cmd, reply, &e);
+    /* 59 CommandNotFound (mongo-java-server), 115 CommandNotSupported, 238
+     * NotImplemented: this server cannot say how it runs a query */
+    if (!ok && !e.retryable && (e.code == 59 || e.code == 115 || e.code == 238)) {
+        *unavailable = true;
+        ok = true;
+    } else if (!ok && error) {
+        *error = e;
+    }
+    bson_destroy(&cmd);
+    return ok;
+}

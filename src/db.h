@@ -130,6 +130,24 @@ bool ww_db_delete_many(ww_db_t *db, const char *collection, const bson_t *filter
  * `reply` is always initialised; the caller destroys it. */
 bool ww_db_command(ww_db_t *db, const bson_t *command, bson_t *reply, ww_error_t *error);
 
+/* ---- read-only inspection (doctor) --------------------------------------
+ * A read command (buildInfo, explain, ...): sent without write concern, so a
+ * URI with w= does not make the server refuse it. `reply` is always
+ * initialised; the caller destroys it. */
+bool ww_db_read_command(ww_db_t *db, const bson_t *command, bson_t *reply, ww_error_t *error);
+
+/* listIndexes of collection: cb sees every index document (the whole cursor).
+ * A collection that does not exist has no indexes: true, no call. */
+bool ww_db_list_indexes(ww_db_t *db, const char *collection, ww_db_doc_cb cb, void *ctx,
+                        ww_error_t *error);
+
+/* explain (verbosity "queryPlanner") of find(filter).sort(sort) (sort may be
+ * NULL). A server without the command (mongo-java-server) is not an error:
+ * true with *unavailable set and `reply` holding its answer. `reply` is always
+ * initialised; the caller destroys it. */
+bool ww_db_explain_find(ww_db_t *db, const char *collection, const bson_t *filter,
+                        const bson_t *sort, bson_t *reply, bool *unavailable, ww_error_t *error);
+
 /* Drops the whole database (tests and the demo only). */
 bool ww_db_drop_database(ww_db_t *db, ww_error_t *error);
 

@@ -21,6 +21,7 @@ static atomic_int_fast64_t last_progress; /* mono ms, 0 = never */
 static atomic_int_fast64_t started;       /* mono ms, 0 = not recorded */
 static atomic_bool running;
 static atomic_bool db_auth_failing;
+static atomic_int_fast64_t kafka_unready_ms = WW_HEALTH_DEFAULT_KAFKA_UNREADY_MS;
 
 #define LOAD(obj) atomic_load_explicit(&(obj), memory_order_relaxed)
 #define STORE(obj, v) atomic_store_explicit(&(obj), (v), memory_order_relaxed)
@@ -44,6 +45,7 @@ void ww_health_reset(void) {
     STORE(started, 0);
     STORE(running, false);
     STORE(db_auth_failing, false);
+    STORE(kafka_unready_ms, WW_HEALTH_DEFAULT_KAFKA_UNREADY_MS);
 }
 
 void ww_health_set_started(int64_t mono_ms) { STORE(started, mono_ms); }
@@ -121,4 +123,14 @@ int64_t ww_health_progress_age_ms(int64_t now_mono) {
 bool ww_health_live(int64_t now_mono, int64_t threshold_ms) {
     int64_t age = ww_health_progress_age_ms(now_mono);
     return age < 0 || age <= threshold_ms;
+}
+
+void ww_health_set_kafka_unready_after_ms(int64_t ms) {
+    STORE(kafka_unready_ms, ms > 0 ? ms : WW_HEALTH_DEFAULT_KAFKA_UNREADY_MS);
+}
+int64_t ww_health_kafka_unready_after_ms(void) { return LOAD(kafka_unready_ms); }
+
+bool ww_health_ready(int64_t now_mono) {
+    return ww_health_db_state() == WW_DB_CONNECTED && !ww_health_db_auth_failing() &&
+           ww_health_kafka_ready(now_mono, LOAD(kafka_unready_ms)) && ww_health_running();
 }

@@ -77,4 +77,13 @@ int64_t ww_health_progress_age_ms(int64_t now_mono);
  * still wiring itself up has not had the chance to stall. */
 bool ww_health_live(int64_t now_mono, int64_t threshold_ms);
 
+/* The whole /readyz rule, also exported as the wallet_worker_ready gauge so an
+ * alert sees what the kubelet sees: database connected (and authenticated), Kafka ready (with the
+ * threshold set below) and start-up finished. The sidecar sets the threshold
+ * from KAFKA_UNREADY_AFTER_MS when it starts; <= 0 restores the default. */
+#define WW_HEALTH_DEFAULT_KAFKA_UNREADY_MS 10000
+void ww_health_set_kafka_unready_after_ms(int64_t ms);
+int64_t ww_health_kafka_unready_after_ms(void);
+bool ww_health_ready(int64_t now_mono);
+
 #endif

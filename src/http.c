@@ -512,6 +512,7 @@ ww_http_t *ww_http_start(const ww_http_config_t *cfg, ww_error_t *error) {
                                                            : WW_HTTP_DEFAULT_LIVENESS_MS;
     h->kafka_unready_ms = cfg && cfg->kafka_unready_after_ms > 0 ? cfg->kafka_unready_after_ms
                                                                  : WW_HTTP_DEFAULT_KAFKA_UNREADY_MS;
+    ww_health_set_kafka_unready_after_ms(h->kafka_unready_ms); /* wallet_worker_ready agrees */
     h->started_mono = ww_clock_mono_ms();
     json_escape(cfg && cfg->version ? cfg->version : "unknown", h->version_json, sizeof h->version_json);
 

@@ -938,6 +938,10 @@ bool ww_invite_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
     }
 
     if (!parsed && ctx->dry_run) {
+        /* the dead letter the real run would write, for apply --dry-run to report */
+        if (!add_dead_letter(outs, ctx->dlq_topic, msg, ww_command_reason_name(perr.code),
+                             perr.message))
+            goto oom;
         outs->outcome = "invalid";
         return true;
     }

@@ -92,6 +92,10 @@ FAMILY(output_failures, WW_METRICS_MAX_SERIES, KIND_COUNTER, 2, "topic", "reason
        "wallet_worker_output_failures_total",
        "Results and dead letters given up after a permanent produce error; their message is "
        "finished and committed.");
+FAMILY(unkeyed, WW_METRICS_MAX_SERIES, KIND_COUNTER, 1, "topic", NULL,
+       "wallet_worker_unkeyed_messages_total",
+       "Messages consumed without a Kafka key: their order against the owner's other "
+       "messages is not guaranteed.");
 FAMILY(uncommitted, WW_METRICS_MAX_SERIES, KIND_GAUGE, 1, "topic", NULL,
        "wallet_worker_uncommitted_messages",
        "Messages fetched and not yet committed (in flight, retrying, or behind one that is).");
@@ -101,7 +105,7 @@ FAMILY(oldest_uncommitted, WW_METRICS_MAX_SERIES, KIND_GAUGE, 1, "topic", NULL,
 
 static family_t *const families[] = {&consumed,        &processed,   &dead_letters,
                                      &retries,         &db_duration, &lag,
-                                     &http_requests,   &output_failures, &uncommitted,
+                                     &http_requests,   &output_failures, &unkeyed,       &uncommitted,
                                      &oldest_uncommitted};
 #define NFAMILIES (sizeof families / sizeof families[0])
 
@@ -255,6 +259,7 @@ uint64_t ww_metrics_db_auth_failures(void) { return atomic_load(&db_auth_failure
 void ww_metrics_inc_output_failure(const char *topic, const char *reason) {
     inc(&output_failures, topic, reason);
 }
+void ww_metrics_inc_unkeyed(const char *topic) { inc(&unkeyed, topic, NULL); }
 
 void ww_metrics_set_uncommitted(const char *topic, int64_t messages, int64_t oldest_age_s) {
     series_t *s = lookup(&uncommitted, topic, NULL, true);
@@ -349,6 +354,7 @@ uint64_t ww_metrics_retry_count(const char *operation) { return count_of(&retrie
 uint64_t ww_metrics_output_failure_count(const char *topic, const char *reason) {
     return count_of(&output_failures, topic, reason);
 }
+uint64_t ww_metrics_unkeyed_count(const char *topic) { return count_of(&unkeyed, topic, NULL); }
 uint64_t ww_metrics_http_count(int status_code) {
     char code[16];
     snprintf(code, sizeof code, "%d", status_code);
@@ -513,6 +519,9 @@ size_t ww_metrics_render(char *buf, size_t cap) {
                "MongoDB operations refused because authentication failed (wrong credentials).");
     putf(&s, "wallet_worker_db_auth_failures_total %" PRIuFAST64 "\n",
          (uint_fast64_t)atomic_load_explicit(&db_auth_failures, memory_order_relaxed));
+    put_header(&s, "wallet_worker_ready", "gauge",
+               "1 when /readyz answers 200 (database connected, Kafka ready, started), else 0.");
+    putf(&s, "wallet_worker_ready %d\n", ww_health_ready(ww_clock_mono_ms()) ? 1 : 0);
     put_header(&s, "wallet_worker_kafka_consumer_assigned_partitions", "gauge",
                "Kafka partitions currently assigned to this consumer.");
     putf(&s, "wallet_worker_kafka_consumer_assigned_partitions %" PRId32 "\n",

@@ -42,6 +42,8 @@
  *   wallet_worker_output_failures_total{topic,reason}        counter
  *       Results / dead letters given up after a permanent produce error
  *       (e.g. too large for the broker); the message is finished anyway.
+ *   wallet_worker_unkeyed_messages_total{topic}               counter
+ *       Messages consumed without a Kafka key (order not guaranteed).
  *   wallet_worker_uncommitted_messages{topic}                 gauge
  *       Messages fetched and not yet committed (in flight, retrying, or
  *       behind one that is). Unlike the lag, it grows during an outage.
@@ -83,6 +85,7 @@ void ww_metrics_set_lag(const char *topic, int32_t partition, int64_t lag);
 void ww_metrics_remove_lag(const char *topic, int32_t partition); /* no-op if absent */
 void ww_metrics_inc_http(int status_code);
 void ww_metrics_inc_output_failure(const char *topic, const char *reason);
+void ww_metrics_inc_unkeyed(const char *topic);
 /* Per topic: messages not yet committed and the age of the oldest (seconds). */
 void ww_metrics_set_uncommitted(const char *topic, int64_t messages, int64_t oldest_age_s);
 
@@ -107,6 +110,7 @@ uint64_t ww_metrics_db_observation_count(const char *operation);
 uint64_t ww_metrics_http_count(int status_code);
 uint64_t ww_metrics_dropped_series(void);
 uint64_t ww_metrics_output_failure_count(const char *topic, const char *reason);
+uint64_t ww_metrics_unkeyed_count(const char *topic);
 /* True and the values set when the topic's series exist. */
 bool ww_metrics_uncommitted(const char *topic, int64_t *messages, int64_t *oldest_age_s);
 /* True and *lag set when the series exists (and was not removed). */

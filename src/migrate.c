@@ -61,6 +61,12 @@ static const step_t user_steps[] = {
      {1, 1, 1}, false, false},
 };
 
+/* The backend audit's future work: campaigns are looked up by the agency codes
+ * allowed to run them (an array: the index is multikey). */
+static const step_t campaign_steps[] = {
+    {STEP_CREATE, "campaigns", "allowedAgencyCodes_1", {"allowedAgencyCodes"}, {1}, false, false},
+};
+
 static const migration_t migrations[] = {
     {1, "ledger_indexes",
      "transactions: unique idempotencyKey, walletId, {walletId, createdAt:-1}; wallets: ownerUserId",
@@ -71,10 +77,59 @@ static const migration_t migrations[] = {
      invite_steps, N(invite_steps)},
     {3, "user_indexes", "users: the backend audit's compound indexes on roles and deletedAt",
      user_steps, N(user_steps)},
+    {4, "campaign_indexes", "campaigns: multikey allowedAgencyCodes (the backend audit's backlog)",
+     campaign_steps, N(campaign_steps)},
 };
 
 int ww_migrate_count(void) { return (int)N(migrations); }
 const char *ww_migrate_name(int i) { return migrations[i].name; }
+int ww_migrate_version(int i) { return migrations[i].version; }
+
+/* ---- the index definitions, for doctor ------------------------------------------- */
+
+/* The k-th step of the given kind across all migrations, in order. */
+static bool nth_step(step_kind_t kind, int n, const migration_t **m_out, const step_t **s_out) {
+    for (size_t i = 0; i < N(migrations); i++)
+        for (size_t k = 0; k < migrations[i].n_steps; k++)
+            if (migrations[i].steps[k].kind == kind && n-- == 0) {
+                *m_out = &migrations[i];
+                *s_out = &migrations[i].steps[k];
+                return true;
+            }
+    return false;
+}
+
+static int count_steps(step_kind_t kind) {
+    int n = 0;
+    for (size_t i = 0; i < N(migrations); i++)
+        for (size_t k = 0; k < migrations[i].n_steps; k++) n += migrations[i].steps[k].kind == kind;
+    return n;
+}
+
+static void describe(step_kind_t kind, int i, ww_migrate_index_t *out) {
+    memset(out, 0, sizeof *out);
+    const migration_t *m;
+    const step_t *s;
+    if (!nth_step(kind, i, &m, &s)) return;
+    out->version = m->version;
+    out->collection = s->collection;
+    out->name = s->name;
+    for (int k = 0; k < 4; k++) {
+        out->keys[k] = s->keys[k];
+        out->dirs[k] = s->dirs[k];
+    }
+    out->unique = s->unique;
+    /* a drop step's TTL flag names the index it spares, not the duplicate */
+    if (kind == STEP_CREATE && s->ttl_expired) {
+        out->ttl_seconds = INVITE_TTL_SECONDS;
+        out->partial_status = "expired";
+    }
+}
+
+int ww_migrate_index_count(void) { return count_steps(STEP_CREATE); }
+void ww_migrate_index(int i, ww_migrate_index_t *out) { describe(STEP_CREATE, i, out); }
+int ww_migrate_duplicate_count(void) { return count_steps(STEP_DROP_UNLESS); }
+void ww_migrate_duplicate(int i, ww_migrate_index_t *out) { describe(STEP_DROP_UNLESS, i, out); }
 
 /* ---- checksums ------------------------------------------------------------------ */
 

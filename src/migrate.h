@@ -52,5 +52,28 @@ int ww_migrate_count(void);
 const char *ww_migrate_name(int i);
 /* hex checksum of migration i (65 bytes) */
 void ww_migrate_checksum(int i, char out[65]);
+int ww_migrate_version(int i);
+
+/* One index as the migrations define it (what `doctor` expects to find).
+ * Every string is static. */
+typedef struct {
+    int version;                /* the migration that creates (or drops) it */
+    const char *collection;
+    const char *name;           /* NULL for a dropped duplicate (matched by key) */
+    const char *keys[4];        /* NULL-terminated */
+    int dirs[4];
+    bool unique;
+    int32_t ttl_seconds;        /* expireAfterSeconds; 0: not a TTL index */
+    const char *partial_status; /* partialFilterExpression {status: X}; NULL: none */
+} ww_migrate_index_t;
+
+/* The indexes the migrations create, in migration order: i in
+ * [0, ww_migrate_index_count()). */
+int ww_migrate_index_count(void);
+void ww_migrate_index(int i, ww_migrate_index_t *out);
+/* The duplicates the migrations drop: an index with this key pattern that is
+ * not the TTL index of the same key (the backend audit's duplicate). */
+int ww_migrate_duplicate_count(void);
+void ww_migrate_duplicate(int i, ww_migrate_index_t *out);
 
 #endif

@@ -82,6 +82,7 @@ struct ww_pipeline {
     bool workers_joined;
     atomic_uint_fast64_t done_count;
     atomic_int active; /* workers inside process() */
+    int64_t unkeyed_warned_at, unkeyed_since_warn; /* poll thread */
 };
 
 /* ---- outputs ------------------------------------------------------------ */
@@ -467,8 +468,25 @@ static const ww_route_t *route_for(ww_pipeline_t *p, const char *topic) {
 }
 
 /* Takes ownership of msg. */
+/* A message without a key lands on any partition: its order against the
+ * owner's other messages is not guaranteed. Counted, and said once a minute
+ * (poll thread only). */
+static void note_unkeyed(ww_pipeline_t *p, const ww_msg_t *msg) {
+    ww_metrics_inc_unkeyed(msg->topic);
+    p->unkeyed_since_warn++;
+    int64_t now = ww_clock_mono_ms();
+    if (p->unkeyed_warned_at && now - p->unkeyed_warned_at < 60000) return;
+    ww_warn("pipeline", "message without a Kafka key topic=%s partition=%d offset=%lld (%lld "
+            "since the last such line): its order against the same owner's other messages "
+            "is not guaranteed; producers should key by owner", msg->topic, msg->partition,
+            (long long)msg->offset, (long long)p->unkeyed_since_warn);
+    p->unkeyed_warned_at = now;
+    p->unkeyed_since_warn = 0;
+}
+
 static void accept(ww_pipeline_t *p, ww_msg_t *msg) {
     ww_metrics_inc_consumed(msg->topic);
+    if (!msg->key || msg->key_len == 0) note_unkeyed(p, msg);
     const ww_route_t *route = route_for(p, msg->topic);
     entry_t *e = calloc(1, sizeof *e);
     pthread_mutex_lock(&p->lock);

@@ -146,6 +146,28 @@ static const char *header(const ww_out_t *o, const char *name, size_t *len) {
     return "";
 }
 
+/* apply: a dead letter is printed as FILE:LINE: code: reason and counted as a
+ * rejected line; false when o is not a dead letter. Called with e->lock held. */
+static bool print_rejection(engine_t *e, const ww_msg_t *m, const ww_out_t *o) {
+    const ww_replay_config_t *cfg = e->cfg;
+    if (!cfg->route.dlq_topic || strcmp(o->topic, cfg->route.dlq_topic) != 0) return false;
+    size_t cl, rl;
+    const char *code = header(o, "ww.error.code", &cl);
+    const char *reason = header(o, "ww.error.reason", &rl);
+    fprintf(stderr, "%s:%lld: %.*s: %.*s\n", cfg->file, (long long)m->offset, (int)cl, code,
+            (int)rl, reason);
+    e->s->rejected++;
+    return true;
+}
+
+/* apply --dry-run: outputs are discarded, but rejections are reported exactly
+ * as the real run reports them. */
+static void report_rejections(engine_t *e, const ww_msg_t *m, const ww_outputs_t *outs) {
+    pthread_mutex_lock(&e->lock);
+    for (size_t i = 0; i < outs->n; i++) print_rejection(e, m, &outs->out[i]);
+    pthread_mutex_unlock(&e->lock);
+}
+
 static void emit(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs) {
     const ww_replay_config_t *cfg = e->cfg;
     for (size_t i = 0; i < outs->n; i++) {
@@ -173,13 +195,7 @@ static void emit(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs) {
         }
         /* apply: results to stdout, dead letters as errors with the line */
         pthread_mutex_lock(&e->lock);
-        if (cfg->route.dlq_topic && strcmp(o->topic, cfg->route.dlq_topic) == 0) {
-            size_t cl, rl;
-            const char *code = header(o, "ww.error.code", &cl);
-            const char *reason = header(o, "ww.error.reason", &rl);
-            fprintf(stderr, "%s:%lld: %.*s: %.*s\n", cfg->file, (long long)m->offset, (int)cl,
-                    code, (int)rl, reason);
-        } else {
+        if (!print_rejection(e, m, o)) {
             fwrite(o->value, 1, o->value_len, stdout);
             fputc('\n', stdout);
         }
@@ -207,7 +223,7 @@ static void handle(engine_t *e, rworker_t *w, item_t *it) {
             /* a permanent failure of this message: dead-letter it, as live */
             ww_outputs_clear(&outs);
             outs.outcome = "failed";
-            if (!cfg->dry_run && cfg->route.dlq_topic)
+            if (cfg->route.dlq_topic) /* a dry run discards it, apply's reports it */
                 ww_outputs_dead_letter(&outs, cfg->route.dlq_topic, m, "processing_failed",
                                        err.message);
             ok = true;
@@ -221,6 +237,7 @@ static void handle(engine_t *e, rworker_t *w, item_t *it) {
         delay = delay / 2 + (int64_t)(rand_r(&w->seed) % (unsigned)(delay / 2 + 1));
     }
     if (ok && !cfg->dry_run) emit(e, m, &outs);
+    else if (ok && !cfg->publish) report_rejections(e, m, &outs);
     pthread_mutex_lock(&e->lock);
     if (ok) {
         e->s->processed++;

@@ -62,6 +62,7 @@ typedef struct {
     uint64_t total;          /* messages in the range (0 = unknown, file) */
     uint64_t processed;      /* handled, rejections included */
     uint64_t not_processed;  /* infrastructure failures that outlived the retries */
+    uint64_t rejected;       /* apply: lines reported as FILE:LINE: code: reason */
     int64_t elapsed_ms;
     size_t n_outcomes;
     struct {

@@ -980,6 +980,11 @@ bool ww_wallet_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
     }
 
     if (!parsed && ctx->dry_run) {
+        /* the dead letter the real run would write, for apply --dry-run to report
+         * (a dry run publishes nothing); no metrics: nothing happened */
+        if (!ww_outputs_dead_letter(outs, ctx->dlq_topic, msg, ww_command_reason_name(perr.code),
+                                    perr.message))
+            goto oom;
         outs->outcome = "invalid";
         ww_info("wallet", "invalid (dry run) topic=%s partition=%d offset=%lld reason=%s "
                 "detail=\"%s\"", msg->topic, msg->partition, (long long)msg->offset,

@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "config.h"
 #include "db.h"
+#include "doctor.h"
 #include "health.h"
 #include "http.h"
 #include "invite.h" /* invites */
@@ -42,8 +43,9 @@ static void usage(FILE *out) {
             "effect.\n\n"
             "Usage: wallet-worker [run] [options]\n"
             "       wallet-worker replay --topic T [range] [--dry-run] [options]\n"
-            "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [options]\n"
-            "       wallet-worker migrate [--dry-run] [options]\n"
+            "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [--strict] [options]\n"
+            "       wallet-worker migrate [--dry-run | --check] [options]\n"
+            "       wallet-worker doctor [--json] [--marker-age-minutes N] [options]\n"
             "       wallet-worker --help | --version\n\n"
             "Commands:\n"
             "  run      consume, apply, publish results (the default)\n"
@@ -62,10 +64,22 @@ static void usage(FILE *out) {
             "           Kafka: results to stdout, rejections to stderr as FILE:LINE: code: reason\n"
             "             --file F | --file -        the file, or standard input\n"
             "             --kind wallet|invite       (default wallet)\n"
+            "             --strict                   exit 1 when any line was rejected (default: 0)\n"
+            "             a missing --file is a usage error (exit 2); --dry-run reports the\n"
+            "             same FILE:LINE rejections as the real run\n"
             "  migrate  apply pending schema migrations (indexes, in order, recorded in\n"
             "           schema_migrations; safe when several run at once; refuses when an applied\n"
             "           migration was changed). --dry-run lists what would be done. `run` does\n"
-            "           this at start unless AUTO_MIGRATE=false.\n"
+            "           this at start unless AUTO_MIGRATE=false. --check writes nothing and\n"
+            "           exits 3 when migrations are pending, 0 when none are.\n"
+            "  doctor   read-only check of MONGODB_URI: the migrations' indexes and records,\n"
+            "           the query plans of the hot queries (explain), the ledger's consistency\n"
+            "           (old decision markers, negative or non-integer balances, ledger entries\n"
+            "           whose walletId and status disagree). Exit 0 all well, 1 problems found,\n"
+            "           2 usage error. Each problem says what to do (docs/troubleshooting.md).\n"
+            "             --json                     one machine-readable report on stdout\n"
+            "             --marker-age-minutes N     markers older than this are reported\n"
+            "                                        (default 15)\n"
             "  replay and apply also take:\n"
             "             --dry-run                  validate and predict outcomes; write nothing\n"
             "             --max-retry-ms N           give up on a message after N ms of database\n"
@@ -78,8 +92,9 @@ static void usage(FILE *out) {
     ww_config_print_help(out);
     fprintf(out,
             "\nExit status: 0 after a clean stop (SIGTERM/SIGINT), 1 on a runtime failure,\n"
-            "2 on invalid configuration. Health: GET /api/health, /livez, /readyz, /metrics\n"
-            "on HTTP_ADDR. Documentation: docs/configuration.md, docs/operations.md.\n");
+            "2 on invalid configuration, 3 from migrate --check with migrations pending.\n"
+            "Health: GET /api/health, /livez, /readyz, /metrics on HTTP_ADDR.\n"
+            "Documentation: docs/configuration.md, docs/operations.md.\n");
 }
 
 static void stamp_progress(void) { ww_health_progress(ww_clock_mono_ms()); }
@@ -140,8 +155,10 @@ static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, int
     return true;
 }
 
-/* `wallet-worker migrate [--dry-run]` */
-static int migrate_cmd(const ww_config_t *cfg, bool dry_run) {
+/* `wallet-worker migrate [--dry-run | --check]`. --check writes nothing and
+ * exits 3 when migrations are pending, 0 when none are (1: the database could
+ * not be checked). */
+static int migrate_cmd(const ww_config_t *cfg, bool dry_run, bool check) {
     ww_error_t err;
     ww_error_clear(&err);
     /* an index build on a large collection can take minutes: a long socket
@@ -160,7 +177,14 @@ static int migrate_cmd(const ww_config_t *cfg, bool dry_run) {
     int64_t deadline = ww_clock_mono_ms() + 60000;
     for (;;) {
         ww_error_clear(&err);
-        if (ww_migrate_run(db, &mo, &applied, &err)) {
+        if (check) {
+            int pending = 0;
+            if (ww_migrate_check(db, &pending, &err)) {
+                printf("%s: %d migration(s) pending\n", ww_db_name(db), pending);
+                status = pending > 0 ? 3 : 0;
+                break;
+            }
+        } else if (ww_migrate_run(db, &mo, &applied, &err)) {
             printf("%s: %d migration(s) %s\n", ww_db_name(db), applied,
                    dry_run ? "pending" : "applied now");
             status = 0;
@@ -326,6 +350,8 @@ typedef struct {
     const char *file;
     const char *kind; /* "wallet", "invite" or NULL (from the topic) */
     bool dry_run;
+    bool strict; /* apply: exit 1 when any line was rejected */
+    bool check;  /* migrate: exit 3 when migrations are pending */
     ww_replay_config_t rc;
 } batch_opts_t;
 
@@ -345,6 +371,9 @@ static bool batch_flag(batch_opts_t *o, int argc, char **argv, int *i, ww_error_
     } while (0)
     if (strcmp(a, "--dry-run") == 0) {
         o->dry_run = true;
+        ++*i;
+    } else if (strcmp(a, "--strict") == 0 && o->is_apply) {
+        o->strict = true;
         ++*i;
     } else if (strcmp(a, "--from-beginning") == 0) {
         o->rc.from = WW_FROM_BEGINNING;
@@ -470,8 +499,72 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
     if (!ok) fprintf(stderr, "wallet-worker: %s\n", err.message);
     if (ok) ww_replay_print_summary(rc, sum, o->is_apply ? stderr : stdout);
     status = ok && sum->not_processed == 0 && !stop_requested ? 0 : 1;
+    if (status == 0 && o->strict && sum->rejected > 0) {
+        fprintf(stderr, "wallet-worker: apply --strict: %llu line(s) rejected\n",
+                (unsigned long long)sum->rejected);
+        status = 1;
+    }
     free(sum);
 done:
+    ww_db_destroy(db);
+    return status;
+}
+
+/* ---- doctor ------------------------------------------------------------------ */
+
+typedef struct {
+    bool json;
+    int marker_age_minutes;
+} doctor_opts_t;
+
+/* Parses one doctor flag at argv[*i]; false when it is not one. */
+static bool doctor_flag(doctor_opts_t *o, int argc, char **argv, int *i, ww_error_t *bad) {
+    const char *a = argv[*i];
+    if (strcmp(a, "--json") == 0) {
+        o->json = true;
+        ++*i;
+        return true;
+    }
+    if (strcmp(a, "--marker-age-minutes") != 0) return false;
+    const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    char *end = NULL;
+    long n = v ? strtol(v, &end, 10) : 0;
+    if (!v || !*v || *end || n < 1 || n > 525600)
+        ww_error_set(bad, WW_ERR_CONFIG, 0, false,
+                     "--marker-age-minutes: \"%.32s\" is not 1..525600", v ? v : "");
+    o->marker_age_minutes = (int)n;
+    *i += v ? 2 : 1;
+    return true;
+}
+
+/* `wallet-worker doctor`: 0 all well, 1 problems (or the database could not
+ * be read), 2 a bad URI. */
+static int doctor_cmd(const ww_config_t *cfg, const doctor_opts_t *o) {
+    ww_error_t err;
+    ww_error_clear(&err);
+    ww_db_options_t dbo;
+    ww_db_options_defaults(&dbo);
+    dbo.pool_max = cfg->db_pool_max;
+    ww_db_t *db = ww_db_new(cfg->mongodb_uri, &dbo, &err);
+    if (!db) {
+        fprintf(stderr, "wallet-worker: %s\n", err.message);
+        return 2;
+    }
+    ww_doctor_report_t *r = calloc(1, sizeof *r);
+    int status = 1;
+    ww_doctor_options_t opts = {.marker_age_minutes = o->marker_age_minutes};
+    if (!r) goto done;
+    if (!ww_doctor_run(db, &opts, r, &err)) {
+        fprintf(stderr, "wallet-worker: doctor: cannot read the database: %s\n", err.message);
+        goto done;
+    }
+    if (o->json)
+        ww_doctor_print_json(r, stdout);
+    else
+        ww_doctor_print_text(r, stdout);
+    status = r->problems ? 1 : 0;
+done:
+    free(r);
     ww_db_destroy(db);
     return status;
 }
@@ -493,7 +586,8 @@ int main(int argc, char **argv) {
     if (i < argc && argv[i][0] != '-') command = argv[i++];
     bool is_batch = strcmp(command, "replay") == 0 || strcmp(command, "apply") == 0;
     bool is_migrate = strcmp(command, "migrate") == 0;
-    if (strcmp(command, "run") != 0 && !is_batch && !is_migrate) {
+    bool is_doctor = strcmp(command, "doctor") == 0;
+    if (strcmp(command, "run") != 0 && !is_batch && !is_migrate && !is_doctor) {
         fprintf(stderr, "wallet-worker: unknown command \"%.64s\" (see --help)\n", command);
         return 2;
     }
@@ -507,6 +601,7 @@ int main(int argc, char **argv) {
     ww_error_t err;
     ww_error_clear(&err);
     ww_config_defaults(&cfg);
+    doctor_opts_t doc_opts = {.marker_age_minutes = WW_DOCTOR_DEFAULT_MARKER_AGE_MINUTES};
     bool cfg_ok = ww_config_from_env(&cfg, &err);
     while (cfg_ok && i < argc) {
         int before = i;
@@ -514,6 +609,15 @@ int main(int argc, char **argv) {
         if (!cfg_ok || i >= argc || i != before) continue;
         if (is_migrate && strcmp(argv[i], "--dry-run") == 0) {
             bo->dry_run = true;
+            i++;
+            continue;
+        }
+        if (is_doctor && doctor_flag(&doc_opts, argc, argv, &i, &err)) {
+            cfg_ok = err.domain == WW_ERR_NONE;
+            continue;
+        }
+        if (is_migrate && strcmp(argv[i], "--check") == 0) {
+            bo->check = true;
             i++;
             continue;
         }
@@ -536,7 +640,7 @@ int main(int argc, char **argv) {
         ww_error_set(&err, WW_ERR_CONFIG, 0, false, "HTTP_ADDR: %s", why);
         cfg_ok = false;
     }
-    if (cfg_ok && err.domain == WW_ERR_NONE && !is_migrate) {
+    if (cfg_ok && err.domain == WW_ERR_NONE && !is_migrate && !is_doctor) {
         /* Kafka settings librdkafka refuses: say so now, before any wait */
         ww_bus_config_t bc;
         ww_bus_config_defaults(&bc);
@@ -570,7 +674,10 @@ int main(int argc, char **argv) {
     int status;
     if (is_migrate) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN);
-        status = migrate_cmd(&cfg, bo->dry_run);
+        status = migrate_cmd(&cfg, bo->dry_run, bo->check);
+    } else if (is_doctor) {
+        if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN); /* the report says it */
+        status = doctor_cmd(&cfg, &doc_opts);
     } else if (is_batch) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN); /* the summary says it */
         status = batch(&cfg, bo);

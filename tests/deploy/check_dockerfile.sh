@@ -24,4 +24,24 @@ for pkg in $(sed -n '/AS build/,/^FROM/p' Dockerfile | grep -o '[a-z0-9.+-]*-dev
 done
 grep -q '^USER 10001' Dockerfile && echo "ok: runs as a non-root user" || { echo "FAIL: no non-root USER"; fail=1; }
 sed -e ':a' -e '/\\$/{N;s/\\\n//;ba}' Dockerfile | grep -q 'HEALTHCHECK.*livez' && echo "ok: HEALTHCHECK on /livez" || { echo "FAIL: no HEALTHCHECK on /livez"; fail=1; }
+# .dockerignore keeps local builds and stacks out of the build context, and none of what
+# the Dockerfile copies
+if [[ -f .dockerignore ]]; then
+  for p in build build-asan .stack .stack-h1; do
+    python3 - "$p" <<'PY' && echo "ok: .dockerignore excludes $p" || { echo "FAIL: .dockerignore does not exclude $p"; fail=1; }
+import fnmatch, sys
+pats = [l.strip().rstrip("/") for l in open(".dockerignore") if l.strip() and not l.startswith("#")]
+sys.exit(0 if any(fnmatch.fnmatch(sys.argv[1], p) for p in pats) else 1)
+PY
+  done
+  for p in $(grep '^COPY' Dockerfile | grep -v -- '--from' | awk '{print $2}'); do
+    python3 - "$p" <<'PY' && echo "ok: .dockerignore keeps $p" || { echo "FAIL: .dockerignore excludes $p, which the Dockerfile copies"; fail=1; }
+import fnmatch, sys
+pats = [l.strip().rstrip("/") for l in open(".dockerignore") if l.strip() and not l.startswith("#")]
+sys.exit(1 if any(fnmatch.fnmatch(sys.argv[1], p) for p in pats) else 0)
+PY
+  done
+else
+  echo "FAIL: no .dockerignore (build/ and .stack*/ would be sent as build context)"; fail=1
+fi
 exit $fail

@@ -4,7 +4,9 @@
  * one disconnected and one reconnected log line, is asserted by
  * it_wallet_faults' database-outage test.) With the broker stopped, /readyz
  * turns 503 once KAFKA_UNREADY_AFTER_MS has passed, /api/health says Kafka is
- * down and stays 200 (MongoDB is fine), and both recover with the broker. */
+ * down and stays 200 (MongoDB is fine), and both recover with the broker.
+ * Every metric the alert rules and the Grafana dashboard (deploy/) use is one
+ * the running worker exports. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -116,6 +118,38 @@ static void test_health_sidecar_of_the_running_worker(void **state) {
     h_env_destroy(&env);
 }
 
+/* deploy/prometheus and deploy/grafana name only metrics a live worker exports
+ * (tests/deploy/check_metric_names.py; a histogram's _bucket/_sum/_count count
+ * as the histogram), and every expression parses (promtool). */
+static void test_health_rules_and_dashboard_use_exported_metrics(void **state) {
+    (void)state;
+    h_env_t env;
+    h_env_init(&env, "health-names");
+    char log[256], path[128], cmd[1024];
+    snprintf(log, sizeof log, "/tmp/ww-it-%s.log", env.run_id);
+    snprintf(path, sizeof path, "/tmp/ww-it-%s.metrics", env.run_id);
+    unlink(log);
+    pid_t pid = h_worker_start(&env, log, NULL);
+    assert_true(h_wait_http(env.http_port, "/readyz", 200, 30000));
+    char *body = malloc(1 << 20);
+    assert_int_equal(h_http_get(env.http_port, "/metrics", body, 1 << 20), 200);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(body, f);
+    fclose(f);
+    free(body);
+    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    snprintf(cmd, sizeof cmd,
+             "python3 %s/tests/deploy/check_metric_names.py %s/deploy/prometheus/wallet-worker-rules.yml "
+             "%s/deploy/grafana/wallet-worker.json %s",
+             WW_SOURCE_DIR, WW_SOURCE_DIR, WW_SOURCE_DIR, path);
+    int st = system(cmd);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    unlink(path);
+    h_env_destroy(&env);
+}
+
 static bool kafka_status_is(int port, const char *status, char *body, size_t cap) {
     char want[64];
     snprintf(want, sizeof want, "\"kafka\":{\"status\":\"%s\"", status);
@@ -169,6 +203,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_health_sidecar_of_the_running_worker),
         cmocka_unit_test(test_health_kafka_outage_turns_unready_after_threshold),
+        cmocka_unit_test(test_health_rules_and_dashboard_use_exported_metrics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -106,6 +106,8 @@ static void assert_full_index_set(void) {
                         "roles_1_status_1_deletedAt_1"};
     list_indexes("users", &ix);
     for (int i = 0; i < 3; i++) assert_true(find_index(&ix, us[i]) >= 0);
+    list_indexes("campaigns", &ix);
+    assert_true(find_index(&ix, "allowedAgencyCodes_1") >= 0);
     list_indexes("invites", &ix);
     assert_true(find_index(&ix, "code_1") >= 0);
     assert_true(find_index(&ix, "parentCode_1_status_1_createdAt_-1") >= 0);
@@ -123,24 +125,31 @@ static void test_migrate_empty_database_then_twice(void **state) {
     const char *dry[] = {"migrate", "--dry-run", NULL};
     assert_int_equal(cli(dry, NULL), 0);
     char *o = h_read_file(out_path);
-    assert_non_null(strstr(o, "3 migration(s) pending"));
+    assert_non_null(strstr(o, "4 migration(s) pending"));
     assert_non_null(strstr(o, "would create transactions idempotencyKey_1"));
     free(o);
     assert_int_equal(records(), 0); /* the dry run wrote nothing */
+    /* --check: exit 3 while migrations are pending (a pipeline gates on it) */
+    const char *check[] = {"migrate", "--check", NULL};
+    assert_int_equal(cli(check, NULL), 3);
+    assert_int_equal(h_count_in_file(out_path, "4 migration(s) pending"), 1);
+    assert_int_equal(records(), 0); /* and writes nothing */
     indexes_t ix;
     list_indexes("transactions", &ix);
     assert_int_equal(find_index(&ix, "idempotencyKey_1"), -1);
 
     const char *run[] = {"migrate", NULL};
     assert_int_equal(cli(run, NULL), 0);
-    assert_int_equal(records(), 3);
+    assert_int_equal(records(), 4);
     assert_full_index_set();
     if (strcmp(env.mongo_impl, "ferretdb") == 0)
         assert_int_equal(h_count_in_file(err_path, "index invites.expiresAt_1 not created"), 1);
     assert_int_equal(cli(run, NULL), 0);
     assert_true(h_count_in_file(out_path, "0 migration(s) applied now") >= 1);
-    assert_int_equal(records(), 3);
+    assert_int_equal(records(), 4);
     assert_int_equal(h_count_in_file(err_path, "not created"), 0); /* nothing re-done */
+    assert_int_equal(cli(check, NULL), 0); /* nothing pending */
+    assert_int_equal(h_count_in_file(out_path, "0 migration(s) pending"), 1);
 }
 
 static void test_migrate_drops_the_backends_old_duplicate_expiresat_index(void **state) {
@@ -194,7 +203,7 @@ static void test_migrate_two_at_once(void **state) {
     waitpid(b, &sb, 0);
     assert_int_equal(WEXITSTATUS(sa), 0);
     assert_int_equal(WEXITSTATUS(sb), 0);
-    assert_int_equal(records(), 3); /* each recorded once */
+    assert_int_equal(records(), 4); /* each recorded once */
     assert_full_index_set();
     unlink(o2);
     unlink(e2);

@@ -102,13 +102,14 @@ static void test_pipeline_oversized_dead_letter_does_not_stall_partition(void **
     /* same key: same partition, the big one first */
     h_produce(&env, env.commands_topic, "same-key", big);
     h_produce(&env, env.commands_topic, "same-key", "not json at all");
+    h_produce(&env, env.commands_topic, NULL, "no key: counted, warned about");
     h_flush(&env);
     free(big);
 
     big_dlq_t *d = calloc(1, sizeof *d);
     /* both dead-lettered; the big one first (one DLQ partition, in order) */
-    assert_int_equal(h_read_topic(&env, env.dlq_topic, 2, 60000, collect_big, d), 2);
-    assert_int_equal(d->n, 2);
+    assert_int_equal(h_read_topic(&env, env.dlq_topic, 3, 60000, collect_big, d), 3);
+    assert_int_equal(d->n, 3);
     assert_string_equal(d->code, "too_large");
     assert_string_equal(d->truncated, "true");
     assert_int_equal(strtoll(d->size, NULL, 10), BIG);
@@ -120,7 +121,9 @@ static void test_pipeline_oversized_dead_letter_does_not_stall_partition(void **
     assert_true(wait_metric(env.http_port, "wallet_worker_uncommitted_messages",
                             env.commands_topic, '=', 0, 30000));
     assert_int_equal(metric(env.http_port, "wallet_worker_messages_consumed_total",
-                            env.commands_topic), 2);
+                            env.commands_topic), 3);
+    assert_int_equal(metric(env.http_port, "wallet_worker_unkeyed_messages_total",
+                            env.commands_topic), 1);
     assert_int_equal(h_worker_stop(pid, SIGTERM, 20000), 0);
     assert_true(h_count_in_file(log, "0 message(s) left uncommitted") == 1);
     h_env_destroy(&env);

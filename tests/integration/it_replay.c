@@ -267,6 +267,69 @@ static void test_replay_apply_file_with_good_and_bad_lines(void **state) {
     unlink(path);
 }
 
+/* apply --dry-run printed no rejections at all (the real run prints
+ * FILE:LINE: code: reason); apply exited 0 however many lines were rejected,
+ * with no way for a pipeline to tell. --strict makes rejections exit 1. */
+static void test_replay_apply_dry_run_and_strict_report_rejections(void **state) {
+    (void)state;
+    const char *o = "e6000000000000000000000e";
+    seed(o, 1000);
+    char path[256], good[256], want[300];
+    snprintf(path, sizeof path, "/tmp/ww-it-%s-strict.ndjson", env.run_id);
+    snprintf(good, sizeof good, "/tmp/ww-it-%s-good.ndjson", env.run_id);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "{\"type\":\"wallet.credit\",\"idempotencyKey\":\"%s-s1\",\"ownerUserId\":\"%s\","
+            "\"amountPaise\":7}\n", env.run_id, o);
+    fprintf(f, "{\"type\":\"wallet.debit\",\"idempotencyKey\":\"%s-s2\",\"ownerUserId\":\"%s\","
+            "\"amountPaise\":\"100\"}\n", env.run_id, o);
+    fprintf(f, "not json\n");
+    fclose(f);
+    f = fopen(good, "w");
+    fprintf(f, "{\"type\":\"wallet.credit\",\"idempotencyKey\":\"%s-g1\",\"ownerUserId\":\"%s\","
+            "\"amountPaise\":3}\n", env.run_id, o);
+    fclose(f);
+
+    /* the dry run names the same lines as the real run, and writes nothing */
+    const char *dry[] = {"apply", "--file", path, "--dry-run", NULL};
+    assert_int_equal(cli(dry), 0);
+    char *errs = h_read_file(err_path);
+    snprintf(want, sizeof want, "%s:2: wrong_type: amountPaise", path);
+    assert_non_null(strstr(errs, want));
+    snprintf(want, sizeof want, "%s:3: invalid_json: ", path);
+    assert_non_null(strstr(errs, want));
+    free(errs);
+    assert_int_equal(summary_count(err_path, "applied"), 1); /* predicted */
+    char key[128];
+    snprintf(key, sizeof key, "%s-s1", env.run_id);
+    bson_t *q = BCON_NEW("idempotencyKey", BCON_UTF8(key));
+    assert_int_equal(h_count(&env, WW_TRANSACTIONS, q), 0);
+
+    /* --strict: the good line is applied, the run exits 1 for the rejected ones */
+    const char *strict[] = {"apply", "--file", path, "--strict", NULL};
+    assert_int_equal(cli(strict), 1);
+    assert_int_equal(h_count(&env, WW_TRANSACTIONS, q), 1);
+    bson_destroy(q);
+    errs = h_read_file(err_path);
+    snprintf(want, sizeof want, "%s:2: wrong_type: amountPaise", path);
+    assert_non_null(strstr(errs, want));
+    free(errs);
+    const char *dry_strict[] = {"apply", "--file", path, "--dry-run", "--strict", NULL};
+    assert_int_equal(cli(dry_strict), 1);
+    /* without --strict rejections still exit 0 (the default is kept) */
+    const char *lax[] = {"apply", "--file", path, NULL};
+    assert_int_equal(cli(lax), 0);
+    /* nothing rejected: --strict exits 0 */
+    const char *clean[] = {"apply", "--file", good, "--strict", NULL};
+    assert_int_equal(cli(clean), 0);
+    /* usage errors exit 2: no --file, --strict on replay */
+    const char *nofile[] = {"apply", "--strict", NULL};
+    assert_int_equal(cli(nofile), 2);
+    const char *replay_strict[] = {"replay", "--topic", env.commands_topic, "--strict", NULL};
+    assert_int_equal(cli(replay_strict), 2);
+    unlink(path);
+    unlink(good);
+}
+
 /* Writes one command line padded with spaces (JSON whitespace) to `size`
  * bytes, then `end` (a line terminator). */
 static void padded_line(FILE *f, const char *key, const char *owner, size_t size,
@@ -338,6 +401,7 @@ int main(void) {
         cmocka_unit_test(test_replay_dead_letters_redriven_after_a_fix),
         cmocka_unit_test(test_replay_apply_file_with_good_and_bad_lines),
         cmocka_unit_test(test_replay_apply_file_with_nul_and_cr_bytes),
+        cmocka_unit_test(test_replay_apply_dry_run_and_strict_report_rejections),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "health.h"
 #include "metrics.h"
 
@@ -51,6 +52,7 @@ static void test_metrics_every_family_has_help_and_type(void **state) {
         {"wallet_worker_consumer_lag", "gauge"},
         {"wallet_worker_db_connection_state", "gauge"},
         {"wallet_worker_db_connected", "gauge"},
+        {"wallet_worker_ready", "gauge"},
         {"wallet_worker_kafka_consumer_assigned_partitions", "gauge"},
         {"wallet_worker_build_info", "gauge"},
         {"wallet_worker_up", "gauge"},
@@ -244,6 +246,36 @@ static void test_metrics_state_gauges_follow_health(void **state) {
     free(text);
 }
 
+/* wallet_worker_ready is /readyz's rule: all three conditions, and Kafka's
+ * grace period (KAFKA_UNREADY_AFTER_MS) counts as ready. */
+static void test_metrics_ready_gauge_follows_readyz_rule(void **state) {
+    int64_t now = ww_clock_mono_ms();
+    ww_health_set_db_state(WW_DB_CONNECTED);
+    ww_health_set_kafka(WW_KAFKA_UP, now);
+    ww_health_set_consumer(true, 2, now);
+    char *text = render();
+    assert_contains(text, "\nwallet_worker_ready 0\n"); /* start-up not finished */
+    free(text);
+    ww_health_set_running(true);
+    text = render();
+    assert_contains(text, "\nwallet_worker_ready 1\n");
+    free(text);
+    ww_health_set_db_state(WW_DB_DISCONNECTED);
+    text = render();
+    assert_contains(text, "\nwallet_worker_ready 0\n");
+    free(text);
+    ww_health_set_db_state(WW_DB_CONNECTED);
+    ww_health_set_kafka_unready_after_ms(60000);
+    ww_health_set_kafka(WW_KAFKA_DOWN, now - 30000); /* down 30 s, within 60 s */
+    text = render();
+    assert_contains(text, "\nwallet_worker_ready 1\n");
+    free(text);
+    ww_health_set_kafka_unready_after_ms(10000);     /* 30 s > 10 s */
+    text = render();
+    assert_contains(text, "\nwallet_worker_ready 0\n");
+    free(text);
+}
+
 static void test_metrics_build_info_is_escaped(void **state) {
     ww_metrics_init("1.2.3", "2.3.0", "1.24\"x");
     char *text = render();
@@ -361,6 +393,7 @@ int main(void) {
         cmocka_unit_test_setup(test_metrics_literal_other_label_shares_the_overflow_series, setup),
         cmocka_unit_test_setup(test_metrics_lag_set_and_remove, setup),
         cmocka_unit_test_setup(test_metrics_state_gauges_follow_health, setup),
+        cmocka_unit_test_setup(test_metrics_ready_gauge_follows_readyz_rule, setup),
         cmocka_unit_test_setup(test_metrics_build_info_is_escaped, setup),
         cmocka_unit_test_setup(test_metrics_render_truncates_like_snprintf, setup),
         cmocka_unit_test_setup(test_metrics_concurrent_updates_are_exact, setup),
