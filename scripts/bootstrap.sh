@@ -36,7 +36,7 @@ APT_PACKAGES=(
   gnuplot-nox valgrind clang python3-yaml python3-jsonschema
   libclang-rt-14-dev # libFuzzer + sanitizer runtimes for scripts/fuzz.sh
   # needed by the scripts themselves
-  openjdk-17-jdk-headless maven python3 ca-certificates git
+  openjdk-17-jdk-headless maven python3 ca-certificates git openssl
 )
 
 log() { printf '[bootstrap] %s\n' "$*"; }
