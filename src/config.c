@@ -48,6 +48,9 @@ static const setting_t settings[] = {
         "dead-letter topic for invalid wallet commands"),
     INT(worker_threads, "WORKER_THREADS", "--worker-threads", "8", 1, 64,
         "commands processed concurrently (different wallets; one wallet stays in order)"),
+    INT(batch_max, "BATCH_MAX", "--batch-max", "512", 1, 8192,
+        "messages a worker thread decides at once (group commit; no linger: a batch is "
+        "what is waiting)"),
     INT(max_message_bytes, "MAX_MESSAGE_BYTES", "--max-message-bytes", "65536", 256, 1048576,
         "largest accepted message value; larger ones are dead-lettered as too_large"),
     INT(liveness_threshold_ms, "LIVENESS_THRESHOLD_MS", "--liveness-threshold-ms", "30000", 1000,

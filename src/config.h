@@ -30,6 +30,7 @@ typedef struct {
     char dlq_topic[250];
 
     int32_t worker_threads;        /* concurrent wallets in flight */
+    int32_t batch_max;             /* messages per batch (BATCH_MAX) */
     int32_t max_message_bytes;     /* larger messages are dead-lettered */
     int32_t liveness_threshold_ms; /* /livez fails past this without progress */
     int32_t kafka_unready_after_ms;   /* /readyz fails past this without brokers or group */

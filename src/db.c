@@ -197,6 +197,11 @@ static void on_topology_changed(const mongoc_apm_topology_changed_t *event) {
     pthread_mutex_unlock(&db->mon_lock);
 }
 
+/* Every command sent to the server, by name: wallet_worker_db_round_trips_total. */
+static void on_command_started(const mongoc_apm_command_started_t *event) {
+    ww_metrics_inc_db_round_trip(mongoc_apm_command_started_get_command_name(event));
+}
+
 static void on_heartbeat_succeeded(const mongoc_apm_server_heartbeat_succeeded_t *event) {
     ww_db_t *db = mongoc_apm_server_heartbeat_succeeded_get_context(event);
     pthread_mutex_lock(&db->mon_lock);
@@ -435,6 +440,7 @@ ww_db_t *ww_db_new(const char *uri_string, const ww_db_options_t *opts, ww_error
     mongoc_apm_set_topology_changed_cb(cbs, on_topology_changed);
     mongoc_apm_set_server_heartbeat_failed_cb(cbs, on_heartbeat_failed);
     mongoc_apm_set_server_heartbeat_succeeded_cb(cbs, on_heartbeat_succeeded);
+    mongoc_apm_set_command_started_cb(cbs, on_command_started);
     mongoc_client_pool_set_apm_callbacks(db->pool, cbs, db);
     mongoc_apm_callbacks_destroy(cbs);
 
@@ -664,6 +670,100 @@ bool ww_db_update_many(ww_db_t *db, const char *collection, const bson_t *filter
                        const bson_t *upd, const bson_t *opts, int64_t *matched,
                        int64_t *modified, ww_error_t *error) {
     return update(db, collection, true, filter, upd, opts, matched, modified, error);
+}
+
+/* ---- bulk writes ----------------------------------------------------------
+ * One unordered bulk is one `update` or `insert` command on the wire (below
+ * maxWriteBatchSize and 48 MB: the callers' batches are far smaller). */
+
+bool ww_db_bulk_update_one(ww_db_t *db, const char *collection, const bson_t *const *filters,
+                           const bson_t *const *updates, size_t n, int64_t *matched,
+                           ww_error_t *error) {
+    *matched = 0;
+    if (n == 0) return true;
+    op_t o;
+    op_begin(&o, db, collection, "bulk_update");
+    bson_t bopts = BSON_INITIALIZER;
+    BSON_APPEND_BOOL(&bopts, "ordered", false);
+    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(o.coll, &bopts);
+    bson_error_t be;
+    bool ok = true;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = mongoc_bulk_operation_update_one_with_opts(bulk, filters[i], updates[i], NULL, &be);
+    bson_t reply = BSON_INITIALIZER;
+    if (ok) {
+        bson_destroy(&reply);
+        ok = mongoc_bulk_operation_execute(bulk, &reply, &be) != 0;
+        *matched = reply_int(&reply, "nMatched");
+    }
+    if (!ok) translate(&be, &reply, "bulk update", error);
+    bson_destroy(&reply);
+    mongoc_bulk_operation_destroy(bulk);
+    bson_destroy(&bopts);
+    op_end(&o);
+    return ok;
+}
+
+bool ww_db_insert_many(ww_db_t *db, const char *collection, const bson_t *const *docs, size_t n,
+                       bool *duplicate, ww_error_t *error) {
+    for (size_t i = 0; i < n; i++) duplicate[i] = false;
+    if (n == 0) return true;
+    op_t o;
+    op_begin(&o, db, collection, "insert_many");
+    bson_t bopts = BSON_INITIALIZER;
+    BSON_APPEND_BOOL(&bopts, "ordered", false);
+    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(o.coll, &bopts);
+    bson_error_t be;
+    bool ok = true;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = mongoc_bulk_operation_insert_with_opts(bulk, docs[i], NULL, &be);
+    bson_t reply = BSON_INITIALIZER;
+    if (ok) {
+        bson_destroy(&reply);
+        ok = mongoc_bulk_operation_execute(bulk, &reply, &be) != 0;
+    }
+    if (!ok) {
+        /* Write errors are per document. Duplicate keys are answers (the
+         * caller reads the stored entry back); any other error fails the
+         * call, and so does a reply without writeErrors (network, write
+         * concern, ...): nothing tells which documents were written. */
+        bson_iter_t it, arr, one;
+        size_t dups = 0, others = 0;
+        if (bson_iter_init_find(&it, &reply, "writeErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
+            bson_iter_recurse(&it, &arr)) {
+            while (bson_iter_next(&arr)) {
+                int64_t idx = -1, code = 0;
+                if (BSON_ITER_HOLDS_DOCUMENT(&arr) && bson_iter_recurse(&arr, &one))
+                    while (bson_iter_next(&one)) {
+                        if (strcmp(bson_iter_key(&one), "index") == 0 && BSON_ITER_HOLDS_NUMBER(&one))
+                            idx = bson_iter_as_int64(&one);
+                        else if (strcmp(bson_iter_key(&one), "code") == 0 &&
+                                 BSON_ITER_HOLDS_NUMBER(&one))
+                            code = bson_iter_as_int64(&one);
+                    }
+                if (code == WW_DB_DUPLICATE_KEY && idx >= 0 && (size_t)idx < n) {
+                    duplicate[idx] = true;
+                    dups++;
+                } else {
+                    others++;
+                }
+            }
+        }
+        bool wc_errors = bson_iter_init_find(&it, &reply, "writeConcernErrors") &&
+                         BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr) &&
+                         bson_iter_next(&arr);
+        if (dups > 0 && others == 0 && !wc_errors) {
+            ok = true;
+        } else {
+            for (size_t i = 0; i < n; i++) duplicate[i] = false;
+            translate(&be, &reply, "insertMany", error);
+        }
+    }
+    bson_destroy(&reply);
+    mongoc_bulk_operation_destroy(bulk);
+    bson_destroy(&bopts);
+    op_end(&o);
+    return ok;
 }
 
 bool ww_db_delete_many(ww_db_t *db, const char *collection, const bson_t *filter,

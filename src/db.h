@@ -123,6 +123,21 @@ bool ww_db_update_many(ww_db_t *db, const char *collection, const bson_t *filter
                        const bson_t *update, const bson_t *opts, int64_t *matched,
                        int64_t *modified, ww_error_t *error);
 
+/* One unordered bulk of updateOne operations (filters[i], updates[i]): one
+ * round trip. *matched is the reply's total nMatched: a bulk reply does not
+ * say which filters matched, so a short total means "re-read to find out".
+ * Any write error fails the call (the caller cannot tell what happened). */
+bool ww_db_bulk_update_one(ww_db_t *db, const char *collection, const bson_t *const *filters,
+                           const bson_t *const *updates, size_t n, int64_t *matched,
+                           ww_error_t *error);
+
+/* One unordered insertMany: one round trip. A duplicate key is per document
+ * and not an error: duplicate[i] says document i was not inserted because
+ * its unique key exists (the caller reads the stored one back); every other
+ * document was inserted. Any other write error fails the call. */
+bool ww_db_insert_many(ww_db_t *db, const char *collection, const bson_t *const *docs, size_t n,
+                       bool *duplicate, ww_error_t *error);
+
 bool ww_db_delete_many(ww_db_t *db, const char *collection, const bson_t *filter,
                        int64_t *deleted, ww_error_t *error);
 

@@ -43,6 +43,12 @@ static const char *const bucket_le[NB] = {"0.0005", "0.001", "0.0025", "0.005", 
                                           "0.025",  "0.05",  "0.1",    "0.25",  "0.5",
                                           "1",      "2.5",   "5",      "10"};
 
+/* wallet_worker_batch_size: messages per handler call (powers of two). */
+static const uint64_t batch_bounds[NB] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048,
+                                          4096, 8192};
+static const char *const batch_le[NB] = {"1",   "2",   "4",    "8",    "16",   "32",   "64",
+                                         "128", "256", "512", "1024", "2048", "4096", "8192"};
+
 typedef enum { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM } kind_t;
 
 typedef struct {
@@ -60,6 +66,8 @@ typedef struct {
     kind_t kind;
     int nlabels;
     const char *label_names[2];
+    const uint64_t *bounds;  /* histograms: NB upper bounds (sum_ns holds the sum in */
+    const char *const *le;   /* these units; seconds when bounds is bucket_ns) */
     size_t cap;
     series_t *series;       /* cap + 1 slots; series[cap] is the "other" series */
     atomic_size_t used;     /* slots [0, used) are published */
@@ -70,7 +78,8 @@ typedef struct {
 #define FAMILY(var, cap_, kind_, nl, l0, l1, name_, help_)                                \
     static series_t var##_slots[(cap_) + 1];                                                \
     static family_t var = {.name = name_, .help = help_, .kind = kind_, .nlabels = nl,     \
-                           .label_names = {l0, l1}, .cap = cap_, .series = var##_slots,    \
+                           .label_names = {l0, l1}, .bounds = bucket_ns, .le = bucket_le,   \
+                           .cap = cap_, .series = var##_slots,                              \
                            .lock = PTHREAD_MUTEX_INITIALIZER}
 
 FAMILY(consumed, WW_METRICS_MAX_SERIES, KIND_COUNTER, 1, "topic", NULL,
@@ -103,10 +112,21 @@ FAMILY(oldest_uncommitted, WW_METRICS_MAX_SERIES, KIND_GAUGE, 1, "topic", NULL,
        "wallet_worker_oldest_uncommitted_age_seconds",
        "Seconds since the oldest message not yet committed was fetched; 0 when none.");
 
+FAMILY(db_round_trips, WW_METRICS_MAX_SERIES, KIND_COUNTER, 1, "op", NULL,
+       "wallet_worker_db_round_trips_total",
+       "Commands sent to MongoDB (each one round trip), by command name.");
+static series_t batch_size_slots[WW_METRICS_MAX_SERIES + 1];
+static family_t batch_size = {.name = "wallet_worker_batch_size",
+                              .help = "Messages handed to a handler at once, per topic.",
+                              .kind = KIND_HISTOGRAM, .nlabels = 1, .label_names = {"topic", NULL},
+                              .bounds = batch_bounds, .le = batch_le,
+                              .cap = WW_METRICS_MAX_SERIES, .series = batch_size_slots,
+                              .lock = PTHREAD_MUTEX_INITIALIZER};
+
 static family_t *const families[] = {&consumed,        &processed,   &dead_letters,
                                      &retries,         &db_duration, &lag,
                                      &http_requests,   &output_failures, &unkeyed,       &uncommitted,
-                                     &oldest_uncommitted};
+                                     &oldest_uncommitted, &db_round_trips, &batch_size};
 #define NFAMILIES (sizeof families / sizeof families[0])
 
 static atomic_uint_fast64_t dropped;
@@ -296,6 +316,31 @@ void ww_metrics_observe_db(const char *operation, double seconds) {
     atomic_fetch_add_explicit(&s->sum_ns, ns, memory_order_relaxed);
 }
 
+static uint64_t count_of(family_t *f, const char *v0, const char *v1);
+
+void ww_metrics_inc_db_round_trip(const char *op) { inc(&db_round_trips, op, NULL); }
+
+void ww_metrics_observe_batch(const char *topic, size_t n) {
+    int b = 0;
+    while (b < NB && (uint64_t)n > batch_bounds[b]) b++;
+    series_t *s = lookup(&batch_size, topic, NULL, true);
+    atomic_fetch_add_explicit(&s->buckets[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->sum_ns, (uint64_t)n, memory_order_relaxed);
+}
+
+uint64_t ww_metrics_db_round_trip_count(const char *op) {
+    return count_of(&db_round_trips, op, NULL);
+}
+
+uint64_t ww_metrics_batch_count(const char *topic, uint64_t *sum) {
+    series_t *s = lookup(&batch_size, topic, NULL, false);
+    uint64_t n = 0;
+    if (s)
+        for (int b = 0; b <= NB; b++) n += atomic_load(&s->buckets[b]);
+    if (sum) *sum = s ? atomic_load(&s->sum_ns) : 0;
+    return n;
+}
+
 void ww_metrics_set_lag(const char *topic, int32_t partition, int64_t value) {
     char p[16];
     snprintf(p, sizeof p, "%" PRId32, partition);
@@ -472,7 +517,7 @@ static void put_series(sink_t *s, const family_t *f, const series_t *ser,
         uint64_t cumulative = 0;
         for (int b = 0; b < NB; b++) {
             cumulative += atomic_load_explicit(&ser->buckets[b], memory_order_relaxed);
-            put_series_name(s, f, labels, "_bucket", bucket_le[b]);
+            put_series_name(s, f, labels, "_bucket", f->le[b]);
             putf(s, " %" PRIu64 "\n", cumulative);
         }
         cumulative += atomic_load_explicit(&ser->buckets[NB], memory_order_relaxed);
@@ -480,7 +525,10 @@ static void put_series(sink_t *s, const family_t *f, const series_t *ser,
         putf(s, " %" PRIu64 "\n", cumulative);
         put_series_name(s, f, labels, "_sum", NULL);
         put(s, " ", 1);
-        put_seconds_ns(s, atomic_load_explicit(&ser->sum_ns, memory_order_relaxed));
+        if (f->bounds == bucket_ns)
+            put_seconds_ns(s, atomic_load_explicit(&ser->sum_ns, memory_order_relaxed));
+        else
+            putf(s, "%" PRIuFAST64, atomic_load_explicit(&ser->sum_ns, memory_order_relaxed));
         put(s, "\n", 1);
         put_series_name(s, f, labels, "_count", NULL);
         putf(s, " %" PRIu64 "\n", cumulative);

@@ -49,6 +49,11 @@
  *       behind one that is). Unlike the lag, it grows during an outage.
  *   wallet_worker_oldest_uncommitted_age_seconds{topic}       gauge
  *       Seconds since the oldest uncommitted message was fetched; 0 if none.
+ *   wallet_worker_db_round_trips_total{op}                    counter
+ *       Commands sent to MongoDB (one round trip each: find, getMore,
+ *       update, insert, ...), counted by libmongoc's command monitoring.
+ *   wallet_worker_batch_size{topic}                           histogram
+ *       Messages handed to a handler at once; buckets 1, 2, 4 .. 8192.
  *   wallet_worker_metrics_dropped_series_total                           counter
  *       Updates routed to an "other" series because a family was full.
  */
@@ -81,6 +86,8 @@ void ww_metrics_inc_retry(const char *operation);
 /* wallet_worker_db_auth_failures_total: one MongoDB authentication failure. */
 void ww_metrics_inc_db_auth_failure(void);
 void ww_metrics_observe_db(const char *operation, double seconds); /* <0 / NaN count as 0 */
+void ww_metrics_inc_db_round_trip(const char *op);
+void ww_metrics_observe_batch(const char *topic, size_t n);
 void ww_metrics_set_lag(const char *topic, int32_t partition, int64_t lag);
 void ww_metrics_remove_lag(const char *topic, int32_t partition); /* no-op if absent */
 void ww_metrics_inc_http(int status_code);
@@ -111,6 +118,9 @@ uint64_t ww_metrics_http_count(int status_code);
 uint64_t ww_metrics_dropped_series(void);
 uint64_t ww_metrics_output_failure_count(const char *topic, const char *reason);
 uint64_t ww_metrics_unkeyed_count(const char *topic);
+uint64_t ww_metrics_db_round_trip_count(const char *op);
+/* Batches observed for topic; *sum (if non-NULL) gets their total size. */
+uint64_t ww_metrics_batch_count(const char *topic, uint64_t *sum);
 /* True and the values set when the topic's series exist. */
 bool ww_metrics_uncommitted(const char *topic, int64_t *messages, int64_t *oldest_age_s);
 /* True and *lag set when the series exists (and was not removed). */

@@ -60,6 +60,8 @@ typedef struct {
     pthread_t thread;
     struct ww_pipeline *p;
     unsigned seed;
+    entry_t **batch, **group; /* batch_max each: taken from the ring, one route's share */
+    ww_batch_item_t *items;   /* batch_max */
 } worker_t;
 
 struct ww_pipeline {
@@ -77,6 +79,7 @@ struct ww_pipeline {
 
     worker_t *workers;
     int n_workers;
+    int batch_max;
     atomic_bool quit;     /* workers exit */
     atomic_bool stopping; /* shutdown deadline passed: give up retries, drop late outputs */
     bool workers_joined;
@@ -285,13 +288,6 @@ static int64_t backoff_ms(ww_pipeline_t *p, int attempt, unsigned *seed) {
     return d / 2 + (int64_t)(rand_r(seed) % (unsigned)(d / 2 + 1));
 }
 
-static bool entry_abandoned(ww_pipeline_t *p, entry_t *e) {
-    pthread_mutex_lock(&p->lock);
-    bool a = e->abandoned;
-    pthread_mutex_unlock(&p->lock);
-    return a;
-}
-
 bool ww_message_precheck(const ww_msg_t *msg, int32_t max_bytes, ww_error_t *error) {
     if (!msg->value || msg->value_len == 0) {
         ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_INVALID_JSON, false, "empty message");
@@ -346,39 +342,9 @@ static void dead_letter_failure(entry_t *e, const ww_error_t *err) {
     ww_metrics_inc_processed(m->topic, "failed");
 }
 
-static void process(ww_pipeline_t *p, worker_t *w, entry_t *e) {
-    ww_outputs_t outs;
-    memset(&outs, 0, sizeof outs);
-    ww_error_t err;
-    bool finished = false;
-    for (int attempt = 0;; attempt++) {
-        if (entry_abandoned(p, e) || atomic_load(&p->stopping)) break;
-        ww_error_clear(&err);
-        ww_outputs_clear(&outs);
-        if (e->route->handle(e->route->ctx, e->msg, &outs, &err)) {
-            finished = true;
-            break;
-        }
-        if (!err.retryable) {
-            ww_err("pipeline", "permanent failure topic=%s partition=%d offset=%lld "
-                   "error=\"%s\": dead-lettering", e->msg->topic, e->msg->partition,
-                   (long long)e->msg->offset, err.message);
-            ww_outputs_clear(&outs);
-            dead_letter_failure(e, &err);
-            outs = e->outs;
-            memset(&e->outs, 0, sizeof e->outs);
-            finished = true;
-            break;
-        }
-        ww_metrics_inc_retry(ww_error_domain_name(err.domain));
-        int64_t delay = backoff_ms(p, attempt, &w->seed);
-        if (attempt == 0 || attempt % 10 == 0)
-            ww_warn("pipeline", "retrying topic=%s partition=%d offset=%lld attempt=%d "
-                    "delay_ms=%lld error=\"%s\"", e->msg->topic, e->msg->partition,
-                    (long long)e->msg->offset, attempt + 1, (long long)delay, err.message);
-        ww_clock_sleep_ms(delay, NULL);
-    }
-
+/* Settles a processed (or given-up) entry: takes over its outputs and
+ * produces them, or drops it when it was not finished. */
+static void finish_entry(ww_pipeline_t *p, entry_t *e, ww_outputs_t *outs, bool finished) {
     pthread_mutex_lock(&p->lock);
     if (finished && atomic_load(&p->stopping)) {
         /* Finished after the shutdown deadline: the producer may be going
@@ -389,17 +355,18 @@ static void process(ww_pipeline_t *p, worker_t *w, entry_t *e) {
     }
     if (!finished) {
         /* given up: revoked or shutting down; the offset stays unstored */
-        ww_outputs_clear(&outs);
+        if (outs) ww_outputs_clear(outs);
         entry_unref(e);
         pthread_cond_broadcast(&p->changed);
         pthread_mutex_unlock(&p->lock);
         return;
     }
     e->processed = true;
-    e->outs = outs;
-    e->pending = (int)outs.n;
-    e->refs += (int)outs.n;
-    if (outs.n == 0 && !e->abandoned) mark_done(p, e);
+    e->outs = *outs;
+    memset(outs, 0, sizeof *outs);
+    e->pending = (int)e->outs.n;
+    e->refs += (int)e->outs.n;
+    if (e->outs.n == 0 && !e->abandoned) mark_done(p, e);
     pthread_mutex_unlock(&p->lock);
 
     for (size_t i = 0; i < e->outs.n; i++) {
@@ -412,6 +379,103 @@ static void process(ww_pipeline_t *p, worker_t *w, entry_t *e) {
     pthread_mutex_unlock(&p->lock);
 }
 
+void ww_handle_each(ww_handle_fn handle, void *ctx, ww_batch_item_t *items, size_t n) {
+    size_t i = 0;
+    for (; i < n; i++) {
+        ww_batch_item_t *it = &items[i];
+        ww_error_clear(&it->error);
+        ww_outputs_clear(&it->outs);
+        if (handle(ctx, it->msg, &it->outs, &it->error)) {
+            it->status = WW_ITEM_DONE;
+            continue;
+        }
+        ww_outputs_clear(&it->outs);
+        if (!it->error.retryable) {
+            it->status = WW_ITEM_FAILED;
+            continue;
+        }
+        it->status = WW_ITEM_RETRY;
+        break;
+    }
+    /* after a retryable failure nothing later runs: the key order holds */
+    for (size_t j = i + 1; j < n; j++) {
+        items[j].status = WW_ITEM_RETRY;
+        items[j].error = items[i].error;
+    }
+}
+
+/* Drops the entries that were revoked (or all of them once the shutdown
+ * deadline passed); returns how many are left at the front of es. */
+static size_t drop_abandoned(ww_pipeline_t *p, entry_t **es, size_t n) {
+    bool stopping = atomic_load(&p->stopping);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        pthread_mutex_lock(&p->lock);
+        bool a = stopping || es[i]->abandoned;
+        pthread_mutex_unlock(&p->lock);
+        if (a)
+            finish_entry(p, es[i], NULL, false);
+        else
+            es[k++] = es[i];
+    }
+    return k;
+}
+
+/* One route's share of a batch, in queue order, until every message is
+ * finished, revoked or the shutdown deadline passes. */
+static void process_batch(ww_pipeline_t *p, worker_t *w, const ww_route_t *r, entry_t **es,
+                          size_t n) {
+    ww_batch_item_t *items = w->items;
+    for (int attempt = 0;; attempt++) {
+        n = drop_abandoned(p, es, n);
+        if (n == 0) return;
+        for (size_t i = 0; i < n; i++) {
+            memset(&items[i], 0, sizeof items[i]);
+            items[i].msg = es[i]->msg;
+        }
+        ww_metrics_observe_batch(r->topic, n);
+        if (r->handle_batch)
+            r->handle_batch(r->ctx, items, n);
+        else
+            ww_handle_each(r->handle, r->ctx, items, n);
+
+        size_t k = 0, first = n;
+        for (size_t i = 0; i < n; i++) {
+            ww_batch_item_t *it = &items[i];
+            entry_t *e = es[i];
+            if (it->status == WW_ITEM_DONE) {
+                finish_entry(p, e, &it->outs, true);
+            } else if (it->status == WW_ITEM_FAILED) {
+                ww_err("pipeline", "permanent failure topic=%s partition=%d offset=%lld "
+                       "error=\"%s\": dead-lettering", e->msg->topic, e->msg->partition,
+                       (long long)e->msg->offset, it->error.message);
+                ww_outputs_clear(&it->outs);
+                dead_letter_failure(e, &it->error);
+                ww_outputs_t outs = e->outs;
+                memset(&e->outs, 0, sizeof e->outs);
+                finish_entry(p, e, &outs, true);
+            } else {
+                ww_outputs_clear(&it->outs);
+                if (first == n) first = i;
+                if (!it->error.message[0])
+                    ww_error_set(&it->error, WW_ERR_INTERNAL, 0, true, "not decided");
+                es[k++] = e;
+            }
+        }
+        if (k == 0) return;
+        const ww_batch_item_t *f = &items[first];
+        ww_metrics_inc_retry(ww_error_domain_name(f->error.domain));
+        int64_t delay = backoff_ms(p, attempt, &w->seed);
+        if (attempt == 0 || attempt % 10 == 0)
+            ww_warn("pipeline", "retrying topic=%s partition=%d offset=%lld messages=%zu "
+                    "attempt=%d delay_ms=%lld error=\"%s\"", f->msg->topic, f->msg->partition,
+                    (long long)f->msg->offset, k, attempt + 1, (long long)delay,
+                    f->error.message);
+        n = k;
+        ww_clock_sleep_ms(delay, NULL);
+    }
+}
+
 static void *worker_main(void *arg) {
     worker_t *w = arg;
     ww_pipeline_t *p = w->p;
@@ -422,12 +486,21 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&w->lock);
             break;
         }
-        entry_t *e = w->ring[w->head];
-        w->head = (w->head + 1) % w->cap;
-        w->count--;
+        /* everything waiting, up to batch_max: no linger */
+        size_t n = 0;
+        while (w->count > 0 && n < (size_t)p->batch_max) {
+            w->batch[n++] = w->ring[w->head];
+            w->head = (w->head + 1) % w->cap;
+            w->count--;
+        }
         pthread_mutex_unlock(&w->lock);
         atomic_fetch_add(&p->active, 1);
-        process(p, w, e);
+        for (size_t r = 0; r < p->n_routes; r++) {
+            size_t m = 0;
+            for (size_t i = 0; i < n; i++)
+                if (w->batch[i]->route == &p->routes[r]) w->group[m++] = w->batch[i];
+            if (m) process_batch(p, w, &p->routes[r], w->group, m);
+        }
         atomic_fetch_sub(&p->active, 1);
     }
     return NULL;
@@ -732,6 +805,7 @@ void ww_pipeline_config_defaults(ww_pipeline_config_t *cfg) {
     cfg->shutdown_timeout_ms = 5000;
     cfg->retry_base_ms = 100;
     cfg->retry_max_ms = 10000;
+    cfg->batch_max = 512;
 }
 
 ww_pipeline_t *ww_pipeline_new(const ww_pipeline_config_t *cfg, const ww_route_t *routes,
@@ -748,17 +822,22 @@ ww_pipeline_t *ww_pipeline_new(const ww_pipeline_config_t *cfg, const ww_route_t
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->changed, NULL);
     p->n_workers = cfg->workers > 0 ? cfg->workers : 1;
+    p->batch_max = cfg->batch_max > 0 ? cfg->batch_max : 1;
     p->workers = calloc((size_t)p->n_workers, sizeof *p->workers);
     if (!p->workers) goto oom;
     for (int i = 0; i < p->n_workers; i++) {
         worker_t *w = &p->workers[i];
         w->p = p;
         w->cap = cfg->queue_depth > 0 ? cfg->queue_depth : 64;
+        if (w->cap < p->batch_max) w->cap = p->batch_max;
         w->ring = calloc((size_t)w->cap, sizeof *w->ring);
+        w->batch = calloc((size_t)p->batch_max, sizeof *w->batch);
+        w->group = calloc((size_t)p->batch_max, sizeof *w->group);
+        w->items = calloc((size_t)p->batch_max, sizeof *w->items);
         w->seed = (unsigned)time(NULL) ^ (unsigned)(i * 7919);
         pthread_mutex_init(&w->lock, NULL);
         pthread_cond_init(&w->cond, NULL);
-        if (!w->ring || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        if (!w->ring || !w->batch || !w->group || !w->items || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             ww_error_set(error, WW_ERR_SYSTEM, 0, false, "cannot start worker thread %d", i);
             p->n_workers = i;
             ww_pipeline_destroy(p);
@@ -856,6 +935,9 @@ void ww_pipeline_destroy(ww_pipeline_t *p) {
     for (int i = 0; i < p->n_workers; i++) {
         worker_t *w = &p->workers[i];
         free(w->ring);
+        free(w->batch);
+        free(w->group);
+        free(w->items);
         pthread_mutex_destroy(&w->lock);
         pthread_cond_destroy(&w->cond);
     }

@@ -92,10 +92,46 @@ ww_out_t *ww_outputs_dead_letter(ww_outputs_t *outs, const char *dlq_topic, cons
 typedef bool (*ww_handle_fn)(void *ctx, const ww_msg_t *msg, ww_outputs_t *outs,
                              ww_error_t *error);
 
+/* ---- batches ---------------------------------------------------------------
+ * A worker takes every message waiting in its queue (up to
+ * ww_pipeline_config_t.batch_max, no linger: at low load a batch is one
+ * message) and hands them to the route's batch handler at once. Each item
+ * comes back with a status:
+ *   DONE    finished; `outs` describe it (result event, dead letter);
+ *   RETRY   infrastructure trouble (error->retryable): the pipeline backs off
+ *           and hands the batch's RETRY items to the handler again, in order;
+ *   FAILED  a permanent failure of this message only: dead-lettered with
+ *           reason processing_failed.
+ * An item left PENDING counts as RETRY. The handler keeps each key's order:
+ * it never finishes an item while an earlier item with the same Kafka key is
+ * RETRY. The items of one call may belong to several topics' routes only
+ * when they share the handler; the pipeline groups them per route. */
+typedef enum {
+    WW_ITEM_PENDING = 0,
+    WW_ITEM_DONE,
+    WW_ITEM_RETRY,
+    WW_ITEM_FAILED
+} ww_item_status_t;
+
+typedef struct {
+    const ww_msg_t *msg; /* borrowed */
+    ww_outputs_t outs;   /* DONE: what to produce (the pipeline takes them over) */
+    ww_error_t error;    /* RETRY / FAILED: why */
+    ww_item_status_t status;
+} ww_batch_item_t;
+
+typedef void (*ww_handle_batch_fn)(void *ctx, ww_batch_item_t *items, size_t n);
+
+/* The batch form of a per-message handler: items in order until the first
+ * retryable failure, which leaves it and every later item RETRY (the key
+ * order holds trivially). Used for routes without handle_batch. */
+void ww_handle_each(ww_handle_fn handle, void *ctx, ww_batch_item_t *items, size_t n);
+
 typedef struct {
     const char *topic;
     const char *dlq_topic;
-    ww_handle_fn handle;
+    ww_handle_fn handle;             /* one message (apply, tools, fallback) */
+    ww_handle_batch_fn handle_batch; /* NULL: ww_handle_each over handle */
     void *ctx;
 } ww_route_t;
 
@@ -105,6 +141,8 @@ typedef struct {
     int32_t shutdown_timeout_ms;
     int32_t retry_base_ms;    /* first backoff */
     int32_t retry_max_ms;     /* backoff cap */
+    int32_t batch_max;        /* messages per batch (BATCH_MAX); the queue holds at
+                                 least this many, so a full queue is one batch */
 } ww_pipeline_config_t;
 
 void ww_pipeline_config_defaults(ww_pipeline_config_t *cfg);

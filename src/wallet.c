@@ -964,22 +964,20 @@ static bool salvage_key(const ww_msg_t *msg, size_t max, ww_command_t *partial) 
     return ok;
 }
 
-bool ww_wallet_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_error_t *error) {
-    ww_wallet_ctx_t *ctx = vctx;
-    ww_command_t cmd;
+int ww_wallet_parse(ww_wallet_ctx_t *ctx, const ww_msg_t *msg, ww_command_t *cmd,
+                    ww_outputs_t *outs, ww_error_t *error) {
     ww_error_t perr;
     ww_error_clear(&perr);
     ww_json_limits_t lim = {.max_bytes = (size_t)ctx->max_message_bytes, .max_depth = 8};
-    bool parsed = false;
     if (ww_message_precheck(msg, ctx->max_message_bytes, &perr)) {
-        parsed = ww_command_parse(msg->value, msg->value_len, &lim, &cmd, &perr);
-        if (!parsed && perr.domain != WW_ERR_INPUT) {
+        if (ww_command_parse(msg->value, msg->value_len, &lim, cmd, &perr)) return 1;
+        if (perr.domain != WW_ERR_INPUT) {
             if (error) *error = perr; /* out of memory: retry */
-            return false;
+            return -1;
         }
     }
 
-    if (!parsed && ctx->dry_run) {
+    if (ctx->dry_run) {
         /* the dead letter the real run would write, for apply --dry-run to report
          * (a dry run publishes nothing); no metrics: nothing happened */
         if (!ww_outputs_dead_letter(outs, ctx->dlq_topic, msg, ww_command_reason_name(perr.code),
@@ -989,54 +987,93 @@ bool ww_wallet_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
         ww_info("wallet", "invalid (dry run) topic=%s partition=%d offset=%lld reason=%s "
                 "detail=\"%s\"", msg->topic, msg->partition, (long long)msg->offset,
                 ww_command_reason_name(perr.code), perr.message);
-        return true;
+        return 0;
     }
-    if (!parsed) {
-        const char *reason = ww_command_reason_name(perr.code);
-        if (!ww_outputs_dead_letter(outs, ctx->dlq_topic, msg, reason, perr.message)) goto oom;
-        ww_wallet_result_t r;
-        memset(&r, 0, sizeof r);
-        r.outcome = WW_OUTCOME_INVALID;
-        snprintf(r.error_code, sizeof r.error_code, "%s", reason);
-        snprintf(r.error_message, sizeof r.error_message, "%s", perr.message);
-        memset(&cmd, 0, sizeof cmd);
-        bool has_key = salvage_key(msg, lim.max_bytes, &cmd);
-        const char *rkey = has_key ? cmd.idempotency_key : msg->key;
-        size_t rkey_len = has_key ? strlen(cmd.idempotency_key) : msg->key_len;
-        /* the result carries the key when there is one; nothing else is trusted */
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "idempotencyKey",
-                               has_key ? json_object_new_string(cmd.idempotency_key) : NULL);
-        json_object_object_add(o, "status", json_object_new_string("invalid"));
-        json_object_object_add(o, "walletId", NULL);
-        json_object_object_add(o, "transactionId", NULL);
-        json_object_object_add(o, "amountPaise", NULL);
-        json_object_object_add(o, "balanceAfterPaise", NULL);
-        char ts[32];
-        ww_clock_format_iso8601(ww_clock_now_ms(), ts, sizeof ts);
-        json_object_object_add(o, "processedAt", json_object_new_string(ts));
-        json_object *src = json_object_new_object();
-        json_object_object_add(src, "topic", json_object_new_string(msg->topic));
-        json_object_object_add(src, "partition", json_object_new_int(msg->partition));
-        json_object_object_add(src, "offset", json_object_new_int64(msg->offset));
-        json_object_object_add(o, "source", src);
-        json_object *e = json_object_new_object();
-        json_object_object_add(e, "code", json_object_new_string(r.error_code));
-        json_object_object_add(e, "message", json_object_new_string(r.error_message));
-        json_object_object_add(o, "error", e);
-        size_t len;
-        const char *text = json_object_to_json_string_length(
-            o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-        bool added = ww_outputs_add(outs, ctx->results_topic, rkey, rkey_len, text, len) != NULL;
-        json_object_put(o);
-        if (!added) goto oom;
-        ww_info("wallet", "invalid topic=%s partition=%d offset=%lld reason=%s detail=\"%s\"",
-                msg->topic, msg->partition, (long long)msg->offset, reason, perr.message);
-        ww_metrics_inc_dead_letter(msg->topic, reason);
-        ww_metrics_inc_processed(msg->topic, "invalid");
-        outs->outcome = "invalid";
-        return true;
+    const char *reason = ww_command_reason_name(perr.code);
+    if (!ww_outputs_dead_letter(outs, ctx->dlq_topic, msg, reason, perr.message)) goto oom;
+    ww_wallet_result_t r;
+    memset(&r, 0, sizeof r);
+    r.outcome = WW_OUTCOME_INVALID;
+    snprintf(r.error_code, sizeof r.error_code, "%s", reason);
+    snprintf(r.error_message, sizeof r.error_message, "%s", perr.message);
+    memset(cmd, 0, sizeof *cmd);
+    bool has_key = salvage_key(msg, lim.max_bytes, cmd);
+    const char *rkey = has_key ? cmd->idempotency_key : msg->key;
+    size_t rkey_len = has_key ? strlen(cmd->idempotency_key) : msg->key_len;
+    /* the result carries the key when there is one; nothing else is trusted */
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "idempotencyKey",
+                           has_key ? json_object_new_string(cmd->idempotency_key) : NULL);
+    json_object_object_add(o, "status", json_object_new_string("invalid"));
+    json_object_object_add(o, "walletId", NULL);
+    json_object_object_add(o, "transactionId", NULL);
+    json_object_object_add(o, "amountPaise", NULL);
+    json_object_object_add(o, "balanceAfterPaise", NULL);
+    char ts[32];
+    ww_clock_format_iso8601(ww_clock_now_ms(), ts, sizeof ts);
+    json_object_object_add(o, "processedAt", json_object_new_string(ts));
+    json_object *src = json_object_new_object();
+    json_object_object_add(src, "topic", json_object_new_string(msg->topic));
+    json_object_object_add(src, "partition", json_object_new_int(msg->partition));
+    json_object_object_add(src, "offset", json_object_new_int64(msg->offset));
+    json_object_object_add(o, "source", src);
+    json_object *e = json_object_new_object();
+    json_object_object_add(e, "code", json_object_new_string(r.error_code));
+    json_object_object_add(e, "message", json_object_new_string(r.error_message));
+    json_object_object_add(o, "error", e);
+    size_t len;
+    const char *text = json_object_to_json_string_length(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    bool added = ww_outputs_add(outs, ctx->results_topic, rkey, rkey_len, text, len) != NULL;
+    json_object_put(o);
+    if (!added) goto oom;
+    ww_info("wallet", "invalid topic=%s partition=%d offset=%lld reason=%s detail=\"%s\"",
+            msg->topic, msg->partition, (long long)msg->offset, reason, perr.message);
+    ww_metrics_inc_dead_letter(msg->topic, reason);
+    ww_metrics_inc_processed(msg->topic, "invalid");
+    outs->outcome = "invalid";
+    return 0;
+oom:
+    ww_outputs_clear(outs);
+    ww_error_set(error, WW_ERR_SYSTEM, 0, true, "out of memory building outputs");
+    return -1;
+}
+
+bool ww_wallet_answer(ww_wallet_ctx_t *ctx, const ww_msg_t *msg, const ww_command_t *cmd,
+                      const ww_wallet_result_t *r, ww_outputs_t *outs, ww_error_t *error) {
+    if (r->outcome == WW_OUTCOME_FAILED) {
+        /* This command cannot be processed against the stored data (e.g. a
+         * balance that is not whole paise). Nothing was decided or recorded
+         * for the key: dead-letter it for a re-drive after the fix, and
+         * answer it so its producer is not left waiting. */
+        ww_err("wallet", "failed key=%s owner=%s partition=%d offset=%lld error=\"%s\": "
+               "dead-lettering", cmd->idempotency_key, cmd->owner_user_id, msg->partition,
+               (long long)msg->offset, r->error_message);
+        if (!ww_outputs_dead_letter(outs, ctx->dlq_topic, msg, "processing_failed",
+                                    r->error_message))
+            goto oom;
+        ww_metrics_inc_dead_letter(msg->topic, "processing_failed");
     }
+    if (!emit_result(outs, ctx->results_topic, cmd->idempotency_key,
+                     strlen(cmd->idempotency_key), cmd, r, msg))
+        goto oom;
+    ww_metrics_inc_processed(msg->topic, ww_outcome_name(r->outcome));
+    outs->outcome = ww_outcome_name(r->outcome);
+    ww_debug("wallet", "%s key=%s owner=%s amount=%lld partition=%d offset=%lld",
+             ww_outcome_name(r->outcome), cmd->idempotency_key, cmd->owner_user_id,
+             (long long)cmd->amount_paise, msg->partition, (long long)msg->offset);
+    return true;
+oom:
+    ww_outputs_clear(outs);
+    ww_error_set(error, WW_ERR_SYSTEM, 0, true, "out of memory building outputs");
+    return false;
+}
+
+bool ww_wallet_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_error_t *error) {
+    ww_wallet_ctx_t *ctx = vctx;
+    ww_command_t cmd;
+    int parsed = ww_wallet_parse(ctx, msg, &cmd, outs, error);
+    if (parsed <= 0) return parsed == 0;
 
     ww_wallet_result_t r;
     if (ctx->dry_run) {
@@ -1051,33 +1088,11 @@ bool ww_wallet_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
             if (error) *error = aerr;
             return false;
         }
-        /* This command cannot be processed against the stored data (e.g. a
-         * balance that is not whole paise). Nothing was decided or recorded
-         * for the key: dead-letter it for a re-drive after the fix, and
-         * answer it so its producer is not left waiting. */
-        ww_err("wallet", "failed key=%s owner=%s partition=%d offset=%lld error=\"%s\": "
-               "dead-lettering", cmd.idempotency_key, cmd.owner_user_id, msg->partition,
-               (long long)msg->offset, aerr.message);
         memset(&r, 0, sizeof r);
         r.outcome = WW_OUTCOME_FAILED;
         r.amount_paise = cmd.amount_paise;
         snprintf(r.error_code, sizeof r.error_code, "processing_failed");
         snprintf(r.error_message, sizeof r.error_message, "%s", aerr.message);
-        if (!ww_outputs_dead_letter(outs, ctx->dlq_topic, msg, "processing_failed", aerr.message))
-            goto oom;
-        ww_metrics_inc_dead_letter(msg->topic, "processing_failed");
     }
-    if (!emit_result(outs, ctx->results_topic, cmd.idempotency_key,
-                     strlen(cmd.idempotency_key), &cmd, &r, msg))
-        goto oom;
-    ww_metrics_inc_processed(msg->topic, ww_outcome_name(r.outcome));
-    outs->outcome = ww_outcome_name(r.outcome);
-    ww_debug("wallet", "%s key=%s owner=%s amount=%lld partition=%d offset=%lld",
-             ww_outcome_name(r.outcome), cmd.idempotency_key, cmd.owner_user_id,
-             (long long)cmd.amount_paise, msg->partition, (long long)msg->offset);
-    return true;
-oom:
-    ww_outputs_clear(outs);
-    ww_error_set(error, WW_ERR_SYSTEM, 0, true, "out of memory building outputs");
-    return false;
+    return ww_wallet_answer(ctx, msg, &cmd, &r, outs, error);
 }

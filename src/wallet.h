@@ -77,7 +77,22 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
 bool ww_wallet_predict(ww_db_t *db, const ww_command_t *cmd, ww_wallet_result_t *result,
                        ww_error_t *error);
 
-/* The pipeline handler for the wallet commands topic (ctx: ww_wallet_ctx_t). */
+/* The pipeline handler for the wallet commands topic (ctx: ww_wallet_ctx_t),
+ * one message at a time (apply --dry-run, DB_TRANSACTIONS=on, the batch
+ * shell's fallback). */
 bool ww_wallet_handle(void *ctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_error_t *error);
+
+/* The batch handler (wallet_batch.c): a whole batch decided by the planner
+ * (wallet_plan.h) in a few round trips per round. */
+void ww_wallet_handle_batch(void *ctx, ww_batch_item_t *items, size_t n);
+
+/* The pieces both handlers share. ww_wallet_parse: 1 = parsed into *cmd;
+ * 0 = invalid, answered in outs (dead letter + result event); -1 = a
+ * retryable error (out of memory). ww_wallet_answer adds the result event
+ * (and, for `failed`, the dead letter) of a decided command. */
+int ww_wallet_parse(ww_wallet_ctx_t *ctx, const ww_msg_t *msg, ww_command_t *cmd,
+                    ww_outputs_t *outs, ww_error_t *error);
+bool ww_wallet_answer(ww_wallet_ctx_t *ctx, const ww_msg_t *msg, const ww_command_t *cmd,
+                      const ww_wallet_result_t *r, ww_outputs_t *outs, ww_error_t *error);
 
 #endif

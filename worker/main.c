@@ -263,7 +263,8 @@ static int run(const ww_config_t *cfg) {
     size_t n_routes = 0;
     if (cfg->run_wallet) {
         routes[n_routes] = (ww_route_t){.topic = cfg->commands_topic, .dlq_topic = cfg->dlq_topic,
-                                        .handle = ww_wallet_handle, .ctx = &wallet};
+                                        .handle = ww_wallet_handle,
+                                        .handle_batch = ww_wallet_handle_batch, .ctx = &wallet};
         topics[n_routes++] = cfg->commands_topic;
     }
     if (cfg->run_invite) { /* invites */
@@ -275,6 +276,7 @@ static int run(const ww_config_t *cfg) {
     ww_pipeline_config_t pc;
     ww_pipeline_config_defaults(&pc);
     pc.workers = cfg->worker_threads;
+    pc.batch_max = cfg->batch_max;
     pc.shutdown_timeout_ms = cfg->shutdown_timeout_ms;
     pipe = ww_pipeline_new(&pc, routes, n_routes, &err);
     if (!pipe) {
