@@ -158,8 +158,11 @@ launch() {
   rm -f "$STACK/$name.pid"
   : >>"$logf"
   printf '\n===== %s start %s =====\n' "$name" "$(date -Is)" >>"$logf"
-  # setsid -f forks, so record the pid from inside the child just before exec.
-  setsid -f bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' \
+  # setsid -f forks, so record the pid from inside the child just before exec. The server
+  # gets none of our descriptors above 2: one it kept would outlive stack.sh (a caller's
+  # `flock LOCK scripts/stack.sh up` lock would stay held for as long as the server runs).
+  setsid -f bash -c 'for fd in /proc/$$/fd/*; do fd=${fd##*/}; ((fd > 2)) && eval "exec $fd>&-"; done
+    echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' \
     "$STACK/$name.pid" "$@" </dev/null >>"$logf" 2>&1
   local i
   for ((i = 0; i < 50; i++)); do
