@@ -1,8 +1,9 @@
 // Tiny launcher for de.bwaldvogel:mongo-java-server used by scripts/stack.sh when
 // MONGO_IMPL=mongo-java-server.
 //
-// Usage: java -cp '<cache>/mongo-java-server-<ver>/libs/*:<cache>/mongo-java-server-<ver>/classes' \
+// Usage: java -cp '<cache>/mongo-java-server-<ver>/libs/*:<cache>/mongo-java-server-<ver>/classes-<hash>' \
 //             MongoJavaServerLauncher (--h2 <file> | --memory) [host] [port]
+// (<hash>: the first 16 hex digits of this file's SHA-256; scripts/bootstrap.sh compiles it there)
 //
 //   --h2 <file>  persistent H2 MVStore backend (mongo-java-server-h2-backend); the file is
 //                created if missing and reopened on the next start. This is what stack.sh uses

@@ -136,6 +136,9 @@ mjs_missing_jars() { # prints the missing ones
   done
 }
 
+# launcher_hash <file>: the first 16 hex digits of its SHA-256 (keep in sync with stack.sh)
+launcher_hash() { sha256sum "$1" | cut -c1-16; }
+
 step_mjs() {
   local dir="$WW_CACHE/mongo-java-server-$MJS_VERSION"
   local src="$SCRIPT_DIR/MongoJavaServerLauncher.java" missing=""
@@ -149,7 +152,7 @@ step_mjs() {
       log "mongo-java-server $MJS_VERSION: resolving with mvn"
     fi
     rm -f "$dir/.complete"
-    rm -rf "$dir/classes"   # compiled against the old jar set: recompile below
+    rm -rf "$dir"/classes-*   # compiled against the old jar set: recompile below
     mvn_resolve "$dir" "
     <dependency><groupId>de.bwaldvogel</groupId><artifactId>mongo-java-server</artifactId><version>$MJS_VERSION</version></dependency>
     <dependency><groupId>de.bwaldvogel</groupId><artifactId>mongo-java-server-memory-backend</artifactId><version>$MJS_VERSION</version></dependency>
@@ -160,16 +163,22 @@ step_mjs() {
     touch "$dir/.complete"
     log "mongo-java-server $MJS_VERSION: $(ls "$dir/libs" | wc -l) jars in $dir/libs"
   fi
-  local cls="$dir/classes/MongoJavaServerLauncher.class"
-  if [[ -f "$cls" && ! "$src" -nt "$cls" ]]; then
-    log "mongo-java-server launcher: compiled"
+  # The compiled launcher lives in a folder named after the source's content hash
+  # (scripts/stack.sh computes the same name): a checkout with a newer mtime, or another
+  # worktree with a different launcher, compiles next to it and never replaces the classes
+  # a running mongo-java-server of another stack loads from.
+  local cls_dir; cls_dir="$dir/classes-$(launcher_hash "$src")"
+  if [[ -f "$cls_dir/MongoJavaServerLauncher.class" ]]; then
+    log "mongo-java-server launcher: compiled (${cls_dir#"$WW_CACHE"/})"
   else
-    log "mongo-java-server launcher: compiling $src"
-    # compile into a temp dir and swap, so a failed javac never leaves a half-written class
-    rm -rf "$dir/classes.tmp"; mkdir -p "$dir/classes.tmp"
-    javac -nowarn -d "$dir/classes.tmp" -cp "$dir/libs/*" "$src" \
-      || die "mongo-java-server: compiling $src failed"
-    rm -rf "$dir/classes"; mv "$dir/classes.tmp" "$dir/classes"
+    log "mongo-java-server launcher: compiling $src into $cls_dir"
+    # compile into a private temp dir and rename, so a failed javac never leaves a
+    # half-written class and two bootstraps never write into the same folder
+    local tmp; tmp=$(mktemp -d "$dir/classes.tmp.XXXXXX")
+    javac -nowarn -d "$tmp" -cp "$dir/libs/*" "$src" \
+      || { rm -rf "$tmp"; die "mongo-java-server: compiling $src failed"; }
+    chmod 755 "$tmp"
+    mv -T "$tmp" "$cls_dir" 2>/dev/null || rm -rf "$tmp" # lost a race: the other copy is identical
   fi
 }
 

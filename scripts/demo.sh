@@ -6,23 +6,29 @@
 #
 # Usage: scripts/demo.sh            (re-runnable: every run uses fresh idempotency keys)
 #
-# Uses the default stack (.stack, Kafka 127.0.0.1:9092, MongoDB 127.0.0.1:27017) and
-# leaves it running at the end (scripts/stack.sh down stops it). The worker runs with
-# HTTP_ADDR 127.0.0.1:8080 (the next free port if that one is busy), consumer group
-# wallet-worker-demo, and logs to .stack/demo-worker.log; it is always stopped on exit.
+# Starts (or reuses) the stack of scripts/stack.sh and leaves it running at the end
+# (scripts/stack.sh down stops it). By default that is .stack with Kafka 127.0.0.1:9092 and
+# MongoDB 127.0.0.1:27017; WW_STACK_DIR, KAFKA_PORT, KAFKA_CONTROLLER_PORT, MONGO_PORT (and
+# MONGO_IMPL) select another one, as for stack.sh, so the demo can run beside a stack that
+# is already in use. The worker runs with HTTP_ADDR (default 127.0.0.1:8080, or the next free
+# port), consumer group wallet-worker-demo, and logs to <stack dir>/demo-worker.log; it is
+# always stopped on exit.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 case "${1:-}" in
-  -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   "") ;;
   *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 esac
 
-# The default stack, whatever an earlier `eval "$(scripts/stack.sh env)"` exported.
-unset WW_STACK_DIR KAFKA_PORT KAFKA_CONTROLLER_PORT MONGO_PORT KAFKA_BROKERS MONGODB_URI
-STACK_DIR="$ROOT/.stack"
+# The stack is the one WW_STACK_DIR names (default .stack), on the ports given or recorded
+# there by its last `up`; the worker and wwtool get its addresses from `stack.sh env`, never
+# from addresses an earlier `eval "$(scripts/stack.sh env)"` left in this shell.
+unset KAFKA_BROKERS MONGODB_URI
+STACK_DIR="$(realpath -m "${WW_STACK_DIR:-$ROOT/.stack}")"
+export WW_STACK_DIR="$STACK_DIR"
 LOG="$STACK_DIR/demo-worker.log"
 PIDFILE="$STACK_DIR/demo-worker.pid"
 WORKER="$ROOT/build/wallet-worker"
@@ -79,8 +85,18 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$HTTP_ADDR$1" || true; }
+port_busy() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$HTTP_URL$1" || true; }
+
+# HTTP_ADDR given: used as it is (checked here, before anything starts; a busy port is an
+# error); not given: 127.0.0.1:8080 or the next free port. The worker accepts only IP:PORT.
+HTTP_GIVEN=${HTTP_ADDR:-}
+if [[ -n "$HTTP_GIVEN" ]]; then
+  [[ "$HTTP_GIVEN" =~ ^(.*):([0-9]+)$ ]] || { echo "demo.sh: HTTP_ADDR must be IP:PORT (got '$HTTP_GIVEN')" >&2; exit 2; }
+  HTTP_HOST=${BASH_REMATCH[1]} HTTP_PORT=${BASH_REMATCH[2]}
+  [[ "$HTTP_HOST" == 0.0.0.0 ]] && HTTP_HOST=127.0.0.1
+  HTTP_URL="$HTTP_HOST:$HTTP_PORT"
+fi
 
 # --------------------------------------------------------------------- set-up
 heading "Set-up: bootstrap, build, stack"
@@ -106,10 +122,14 @@ if [[ -s "$PIDFILE" ]]; then
   rm -f "$PIDFILE"
 fi
 
-HTTP_PORT=8080
-while port_busy "$HTTP_PORT"; do HTTP_PORT=$((HTTP_PORT + 1)); done
-HTTP_ADDR="127.0.0.1:$HTTP_PORT"
-[[ $HTTP_PORT == 8080 ]] || note "port 8080 is busy: the worker's HTTP sidecar uses $HTTP_ADDR instead"
+if [[ -n "$HTTP_GIVEN" ]]; then
+  ! port_busy "$HTTP_HOST" "$HTTP_PORT" || { echo "demo.sh: HTTP_ADDR $HTTP_ADDR is already in use" >&2; exit 1; }
+else
+  HTTP_HOST=127.0.0.1 HTTP_PORT=8080
+  while port_busy "$HTTP_HOST" "$HTTP_PORT"; do HTTP_PORT=$((HTTP_PORT + 1)); done
+  HTTP_ADDR="$HTTP_HOST:$HTTP_PORT" HTTP_URL="$HTTP_HOST:$HTTP_PORT"
+  [[ $HTTP_PORT == 8080 ]] || note "port 8080 is busy: the worker's HTTP sidecar uses $HTTP_ADDR instead"
+fi
 
 printf '\n===== demo run %s =====\n' "$(date -Is)" >>"$LOG"
 HTTP_ADDR="$HTTP_ADDR" KAFKA_GROUP_ID="$GROUP" LOG_LEVEL=info INVITE_SWEEP_INTERVAL_MS=1000 \
@@ -122,13 +142,13 @@ until [[ "$(http_code /readyz)" == 200 ]]; do
   ((SECONDS - t0 < 60)) || { echo "worker not ready after 60s (/readyz $(http_code /readyz))" >&2; exit 1; }
   sleep 0.2
 done
-say "wallet-worker running (pid $WORKER_PID, http://$HTTP_ADDR, group $GROUP), ready after $((SECONDS - t0))s"
+say "wallet-worker running (pid $WORKER_PID, http://$HTTP_URL, group $GROUP), ready after $((SECONDS - t0))s"
 note "log: ${LOG#"$ROOT"/}"
 
 # Commands an interrupted earlier run produced but did not get processed are
 # consumed first (same group): let them finish before the wallets are re-seeded.
 consumed() {
-  curl -sf -m 2 "http://$HTTP_ADDR/metrics" \
+  curl -sf -m 2 "http://$HTTP_URL/metrics" \
     | awk '/^wallet_worker_messages_consumed_total\{topic="wallet.commands"/ {n += $NF} END {print n + 0}'
 }
 last=$(consumed); stable=0; t0=$SECONDS
@@ -226,13 +246,13 @@ say "dead letter:"
 heading "Health and metrics"
 say "GET /api/health"
 if command -v jq >/dev/null 2>&1; then
-  curl -sf -m 5 "http://$HTTP_ADDR/api/health" | jq . | indent | indent
+  curl -sf -m 5 "http://$HTTP_URL/api/health" | jq . | indent | indent
 else
-  curl -sf -m 5 "http://$HTTP_ADDR/api/health" | indent | indent
+  curl -sf -m 5 "http://$HTTP_URL/api/health" | indent | indent
   echo
 fi
 say "GET /metrics (excerpt)"
-curl -sf -m 5 "http://$HTTP_ADDR/metrics" \
+curl -sf -m 5 "http://$HTTP_URL/metrics" \
   | grep -E '^wallet_worker_(messages_processed_total|dead_letters_total)' | indent | indent || true
 
 # ----------------------------------------------------------------------- stop
@@ -250,4 +270,8 @@ fi
 
 printf '\n%sDone.%s The stack is still running (Kafka %s, %s %s);\n' "$B" "$N" \
   "$KAFKA_BROKERS" "$MONGO_IMPL" "${MONGODB_URI#mongodb://}"
-printf 'scripts/stack.sh down stops it. Run this demo again any time.\n'
+if [[ "$STACK_DIR" == "$ROOT/.stack" ]]; then
+  printf 'scripts/stack.sh down stops it. Run this demo again any time.\n'
+else
+  printf 'WW_STACK_DIR=%s scripts/stack.sh down stops it. Run this demo again any time.\n' "$STACK_DIR"
+fi

@@ -62,6 +62,8 @@ STACK="$(realpath -m "${WW_STACK_DIR:-$REPO/.stack}")"
 KAFKA_LIBS="$WW_CACHE/kafka-$KAFKA_VERSION/libs"
 FERRETDB_BIN="$WW_CACHE/bin/ferretdb"
 MJS_DIR="$WW_CACHE/mongo-java-server-$MJS_VERSION"
+# The launcher compiled from this checkout's source (bootstrap.sh names the folder the same way).
+MJS_CLASSES="$MJS_DIR/classes-$(sha256sum "$SCRIPT_DIR/MongoJavaServerLauncher.java" 2>/dev/null | cut -c1-16 || true)"
 PING="$SCRIPT_DIR/mongo_ping.py"
 START_TIMEOUT="${WW_START_TIMEOUT:-90}"
 STOP_TIMEOUT="${WW_STOP_TIMEOUT:-30}"
@@ -156,8 +158,11 @@ launch() {
   rm -f "$STACK/$name.pid"
   : >>"$logf"
   printf '\n===== %s start %s =====\n' "$name" "$(date -Is)" >>"$logf"
-  # setsid -f forks, so record the pid from inside the child just before exec.
-  setsid -f bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' \
+  # setsid -f forks, so record the pid from inside the child just before exec. The server
+  # gets none of our descriptors above 2: one it kept would outlive stack.sh (a caller's
+  # `flock LOCK scripts/stack.sh up` lock would stay held for as long as the server runs).
+  setsid -f bash -c 'for fd in /proc/$$/fd/*; do fd=${fd##*/}; ((fd > 2)) && eval "exec $fd>&-"; done
+    echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' \
     "$STACK/$name.pid" "$@" </dev/null >>"$logf" 2>&1
   local i
   for ((i = 0; i < 50; i++)); do
@@ -202,10 +207,9 @@ ensure_bootstrap() {
   local need=0
   [[ -f "$WW_CACHE/kafka-$KAFKA_VERSION/.complete" ]] || need=1
   [[ -x "$FERRETDB_BIN" ]] || need=1
-  [[ -f "$MJS_DIR/.complete" && -f "$MJS_DIR/classes/MongoJavaServerLauncher.class" ]] || need=1
+  [[ -f "$MJS_DIR/.complete" && -f "$MJS_CLASSES/MongoJavaServerLauncher.class" ]] || need=1
   # caches made before the H2 backend was added lack its jar; bootstrap.sh re-resolves them
   [[ -f "$MJS_DIR/libs/mongo-java-server-h2-backend-$MJS_VERSION.jar" ]] || need=1
-  [[ "$SCRIPT_DIR/MongoJavaServerLauncher.java" -nt "$MJS_DIR/classes/MongoJavaServerLauncher.class" ]] && need=1
   if ((need)); then
     log "cached servers missing: running scripts/bootstrap.sh"
     WW_CACHE="$WW_CACHE" KAFKA_VERSION="$KAFKA_VERSION" FERRETDB_VERSION="$FERRETDB_VERSION" \
@@ -487,7 +491,7 @@ mongo_start() {
         --debug-addr=- --telemetry=disable --log-level=INFO --no-log-uuid
       ;;
     mongo-java-server)
-      [[ -f "$MJS_DIR/classes/MongoJavaServerLauncher.class" ]] || die "mongo-java-server not in cache; run scripts/bootstrap.sh"
+      [[ -f "$MJS_CLASSES/MongoJavaServerLauncher.class" ]] || die "mongo-java-server not in cache; run scripts/bootstrap.sh"
       local backend_args
       if [[ "$MONGO_JAVA_BACKEND" == memory ]]; then
         backend_args=(--memory)
@@ -498,7 +502,7 @@ mongo_start() {
       fi
       # "-Dww.stack=$STACK/mongo/" is the marker pid_of() looks for.
       launch mongo "$d/mongo.log" java -Xms64m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
-        "-Dww.stack=$STACK/mongo/" -cp "$MJS_DIR/libs/*:$MJS_DIR/classes" \
+        "-Dww.stack=$STACK/mongo/" -cp "$MJS_DIR/libs/*:$MJS_CLASSES" \
         MongoJavaServerLauncher "${backend_args[@]}" 127.0.0.1 "$MONGO_PORT"
       ;;
   esac

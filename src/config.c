@@ -37,7 +37,7 @@ static const setting_t settings[] = {
     STR(mongodb_uri, "MONGODB_URI", "--mongodb-uri", "mongodb://127.0.0.1:27017/wallet", true,
         "MongoDB connection string; its path names the database (password never logged)"),
     STR(http_addr, "HTTP_ADDR", "--http-addr", "127.0.0.1:8080", false,
-        "listen address of the health/metrics sidecar, host:port (\":8080\" = all interfaces)"),
+        "listen address of the health/metrics sidecar, IP:port, [IPv6]:port or localhost:port (\":8080\" = all interfaces; a host name is refused)"),
     {"LOG_LEVEL", "--log-level", T_LEVEL, offsetof(ww_config_t, log_level), 0, 0, 0, "info", false,
      "debug, info, warn or error", false},
     STR(commands_topic, "WALLET_COMMANDS_TOPIC", "--commands-topic", "wallet.commands", false,
