@@ -30,6 +30,9 @@
  * error that is not a duplicate key, a malformed plan) falls back to the
  * per-message protocol for the open commands, which classifies failures one
  * message at a time: a permanent failure dead-letters only its message. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -373,7 +376,115 @@ db_error:
     return err->retryable ? 1 : 2;
 }
 
-/* Steps 4-5 and the answers. 0 ok, 1 retryable error, 2 other error. */
+/* Fault injection for the crash-window tests (docs/testing.md): with
+ * WW_FAULT_KILL_AFTER_BULK_UPDATE=N in the environment, the process kills
+ * itself (SIGKILL) right after its N-th guarded bulk update, before the
+ * round's insertMany: markers written, ledger entries missing. */
+static long fault_kill_after;
+static atomic_long fault_updates;
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+
+static void fault_init(void) {
+    const char *v = getenv("WW_FAULT_KILL_AFTER_BULK_UPDATE");
+    if (v && *v) fault_kill_after = strtol(v, NULL, 10);
+}
+
+static void fault_point_after_update(void) {
+    pthread_once(&fault_once, fault_init);
+    if (fault_kill_after > 0 && atomic_fetch_add(&fault_updates, 1) + 1 == fault_kill_after) {
+        ww_warn("wallet", "fault injection: SIGKILL after guarded bulk update %ld "
+                "(WW_FAULT_KILL_AFTER_BULK_UPDATE)", fault_kill_after);
+        raise(SIGKILL);
+    }
+}
+
+static int cmp_oid(const void *a, const void *b) { return memcmp(a, b, sizeof(bson_oid_t)); }
+
+/* Step 6, housekeeping: the markers whose entries this round stored are
+ * dropped from their wallets at once (a marker may go once the ledger holds
+ * its entry: Invariant B), so an idle wallet does not keep a round's worth
+ * of them until its next command. Guarded by the version the round's update
+ * wrote, and not bumping it: a writer that read the wallet before sees the
+ * same version and balance and may write its own marker list over this one,
+ * which at worst puts back markers whose entries exist (pruned later). A
+ * failure changes nothing that matters: the next update prunes them. */
+static void prune_markers(batch_t *b, const ww_wallet_plan_t *plan, const int *slot,
+                          const bool *dup) {
+    bson_oid_t *ids = calloc(plan->n_inserts + 1, sizeof *ids);
+    bson_t *f = calloc(plan->n_updates + 1, sizeof *f);
+    bson_t *u = calloc(plan->n_updates + 1, sizeof *u);
+    const bson_t **fp = calloc(plan->n_updates + 1, sizeof *fp);
+    const bson_t **up = calloc(plan->n_updates + 1, sizeof *up);
+    size_t n_ids = 0, n = 0;
+    if (!ids || !f || !u || !fp || !up) goto out;
+    for (size_t i = 0; i < plan->n_inserts; i++) {
+        bson_iter_t it;
+        if (slot[i] >= 0 && !dup[i] && bson_iter_init_find(&it, &plan->inserts[i].doc, "_id") &&
+            BSON_ITER_HOLDS_OID(&it))
+            bson_oid_copy(bson_iter_oid(&it), &ids[n_ids++]);
+    }
+    if (n_ids == 0) goto out;
+    qsort(ids, n_ids, sizeof *ids, cmp_oid);
+    for (size_t w = 0; w < plan->n_updates; w++) {
+        const ww_wallet_plan_update_t *pu = &plan->updates[w];
+        bson_iter_t it, arr, m;
+        if (!bson_iter_init(&it, &pu->update) || !bson_iter_find_descendant(&it, "$set." MARKERS, &arr) ||
+            !BSON_ITER_HOLDS_ARRAY(&arr) || !bson_iter_recurse(&arr, &m))
+            continue;
+        bson_t *upd = &u[n], set, keep;
+        bson_init(upd);
+        BSON_APPEND_DOCUMENT_BEGIN(upd, "$set", &set);
+        BSON_APPEND_ARRAY_BEGIN(&set, MARKERS, &keep);
+        uint32_t kept = 0, dropped = 0;
+        char idx[16];
+        const char *ikey;
+        while (bson_iter_next(&m)) {
+            bson_iter_t d;
+            if (BSON_ITER_HOLDS_DOCUMENT(&m) && bson_iter_recurse(&m, &d) &&
+                bson_iter_find(&d, "_id") && BSON_ITER_HOLDS_OID(&d) &&
+                bsearch(bson_iter_oid(&d), ids, n_ids, sizeof *ids, cmp_oid)) {
+                dropped++;
+                continue;
+            }
+            bson_uint32_to_string(kept++, &ikey, idx, sizeof idx);
+            bson_append_iter(&keep, ikey, -1, &m);
+        }
+        bson_append_array_end(&set, &keep);
+        bson_append_document_end(upd, &set);
+        if (dropped == 0) {
+            bson_destroy(upd);
+            continue;
+        }
+        bson_oid_t wid;
+        bson_oid_init_from_string(&wid, pu->wallet_id);
+        bson_init(&f[n]);
+        BSON_APPEND_OID(&f[n], "_id", &wid);
+        BSON_APPEND_INT64(&f[n], "version", pu->version_after);
+        fp[n] = &f[n];
+        up[n] = &u[n];
+        n++;
+    }
+    if (n) {
+        int64_t matched;
+        ww_error_t err;
+        ww_error_clear(&err);
+        if (!ww_db_bulk_update_one(b->ctx->db, WW_WALLETS, fp, up, n, &matched, &err))
+            ww_debug("wallet", "batch: pruning markers failed (the next update prunes them): %s",
+                     err.message);
+    }
+out:
+    for (size_t i = 0; i < n; i++) {
+        bson_destroy(&f[i]);
+        bson_destroy(&u[i]);
+    }
+    free(ids);
+    free(f);
+    free(u);
+    free(fp);
+    free(up);
+}
+
+/* Steps 4-6 and the answers. 0 ok, 1 retryable error, 2 other error. */
 static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan,
                             size_t *answered, ww_error_t *err) {
     int rc = 0;
@@ -398,6 +509,7 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
         goto out;
     }
     bool all_matched = matched == (int64_t)plan->n_updates;
+    if (plan->n_updates) fault_point_after_update();
     if (!all_matched)
         ww_info("wallet", "batch: %lld of %zu guarded updates matched; another writer moved "
                 "first, re-planning from fresh reads", (long long)matched, plan->n_updates);
@@ -433,6 +545,7 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
             ww_info("wallet", "completed an interrupted command key=%s", plan->inserts[i].key);
     }
     free(dupd);
+    if (all_matched) prune_markers(b, plan, slot, dup);
     /* the answers that are final */
     for (size_t j = 0; j < r->n_in; j++) {
         const ww_wallet_plan_result_t *pr = &plan->results[j];

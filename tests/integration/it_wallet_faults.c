@@ -17,6 +17,7 @@
 #include "harness.h"
 #include "migrate.h"
 #include "wallet.h"
+#include "wallet_plan.h"
 
 #define WALLETS 16
 #define COMMANDS 480
@@ -200,7 +201,7 @@ static void check_invariants(h_env_t *env, const workload_t *w) {
         assert_true(ws.balance[i] >= 0);
     }
     assert_false(ws.bad_type);
-    assert_true(ws.max_markers <= 4);
+    assert_true(ws.max_markers <= WW_WALLET_PLAN_MAX_MARKERS);
     print_message("invariants hold: %zu keys, %zu applied, %zu rejected\n", w->n_keys,
                   ls->applied, ls->rejected);
     assert_true(ls->applied > 0 && ls->rejected > 0); /* the workload exercises both */
@@ -228,8 +229,10 @@ static void test_wallet_faults_sigkill_mid_batch_keeps_invariants(void **state) 
     unlink(log);
     uint32_t s = 99;
     int kills = 0;
+    /* small batches: many of them, so the kills land in the middle */
+    const char *const small[] = {"BATCH_MAX=8", NULL};
     for (int round = 0; round < 4; round++) {
-        pid_t pid = h_worker_start(&env, log, NULL);
+        pid_t pid = h_worker_start(&env, log, small);
         /* let it get partitions and work a little, then kill it mid-batch */
         int64_t before = h_count(&env, WW_TRANSACTIONS, NULL);
         int64_t deadline = h_now_ms() + 30000;
@@ -245,6 +248,87 @@ static void test_wallet_faults_sigkill_mid_batch_keeps_invariants(void **state) 
     assert_true(wait_ledger(&env, (int64_t)w->n_keys, 180000));
     h_sleep_ms(1500); /* let the last results be acknowledged */
     assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    check_invariants(&env, w);
+    free(w);
+    h_env_destroy(&env);
+}
+
+typedef struct {
+    char **keys;
+    size_t n, cap;
+    size_t orphans; /* markers whose key the ledger does not hold */
+    size_t markers;
+} orphan_scan_t;
+
+static bool ledger_key(const bson_t *doc, void *ctx) {
+    orphan_scan_t *o = ctx;
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, doc, "idempotencyKey") || !BSON_ITER_HOLDS_UTF8(&it)) return true;
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 256;
+        o->keys = realloc(o->keys, o->cap * sizeof *o->keys);
+    }
+    o->keys[o->n++] = strdup(bson_iter_utf8(&it, NULL));
+    return true;
+}
+
+static bool wallet_orphans(const bson_t *doc, void *ctx) {
+    orphan_scan_t *o = ctx;
+    bson_iter_t it, arr, m;
+    if (!bson_iter_init_find(&it, doc, "pendingTransactions") || !bson_iter_recurse(&it, &arr))
+        return true;
+    while (bson_iter_next(&arr)) {
+        if (!bson_iter_recurse(&arr, &m) || !bson_iter_find(&m, "idempotencyKey")) continue;
+        const char *k = bson_iter_utf8(&m, NULL);
+        o->markers++;
+        bool found = false;
+        for (size_t i = 0; i < o->n && !found; i++) found = strcmp(o->keys[i], k) == 0;
+        if (!found) o->orphans++;
+    }
+    return true;
+}
+
+/* The crash window of a batch: killed right after the guarded bulk update,
+ * before the insertMany (WW_FAULT_KILL_AFTER_BULK_UPDATE, a fault point in
+ * wallet_batch.c). The wallets then hold markers whose ledger entries do not
+ * exist; the next worker must complete them (no command applied twice, none
+ * lost, every key answered). */
+static void test_wallet_faults_sigkill_between_bulk_update_and_insert_many(void **state) {
+    (void)state;
+    h_env_t env;
+    h_env_init(&env, "window");
+    workload_t *w = calloc(1, sizeof *w);
+    seed(&env, w);
+    produce_workload(&env, w, 4242);
+    char log[256];
+    snprintf(log, sizeof log, "/tmp/ww-it-%s.log", env.run_id);
+    unlink(log);
+    for (int kill_after = 1; kill_after <= 3; kill_after++) {
+        char fault[64];
+        snprintf(fault, sizeof fault, "WW_FAULT_KILL_AFTER_BULK_UPDATE=%d", kill_after);
+        const char *const extra[] = {fault, NULL};
+        pid_t pid = h_worker_start(&env, log, extra);
+        /* it kills itself: nothing else stops it */
+        assert_int_equal(h_worker_stop(pid, 0, 60000), 128 + SIGKILL);
+        orphan_scan_t *o = calloc(1, sizeof *o);
+        bson_t all = BSON_INITIALIZER;
+        ww_error_t err;
+        assert_true(ww_db_find(env.db, WW_TRANSACTIONS, &all, NULL, ledger_key, o, &err));
+        assert_true(ww_db_find(env.db, WW_WALLETS, &all, NULL, wallet_orphans, o, &err));
+        print_message("killed after bulk update %d: %zu ledger entries, %zu markers, %zu of "
+                      "them without their entry\n", kill_after, o->n, o->markers, o->orphans);
+        assert_true(o->orphans > 0); /* the window really happened */
+        for (size_t i = 0; i < o->n; i++) free(o->keys[i]);
+        free(o->keys);
+        free(o);
+        bson_destroy(&all);
+    }
+    assert_true(h_count(&env, WW_TRANSACTIONS, NULL) < (int64_t)w->n_keys);
+    pid_t pid = h_worker_start(&env, log, NULL);
+    assert_true(wait_ledger(&env, (int64_t)w->n_keys, 180000));
+    h_sleep_ms(1500); /* let the last results be acknowledged */
+    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+    assert_true(h_count_in_file(log, "completed an interrupted command") > 0);
     check_invariants(&env, w);
     free(w);
     h_env_destroy(&env);
@@ -406,6 +490,7 @@ static void test_wallet_faults_sigterm_with_handlers_inside_frozen_db(void **sta
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wallet_faults_sigkill_mid_batch_keeps_invariants),
+        cmocka_unit_test(test_wallet_faults_sigkill_between_bulk_update_and_insert_many),
         cmocka_unit_test(test_wallet_faults_database_down_10s_loses_nothing),
         cmocka_unit_test(test_wallet_faults_zombie_gets_its_paused_partitions_back),
         cmocka_unit_test(test_wallet_faults_sigterm_with_handlers_inside_frozen_db),
