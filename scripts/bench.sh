@@ -319,7 +319,8 @@ worker_run() {
 
 # replay_run <label> <binary> <db> <commands topic>: `replay --from-beginning` of the
 # topic the worker has just applied (every command a duplicate now), results and dead
-# letters to throwaway topics. Prints a JSON object: the replay's own summary (messages,
+# letters to throwaway topics (a hung replay is killed after 600 s + 1 s per 20
+# commands: exit status 124). Prints a JSON object: the replay's own summary (messages,
 # its elapsed time, its rate), the wall time of the whole process, and the outcomes.
 replay_run() {
   local label=$1 bin=$2 db=$3 tc=$4 rc=0 t0 t1
@@ -329,6 +330,7 @@ replay_run() {
     KAFKA_GROUP_ID="wwbench-$RUN-$db-replay" WALLET_COMMANDS_TOPIC="$tc" \
     WALLET_RESULTS_TOPIC="bench.$RUN.$label.replay-results" WALLET_DLQ_TOPIC="bench.$RUN.$label.replay-dlq" \
     INVITE_EVENTS_TOPIC="$T_INV1" INVITE_RESULTS_TOPIC="$T_IRES1" INVITE_DLQ_TOPIC="$T_IDLQ1" \
+    timeout -k 10 $((600 + COMMANDS / 20)) \
     "$bin" replay --topic "$tc" --from-beginning >"$OUT/replay-$label.txt" 2>"$OUT/replay-$label.log" || rc=$?
   t1=$(date +%s%N)
   local re='([0-9]+) message\(s\) processed( of ([0-9]+))? in ([0-9.]+) s \(([0-9]+) msg/s\)' first
