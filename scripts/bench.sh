@@ -305,8 +305,8 @@ worker_run() {
     --argjson rt0 "$rt0" --argjson rt1 "$rt1" --argjson replay "$replay_json" \
     --argjson problems "$(printf '%s\n' "${problems[@]+"${problems[@]}"}" | jq -Rsc 'split("\n") | map(select(length > 0))')" '
     (.commands // 0) as $n |
-    (if $rt0 == null or $rt1 == null then null
-     else $rt1 | with_entries(.value -= ($rt0[.key] // 0)) end) as $rt |
+    (if $rt1 == null then null   # a labelled counter may have no series before the first command
+     else $rt1 | with_entries(.value -= (($rt0 // {})[.key] // 0)) end) as $rt |
     { label: $lbl, side: $side, binary: $bin, ok: ($problems | length == 0), problems: $problems,
       seed_s: ($seed[0].seed_s // null),
       run: (. + {process_cpu_s_total: $cpu_total}),
