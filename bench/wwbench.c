@@ -6,6 +6,9 @@
  *                                      measure throughput, latency, the worker's CPU/RSS
  *   wwbench ceiling                    the same commands through ww_wallet_apply()
  *                                      directly (no Kafka), same threads, same routing
+ *   wwbench raw-bulk                   the minimum writes for the same commands: per
+ *                                      batch one unordered bulk of guarded $inc updates
+ *                                      and one unordered ledger insert, no reads
  *   wwbench invites-produce            produce the invite workload (pre-fills a topic)
  *   wwbench await-results              wait for N invite results; first->last throughput
  *   wwbench await-docs                 wait until a collection holds N documents
@@ -69,6 +72,7 @@ typedef struct {
     int64_t balance;
     int64_t partitions;
     int64_t threads;
+    int64_t batch;           /* raw-bulk: commands per batch (the engine's BATCH_MAX) */
     int64_t rate;            /* run: messages/s, 0 = as fast as possible */
     int64_t bucket_ms;
     int64_t idle_timeout_s;
@@ -90,6 +94,7 @@ static void usage(FILE *out) {
             "  wwbench run --commands-topic T --results-topic R [workload] [--rate N]\n"
             "              [--worker-pid PID] [--series FILE] [--bucket-ms MS] [--idle-timeout-s S]\n"
             "  wwbench ceiling [workload] [--threads T] [--partitions P]\n"
+            "  wwbench raw-bulk [workload] [--threads T] [--batch N (512)]\n"
             "  wwbench invites-produce --topic T --count N --run-id ID\n"
             "  wwbench await-results --topic T --count N [--series FILE] [--idle-timeout-s S]\n"
             "  wwbench await-docs --topic COLLECTION --count N [--series FILE] [--idle-timeout-s S]\n\n"
@@ -1103,6 +1108,291 @@ done:
     return rc;
 }
 
+/* ---- raw-bulk: the minimum writes, no reads, no Kafka ------------------------------
+ *
+ * The floor under any worker design: for each batch of a thread's commands (up to
+ * --batch, the engine's BATCH_MAX), one unordered bulk of guarded $inc updates (one
+ * per wallet the batch decides for) and one unordered insert of the ledger entries
+ * (one per decided command: applied or insufficient_funds). Nothing is read: the
+ * outcome comes from the workload generator, which knows it; duplicates and invalid
+ * messages write nothing. The guard is the balance ($gte the batch's debits), as the
+ * worker's is; no version is known without a read. A write error, a short matched
+ * count or a duplicate key fails the run: none can happen on a fresh seeded database,
+ * and the writes are not idempotent, so nothing is retried. */
+
+typedef struct {
+    char owner[WW_COMMAND_OWNER_LEN + 1];
+    int64_t net;    /* applied credits - applied debits */
+    int64_t debits; /* applied debits: the guard */
+} rwallet_t;
+
+typedef struct {
+    ww_db_t *db;
+    const workload_t *wl;
+    const opts_t *o;
+    int64_t *idx; /* the messages this thread owns, in order */
+    int64_t n;
+    int64_t bulks, updates, inserts, skipped;
+    bool failed;
+    char error[MATCH_MAX + WW_ERROR_MSG_MAX + 64];
+} rthread_t;
+
+static rwallet_t *rwallet_find(rwallet_t *ws, int64_t *nw, const char *owner) {
+    for (int64_t k = 0; k < *nw; k++)
+        if (memcmp(ws[k].owner, owner, WW_COMMAND_OWNER_LEN) == 0) return &ws[k];
+    rwallet_t *w = &ws[(*nw)++];
+    memcpy(w->owner, owner, sizeof w->owner);
+    w->net = w->debits = 0;
+    return w;
+}
+
+static void raw_ledger(bson_t *docs, int64_t k, const ww_command_t *cmd, bool applied,
+                       const char *topic, int64_t offset, int64_t now_ms) {
+    char key[24];
+    snprintf(key, sizeof key, "%lld", (long long)k);
+    bson_t d, ref, src;
+    bson_oid_t id, owner;
+    bson_oid_init(&id, NULL);
+    bson_oid_init_from_string(&owner, cmd->owner_user_id);
+    BSON_APPEND_DOCUMENT_BEGIN(docs, key, &d);
+    BSON_APPEND_OID(&d, "_id", &id);
+    BSON_APPEND_UTF8(&d, "idempotencyKey", cmd->idempotency_key);
+    BSON_APPEND_UTF8(&d, "type", cmd->type == WW_COMMAND_DEBIT ? "debit" : "credit");
+    BSON_APPEND_UTF8(&d, "status", applied ? "applied" : "insufficient_funds");
+    BSON_APPEND_NULL(&d, "walletId"); /* unknown without a read */
+    BSON_APPEND_OID(&d, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&d, "amountPaise", cmd->amount_paise);
+    BSON_APPEND_NULL(&d, "balanceAfterPaise");
+    BSON_APPEND_UTF8(&d, "fingerprint", cmd->fingerprint);
+    if (cmd->has_reference) {
+        BSON_APPEND_DOCUMENT_BEGIN(&d, "reference", &ref);
+        for (size_t r = 0; r < cmd->reference_count; r++) {
+            const ww_command_ref_t *e = &cmd->reference[r];
+            if (e->kind == WW_COMMAND_REF_STRING)
+                bson_append_utf8(&ref, e->key, -1, e->str, (int)e->str_len);
+            else if (e->kind == WW_COMMAND_REF_INT)
+                bson_append_int64(&ref, e->key, -1, e->i);
+            else
+                bson_append_bool(&ref, e->key, -1, e->b);
+        }
+        bson_append_document_end(&d, &ref);
+    }
+    BSON_APPEND_DOCUMENT_BEGIN(&d, "source", &src);
+    BSON_APPEND_UTF8(&src, "topic", topic);
+    BSON_APPEND_INT32(&src, "partition", 0);
+    BSON_APPEND_INT64(&src, "offset", offset);
+    bson_append_document_end(&d, &src);
+    bson_append_date_time(&d, "createdAt", -1, now_ms);
+    bson_append_date_time(&d, "updatedAt", -1, now_ms);
+    bson_append_document_end(docs, &d);
+}
+
+/* Runs one write command; *n from the reply. Any writeError fails it. */
+static bool raw_write(ww_db_t *db, const bson_t *cmd, int64_t *n, char *why, size_t whylen) {
+    bson_t reply;
+    ww_error_t err;
+    ww_error_clear(&err);
+    bool ok = ww_db_command(db, cmd, &reply, &err);
+    bson_iter_t it;
+    if (!ok) {
+        snprintf(why, whylen, "%s", err.message);
+    } else if (bson_iter_init_find(&it, &reply, "writeErrors")) {
+        ok = false;
+        bson_iter_t a, e, f;
+        int32_t code = 0;
+        if (BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &a) && bson_iter_next(&a) &&
+            BSON_ITER_HOLDS_DOCUMENT(&a) && bson_iter_recurse(&a, &e) &&
+            bson_iter_find_descendant(&e, "code", &f) && BSON_ITER_HOLDS_INT32(&f))
+            code = bson_iter_int32(&f);
+        snprintf(why, whylen, "write error in the bulk reply (first code %d)", (int)code);
+    } else if (bson_iter_init_find(&it, &reply, "n") && BSON_ITER_HOLDS_NUMBER(&it)) {
+        *n = bson_iter_as_int64(&it);
+    } else {
+        ok = false;
+        snprintf(why, whylen, "no n in the bulk reply");
+    }
+    bson_destroy(&reply);
+    return ok;
+}
+
+static void *raw_bulk_main(void *arg) {
+    rthread_t *t = arg;
+    ww_json_limits_t lim = {.max_bytes = 65536, .max_depth = 8};
+    int64_t batch = t->o->batch;
+    ww_command_t *cmd = malloc(sizeof *cmd);
+    rwallet_t *ws = malloc((size_t)batch * sizeof *ws);
+    if (!cmd || !ws) {
+        t->failed = true;
+        snprintf(t->error, sizeof t->error, "out of memory");
+        goto done;
+    }
+    for (int64_t b0 = 0; b0 < t->n && !t->failed; b0 += batch) {
+        int64_t nw = 0, nd = 0, now_ms = ww_clock_now_ms();
+        bson_t ins = BSON_INITIALIZER, docs;
+        BSON_APPEND_UTF8(&ins, "insert", WW_TRANSACTIONS);
+        BSON_APPEND_ARRAY_BEGIN(&ins, "documents", &docs);
+        for (int64_t k = b0; k < t->n && k < b0 + batch; k++) {
+            int64_t i = t->idx[k];
+            const gmsg_t *g = &t->wl->m[i];
+            ww_error_t err;
+            ww_error_clear(&err);
+            if (g->expect == EXP_DUPLICATE || g->expect == EXP_INVALID ||
+                !ww_command_parse(g->value, g->value_len, &lim, cmd, &err)) {
+                t->skipped++;
+                continue;
+            }
+            bool applied = g->expect == EXP_APPLIED;
+            rwallet_t *w = rwallet_find(ws, &nw, cmd->owner_user_id);
+            if (applied && cmd->type == WW_COMMAND_DEBIT) {
+                w->net -= cmd->amount_paise;
+                w->debits += cmd->amount_paise;
+            } else if (applied) {
+                w->net += cmd->amount_paise;
+            }
+            raw_ledger(&docs, nd++, cmd, applied, "wwbench.raw-bulk", i, now_ms);
+        }
+        bson_append_array_end(&ins, &docs);
+        BSON_APPEND_BOOL(&ins, "ordered", false);
+        if (nw > 0) {
+            bson_t upd = BSON_INITIALIZER, ups;
+            BSON_APPEND_UTF8(&upd, "update", WW_WALLETS);
+            BSON_APPEND_ARRAY_BEGIN(&upd, "updates", &ups);
+            for (int64_t k = 0; k < nw; k++) {
+                char key[24];
+                snprintf(key, sizeof key, "%lld", (long long)k);
+                bson_t u, q, gte, op, inc;
+                bson_oid_t owner;
+                bson_oid_init_from_string(&owner, ws[k].owner);
+                BSON_APPEND_DOCUMENT_BEGIN(&ups, key, &u);
+                BSON_APPEND_DOCUMENT_BEGIN(&u, "q", &q);
+                BSON_APPEND_OID(&q, "ownerUserId", &owner);
+                BSON_APPEND_NULL(&q, "deletedAt");
+                BSON_APPEND_DOCUMENT_BEGIN(&q, "availablePaise", &gte);
+                BSON_APPEND_INT64(&gte, "$gte", ws[k].debits);
+                bson_append_document_end(&q, &gte);
+                bson_append_document_end(&u, &q);
+                BSON_APPEND_DOCUMENT_BEGIN(&u, "u", &op);
+                BSON_APPEND_DOCUMENT_BEGIN(&op, "$inc", &inc);
+                BSON_APPEND_INT64(&inc, "availablePaise", ws[k].net);
+                BSON_APPEND_INT64(&inc, "version", 1);
+                bson_append_document_end(&op, &inc);
+                bson_append_document_end(&u, &op);
+                bson_append_document_end(&ups, &u);
+            }
+            bson_append_array_end(&upd, &ups);
+            BSON_APPEND_BOOL(&upd, "ordered", false);
+            int64_t matched = 0;
+            if (!raw_write(t->db, &upd, &matched, t->error, sizeof t->error)) {
+                t->failed = true;
+            } else if (matched != nw) {
+                t->failed = true;
+                snprintf(t->error, sizeof t->error, "guarded updates: %lld of %lld matched",
+                         (long long)matched, (long long)nw);
+            }
+            t->bulks++;
+            t->updates += nw;
+            bson_destroy(&upd);
+        }
+        if (nd > 0 && !t->failed) {
+            int64_t inserted = 0;
+            if (!raw_write(t->db, &ins, &inserted, t->error, sizeof t->error)) {
+                t->failed = true;
+            } else if (inserted != nd) {
+                t->failed = true;
+                snprintf(t->error, sizeof t->error, "ledger insert: %lld of %lld inserted",
+                         (long long)inserted, (long long)nd);
+            }
+            t->bulks++;
+            t->inserts += nd;
+        }
+        bson_destroy(&ins);
+    }
+done:
+    free(ws);
+    free(cmd);
+    return NULL;
+}
+
+static int cmd_raw_bulk(const opts_t *o) {
+    workload_t wl;
+    if (!workload_build(o, &wl)) return 1;
+    int rc = 1;
+    int nt = (int)o->threads;
+    rthread_t *ts = calloc((size_t)nt, sizeof *ts);
+    pthread_t *th = calloc((size_t)nt, sizeof *th);
+    ww_db_t *db = NULL;
+    int started = 0;
+    if (!ts || !th) goto done;
+    for (int k = 0; k < nt; k++) {
+        ts[k].idx = malloc((size_t)wl.n * sizeof *ts[k].idx);
+        if (!ts[k].idx) goto done;
+    }
+    /* the same routing as the worker and the ceiling */
+    for (int64_t i = 0; i < wl.n; i++) {
+        const char *k = wl.m[i].kkey;
+        rthread_t *t = &ts[fnv1a(k, strlen(k)) % (uint32_t)nt];
+        t->idx[t->n++] = i;
+    }
+    db = open_db(o);
+    if (!db) goto done;
+    ww_error_t err;
+    ww_error_clear(&err);
+    if (!ww_migrate_run(db, NULL, NULL, &err)) {
+        fprintf(stderr, "wwbench: schema migrations: %s\n", err.message);
+        goto done;
+    }
+    int64_t t0 = mono_us();
+    for (; started < nt; started++) {
+        ts[started].db = db;
+        ts[started].wl = &wl;
+        ts[started].o = o;
+        if (pthread_create(&th[started], NULL, raw_bulk_main, &ts[started]) != 0) {
+            fprintf(stderr, "wwbench: cannot start a thread\n");
+            break;
+        }
+    }
+    for (int k = 0; k < started; k++) pthread_join(th[k], NULL);
+    double elapsed = (double)(mono_us() - t0) / 1e6;
+    if (started < nt) goto done;
+    int64_t bulks = 0, updates = 0, inserts = 0, skipped = 0;
+    bool failed = false;
+    for (int k = 0; k < nt; k++) {
+        bulks += ts[k].bulks;
+        updates += ts[k].updates;
+        inserts += ts[k].inserts;
+        skipped += ts[k].skipped;
+        if (ts[k].failed) {
+            fprintf(stderr, "wwbench: raw-bulk thread %d failed: %s\n", k, ts[k].error);
+            failed = true;
+        }
+    }
+    int64_t decided = wl.counts[EXP_APPLIED] + wl.counts[EXP_INSUFFICIENT];
+    if (!failed && inserts != decided) {
+        fprintf(stderr, "wwbench: raw-bulk: %lld ledger entries for %lld decided commands\n",
+                (long long)inserts, (long long)decided);
+        failed = true;
+    }
+    printf("{\"commands\":%lld,\"threads\":%d,\"batch\":%lld,\"elapsed_s\":%.3f,"
+           "\"throughput_cps\":%.1f,\"bulks\":%lld,\"guarded_updates\":%lld,"
+           "\"ledger_inserts\":%lld,\"no_write\":%lld,\"round_trips_per_command\":%.4f}\n",
+           (long long)wl.n, nt, (long long)o->batch, elapsed,
+           elapsed > 0 ? (double)wl.n / elapsed : 0.0, (long long)bulks, (long long)updates,
+           (long long)inserts, (long long)skipped, (double)bulks / (double)wl.n);
+    fprintf(stderr, "wwbench: raw-bulk: %lld commands on %d threads in %.2f s: %.0f commands/s "
+            "(%lld bulks)\n", (long long)wl.n, nt, elapsed,
+            elapsed > 0 ? (double)wl.n / elapsed : 0.0, (long long)bulks);
+    rc = failed ? 1 : 0;
+done:
+    if (rc != 0 && !started) fprintf(stderr, "wwbench: raw-bulk did not run\n");
+    ww_db_destroy(db);
+    if (ts)
+        for (int k = 0; k < nt; k++) free(ts[k].idx);
+    free(th);
+    free(ts);
+    workload_free(&wl);
+    return rc;
+}
+
 /* ---- invites -------------------------------------------------------------------- */
 
 /* count events: the first 60% create one invite each; then, one per invite,
@@ -1345,6 +1635,7 @@ int main(int argc, char **argv) {
     o.balance = 1000000000;
     o.partitions = 4;
     o.threads = 8;
+    o.batch = 512;
     o.bucket_ms = 1000;
     o.idle_timeout_s = 60;
     struct {
@@ -1355,9 +1646,9 @@ int main(int argc, char **argv) {
                {"--invalid-share", NULL}, {"--seed", NULL}, {"--balance", NULL},
                {"--partitions", NULL}, {"--threads", NULL}, {"--rate", NULL},
                {"--bucket-ms", NULL}, {"--idle-timeout-s", NULL}, {"--count", NULL},
-               {"--worker-pid", NULL}};
+               {"--worker-pid", NULL}, {"--batch", NULL}};
     enum { COMMANDS, WALLETS, ZIPF, DUP, INSUF, INVAL, SEED, BALANCE, PARTS, THREADS, RATE,
-           BUCKET, IDLE, COUNT, PID, NRAW };
+           BUCKET, IDLE, COUNT, PID, BATCH, NRAW };
     for (int i = 1; i < argc; i++) {
         int rc = 0;
         const char *a = argv[i];
@@ -1398,6 +1689,7 @@ int main(int argc, char **argv) {
     INT_OPT(IDLE, 1, 3600, o.idle_timeout_s)
     INT_OPT(COUNT, 1, 10000000, o.count)
     INT_OPT(PID, 1, INT32_MAX, o.worker_pid)
+    INT_OPT(BATCH, 1, 10000, o.batch)
 #undef INT_OPT
     if (raw[ZIPF].v) {
         char *end = NULL;
@@ -1425,6 +1717,7 @@ int main(int argc, char **argv) {
     else if (strcmp(cmd, "seed") == 0) rc = cmd_seed(&o);
     else if (strcmp(cmd, "run") == 0) rc = cmd_run(&o);
     else if (strcmp(cmd, "ceiling") == 0) rc = cmd_ceiling(&o);
+    else if (strcmp(cmd, "raw-bulk") == 0) rc = cmd_raw_bulk(&o);
     else if (strcmp(cmd, "invites-produce") == 0) rc = o.count > 0 ? cmd_invites_produce(&o) : usage_error("invites-produce needs --count", NULL);
     else if (strcmp(cmd, "await-results") == 0) rc = cmd_await_results(&o);
     else if (strcmp(cmd, "await-docs") == 0) rc = cmd_await_docs(&o);
