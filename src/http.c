@@ -364,7 +364,7 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) msg[--n] = '\0';
     /* a client that hangs up, or one we closed (deadline, budget): routine */
     bool routine = strstr(msg, "closed by remote side") || strstr(msg, "detected connection closure");
-    WW_LOG(routine ? WW_LOG_DEBUG : WW_LOG_WARN, "http", "libmicrohttpd: %s", msg);
+    WW_LOG(routine ? WW_LOG_DEBUG : WW_LOG_WARN, "http", msg, WW_STR("source", "libmicrohttpd"));
 }
 
 /* ---- connection budget --------------------------------------------------
@@ -392,9 +392,9 @@ static void close_conn(ww_http_t *h, conn_t *c, const char *why) {
     h->unwarned++;
     int64_t now = ww_clock_mono_ms();
     if (h->last_warned && now - h->last_warned < 60000) return;
-    ww_warn("http", "closing slow or idle connections: %u since the last such line, latest: %s "
-            "(request_timeout_ms=%" PRId64 " max_connections=%u per_ip=%u)",
-            h->unwarned, why, h->request_timeout_ms, h->max_conn, h->per_ip);
+    ww_warn("http", "closing slow or idle connections", WW_UINT("since_last_line", h->unwarned),
+            WW_STR("latest", why), WW_INT("request_timeout_ms", h->request_timeout_ms),
+            WW_UINT("max_connections", h->max_conn), WW_UINT("per_ip", h->per_ip));
     h->last_warned = now;
     h->unwarned = 0;
 }
@@ -546,10 +546,9 @@ ww_http_t *ww_http_start(const ww_http_config_t *cfg, ww_error_t *error) {
         ww_error_set(error, WW_ERR_HTTP, rc, false, "cannot start the HTTP thread: %s", strerror(rc));
         goto fail;
     }
-    ww_info("http",
-            "http listening addr=%s max_connections=%u per_ip=%u timeout_s=%u request_timeout_ms=%" PRId64
-            " liveness_ms=%" PRId64,
-            shown, max_conn, per_ip, timeout, h->request_timeout_ms, h->liveness_ms);
+    ww_info("http", "http listening", WW_STR("addr", shown), WW_UINT("max_connections", max_conn),
+            WW_UINT("per_ip", per_ip), WW_UINT("timeout_s", timeout),
+            WW_INT("request_timeout_ms", h->request_timeout_ms), WW_INT("liveness_ms", h->liveness_ms));
     return h;
 fail:
     free(h);
@@ -565,6 +564,6 @@ void ww_http_stop(ww_http_t *http) {
     /* Closes the listen socket and every connection (notifying on_connection,
      * which frees their records). */
     MHD_stop_daemon(http->daemon);
-    ww_info("http", "http stopped port=%u", (unsigned)http->port);
+    ww_info("http", "http stopped", WW_UINT("port", http->port));
     free(http);
 }
