@@ -85,6 +85,7 @@ static bool name_security_cause(rd_kafka_resp_err_t err, const char *reason) {
     /* a silenced client (main's configuration probe) must not use up the
      * 30 s slot of the real ones */
     if ((int)WW_LOG_ERROR < ww_log_min_level) return true;
+    ww_health_set_kafka_cause(auth ? WW_KAFKA_CAUSE_AUTH : WW_KAFKA_CAUSE_TLS);
     static atomic_int_fast64_t last_auth, last_tls;
     atomic_int_fast64_t *last = auth ? &last_auth : &last_tls;
     int64_t now = ww_clock_mono_ms(), prev = atomic_load(last);
@@ -110,6 +111,7 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 static void mark_up(ww_bus_t *bus) {
     if (!bus->reports_health) return;
     if (atomic_exchange(&bus->brokers_down, false)) ww_info("kafka", "brokers reachable again");
+    ww_health_set_kafka_cause(WW_KAFKA_CAUSE_NONE);
     ww_health_set_kafka(WW_KAFKA_UP, ww_clock_mono_ms());
 }
 

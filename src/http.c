@@ -259,14 +259,20 @@ static enum MHD_Result serve_health(const ww_http_t *h, struct MHD_Connection *c
     int64_t now = ww_clock_mono_ms();
     int64_t since = ww_health_started() ? ww_health_started() : h->started_mono;
     int64_t uptime = now > since ? (now - since) / 1000 : 0;
+    /* the cause of a Kafka outage, while there is one: "error":"authentication" */
+    ww_kafka_state_t ks = ww_health_kafka_state();
+    ww_kafka_cause_t cause = ks == WW_KAFKA_UP ? WW_KAFKA_CAUSE_NONE : ww_health_kafka_cause();
+    char kafka_error[48] = "";
+    if (cause != WW_KAFKA_CAUSE_NONE)
+        snprintf(kafka_error, sizeof kafka_error, ",\"error\":\"%s\"", ww_kafka_cause_name(cause));
     char body[640];
     snprintf(body, sizeof body,
              "{\"status\":\"%s\",\"timestamp\":\"%s\","
              "\"database\":{\"status\":\"%s\",\"readyState\":%d},"
-             "\"kafka\":{\"status\":\"%s\",\"inGroup\":%s,\"assignedPartitions\":%" PRId32 "},"
+             "\"kafka\":{\"status\":\"%s\"%s,\"inGroup\":%s,\"assignedPartitions\":%" PRId32 "},"
              "\"version\":\"%s\",\"uptimeSeconds\":%" PRId64 "}",
              ok ? "ok" : "degraded", ts, ww_db_state_name(db), (int)db,
-             ww_kafka_state_name(ww_health_kafka_state()),
+             ww_kafka_state_name(ks), kafka_error,
              ww_health_consumer_in_group() ? "true" : "false",
              ww_health_assigned_partitions(), h->version_json, uptime);
     return reply_json(conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, body);
