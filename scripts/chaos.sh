@@ -132,7 +132,7 @@ start_worker() { # start_worker <slot>
   sleep 0.3
   if ! kill -0 "${WPID[$slot]}" 2>/dev/null; then # e.g. its sidecar port was taken
     wait "${WPID[$slot]}" 2>/dev/null
-    fatal worker-start "worker $slot exited at start: $(grep -m1 ' error ' "$LOG_DIR/worker-$slot.log" | tail -c 200)"
+    fatal worker-start "worker $slot exited at start: $(grep -m1 'level=error' "$LOG_DIR/worker-$slot.log" | tail -c 200)"
   fi
   printf '\n===== start pid %s at %ss =====\n' "${WPID[$slot]}" "$((SECONDS - T0))" >>"$LOG_DIR/worker-$slot.log"
 }

@@ -85,16 +85,17 @@ static bool name_security_cause(rd_kafka_resp_err_t err, const char *reason) {
     /* a silenced client (main's configuration probe) must not use up the
      * 30 s slot of the real ones */
     if ((int)WW_LOG_ERROR < ww_log_min_level) return true;
+    ww_health_set_kafka_cause(auth ? WW_KAFKA_CAUSE_AUTH : WW_KAFKA_CAUSE_TLS);
     static atomic_int_fast64_t last_auth, last_tls;
     atomic_int_fast64_t *last = auth ? &last_auth : &last_tls;
     int64_t now = ww_clock_mono_ms(), prev = atomic_load(last);
     if ((prev == 0 || now - prev >= 30000) && atomic_compare_exchange_strong(last, &prev, now))
-        ww_err("kafka", "%s reason=\"%s\"",
+        ww_err("kafka",
                auth ? "SASL authentication failed (retrying): check KAFKA_SASL_USERNAME, "
                       "KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM"
                     : "TLS handshake failed (retrying): check KAFKA_SSL_CA_LOCATION (the CA "
                       "that signed the brokers' certificates)",
-               reason);
+               WW_STR("reason", reason));
     return true;
 }
 
@@ -102,7 +103,7 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     (void)rk;
     ww_log_level_t l = level <= 3 ? WW_LOG_ERROR : level <= 4 ? WW_LOG_WARN
                      : level <= 6 ? WW_LOG_INFO : WW_LOG_DEBUG;
-    WW_LOG(l, "kafka", "%s: %s", fac, buf);
+    WW_LOG(l, "kafka", buf, WW_STR("source", "librdkafka"), WW_STR("facility", fac));
     if (strcmp(fac, "FAIL") == 0) name_security_cause(RD_KAFKA_RESP_ERR_NO_ERROR, buf);
 }
 
@@ -110,13 +111,14 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 static void mark_up(ww_bus_t *bus) {
     if (!bus->reports_health) return;
     if (atomic_exchange(&bus->brokers_down, false)) ww_info("kafka", "brokers reachable again");
+    ww_health_set_kafka_cause(WW_KAFKA_CAUSE_NONE);
     ww_health_set_kafka(WW_KAFKA_UP, ww_clock_mono_ms());
 }
 
 static void mark_down(ww_bus_t *bus, const char *reason) {
     if (!bus->reports_health) return;
     if (!atomic_exchange(&bus->brokers_down, true))
-        ww_warn("kafka", "all brokers down (retrying) reason=\"%s\"", reason);
+        ww_warn("kafka", "all brokers down (retrying)", WW_STR("reason", reason));
     ww_health_set_kafka(WW_KAFKA_DOWN, ww_clock_mono_ms());
 }
 
@@ -157,20 +159,21 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char why[512];
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof why);
-        ww_err("kafka", "fatal error=%s reason=\"%s\"", rd_kafka_err2name(orig), why);
+        ww_err("kafka", "fatal error", WW_STR("error", rd_kafka_err2name(orig)), WW_STR("reason", why));
         atomic_store(&bus->fatal, true);
         return;
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
         if (rd_kafka_type(rk) != RD_KAFKA_CONSUMER || !bus->reports_health)
-            ww_warn("kafka", "all brokers down (retrying) reason=\"%s\"", reason);
+            ww_warn("kafka", "all brokers down (retrying)", WW_STR("reason", reason));
         else
             mark_down(bus, reason);
         return;
     }
     if (name_security_cause(err, reason)) return;
     /* Everything else is transient and retried by librdkafka itself. */
-    ww_debug("kafka", "error=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
+    ww_debug("kafka", "transient error (librdkafka retries)", WW_STR("error", rd_kafka_err2name(err)),
+             WW_STR("reason", reason));
 }
 
 /* Errors about the message itself: the same bytes are refused again. */
@@ -261,14 +264,14 @@ static void commit_revoked(ww_bus_t *bus, const rd_kafka_topic_partition_list_t 
         for (int i = 0; !err && i < offsets->cnt; i++)
             if (offsets->elems[i].err) err = offsets->elems[i].err;
         if (err)
-            ww_warn("kafka", "commit on revoke failed error=%s partitions=%d (the next owner "
-                    "redoes their work from the last commit; idempotency makes that safe)",
-                    rd_kafka_err2name(err), offsets->cnt);
+            ww_warn("kafka", "commit on revoke failed (the next owner redoes their work from the "
+                    "last commit; idempotency makes that safe)",
+                    WW_STR("error", rd_kafka_err2name(err)), WW_INT("partitions", offsets->cnt));
         else
             for (int i = 0; i < offsets->cnt; i++)
-                ww_info("kafka", "committed on revoke topic=%s partition=%d offset=%lld",
-                        offsets->elems[i].topic, offsets->elems[i].partition,
-                        (long long)offsets->elems[i].offset);
+                ww_info("kafka", "committed on revoke", WW_STR("topic", offsets->elems[i].topic),
+                        WW_INT("partition", offsets->elems[i].partition),
+                        WW_INT("offset", offsets->elems[i].offset));
     }
     rd_kafka_topic_partition_list_destroy(offsets);
     forget_stored(bus, list);
@@ -287,7 +290,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         mark_up(bus);
         for (size_t i = 0; i < n; i++)
-            ww_info("kafka", "assigned topic=%s partition=%d", parts[i].topic, parts[i].partition);
+            ww_info("kafka", "assigned", WW_STR("topic", parts[i].topic), WW_INT("partition", parts[i].partition));
         if (bus->hooks.on_assign) bus->hooks.on_assign(bus->hooks.ctx, parts, n);
         if (coop)
             e = rd_kafka_incremental_assign(rk, list);
@@ -307,8 +310,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             forget_stored(bus, list);
         /* logged once done: what the next owner starts from is committed */
         for (size_t i = 0; i < n; i++) {
-            ww_info("kafka", "%s topic=%s partition=%d", lost ? "lost" : "revoked", parts[i].topic,
-                    parts[i].partition);
+            ww_info("kafka", lost ? "lost" : "revoked", WW_STR("topic", parts[i].topic),
+                    WW_INT("partition", parts[i].partition));
             ww_metrics_remove_lag(parts[i].topic, parts[i].partition);
         }
         /* librdkafka keeps a partition's pause across revoke and a later
@@ -323,12 +326,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rerr = rd_kafka_assign(rk, NULL);
     }
     if (e) {
-        ww_err("kafka", "rebalance (%s) failed: %s",
-               err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assign" : "revoke",
-               rd_kafka_error_string(e));
+        ww_err("kafka", "rebalance failed",
+               WW_STR("step", err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assign" : "revoke"),
+               WW_STR("error", rd_kafka_error_string(e)));
         rd_kafka_error_destroy(e);
     } else if (rerr) {
-        ww_err("kafka", "rebalance assign failed: %s", rd_kafka_err2str(rerr));
+        ww_err("kafka", "rebalance assign failed", WW_STR("error", rd_kafka_err2str(rerr)));
     }
     free(parts);
     /* a lost assignment means the session is gone: out of the group until
@@ -488,18 +491,18 @@ void ww_bus_destroy(ww_bus_t *bus, int flush_timeout_ms) {
          * committed before the partitions go to another member. */
         int64_t t0 = ww_clock_mono_ms();
         rd_kafka_resp_err_t err = rd_kafka_consumer_close(bus->consumer);
-        if (err) ww_warn("kafka", "consumer close: %s", rd_kafka_err2str(err));
+        if (err) ww_warn("kafka", "consumer close failed", WW_STR("error", rd_kafka_err2str(err)));
         rd_kafka_destroy(bus->consumer);
-        ww_info("kafka", "left the group in %lld ms", (long long)(ww_clock_mono_ms() - t0));
+        ww_info("kafka", "left the group", WW_INT("ms", ww_clock_mono_ms() - t0));
         if (bus->reports_health) ww_health_set_consumer(false, 0, ww_clock_mono_ms());
     }
     if (bus->stored) rd_kafka_topic_partition_list_destroy(bus->stored);
     if (bus->producer) {
         rd_kafka_resp_err_t err = rd_kafka_flush(bus->producer, flush_timeout_ms);
         if (err)
-            ww_warn("kafka", "producer flush: %d message(s) not delivered before shutdown; "
+            ww_warn("kafka", "producer flush: message(s) not delivered before shutdown; "
                     "their commands are re-run on restart (idempotent)",
-                    rd_kafka_outq_len(bus->producer));
+                    WW_INT("undelivered", rd_kafka_outq_len(bus->producer)));
         atomic_store(&bus->stop, true);
         if (bus->producer_thread_started) pthread_join(bus->producer_thread, NULL);
         /* purge whatever is left so destroy does not block; each purged
@@ -509,7 +512,7 @@ void ww_bus_destroy(ww_bus_t *bus, int flush_timeout_ms) {
         int64_t t0 = ww_clock_mono_ms();
         rd_kafka_destroy(bus->producer);
         int64_t took = ww_clock_mono_ms() - t0;
-        if (took > 1000) ww_warn("kafka", "producer took %lld ms to close", (long long)took);
+        if (took > 1000) ww_warn("kafka", "producer was slow to close", WW_INT("ms", took));
     }
     free(bus);
 }
@@ -551,14 +554,14 @@ ww_msg_t *ww_bus_poll_range(ww_bus_t *bus, int timeout_ms, int32_t *eof_partitio
         /* Not a message: a consumer-level event. librdkafka retries by itself. */
         if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
             m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
-            ww_warn("kafka", "topic not available yet: %s", rd_kafka_message_errstr(m));
+            ww_warn("kafka", "topic not available yet", WW_STR("error", rd_kafka_message_errstr(m)));
         } else if (m->err == RD_KAFKA_RESP_ERR__MAX_POLL_EXCEEDED) {
             /* the member left the group; the next poll rejoins it */
-            ww_warn("kafka", "left the group: %s", rd_kafka_message_errstr(m));
+            ww_warn("kafka", "left the group", WW_STR("error", rd_kafka_message_errstr(m)));
             publish_assignment(bus, false);
         } else
-            ww_warn("kafka", "consumer error=%s: %s", rd_kafka_err2name(m->err),
-                    rd_kafka_message_errstr(m));
+            ww_warn("kafka", "consumer error", WW_STR("error", rd_kafka_err2name(m->err)),
+                    WW_STR("reason", rd_kafka_message_errstr(m)));
         rd_kafka_message_destroy(m);
         return NULL;
     }

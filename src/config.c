@@ -9,7 +9,7 @@
 
 #include "db.h"
 
-typedef enum { T_STR, T_INT, T_LEVEL, T_BOOL, T_SWITCH /* a bool spelled on/off */ } setting_type_t;
+typedef enum { T_STR, T_INT, T_LEVEL, T_LOGFMT, T_BOOL, T_SWITCH /* a bool spelled on/off */ } setting_type_t;
 
 typedef struct {
     const char *env;
@@ -40,6 +40,8 @@ static const setting_t settings[] = {
         "listen address of the health/metrics sidecar, IP:port, [IPv6]:port or localhost:port (\":8080\" = all interfaces; a host name is refused)"),
     {"LOG_LEVEL", "--log-level", T_LEVEL, offsetof(ww_config_t, log_level), 0, 0, 0, "info", false,
      "debug, info, warn or error", false},
+    {"LOG_FORMAT", "--log-format", T_LOGFMT, offsetof(ww_config_t, log_format), 0, 0, 0, "logfmt", false,
+     "logfmt (key=value, values quoted and escaped) or json (one object per line)", false},
     STR(commands_topic, "WALLET_COMMANDS_TOPIC", "--commands-topic", "wallet.commands", false,
         "topic of incoming wallet commands"),
     STR(results_topic, "WALLET_RESULTS_TOPIC", "--results-topic", "wallet.results", false,
@@ -169,6 +171,16 @@ static bool apply(ww_config_t *cfg, const setting_t *s, const char *value, const
             return false;
         }
         *(ww_log_level_t *)(void *)field = level;
+        return true;
+    }
+    case T_LOGFMT: {
+        ww_log_format_t format;
+        if (!ww_log_parse_format(value, &format)) {
+            ww_error_set(error, WW_ERR_CONFIG, 0, false, "%s: \"%.32s\" is not logfmt or json",
+                         source, value);
+            return false;
+        }
+        *(ww_log_format_t *)(void *)field = format;
         return true;
     }
     }
@@ -340,8 +352,12 @@ void ww_config_log(const ww_config_t *cfg) {
             snprintf(buf, sizeof buf, "%s",
                      ww_log_level_name(*(const ww_log_level_t *)(const void *)field));
             break;
+        case T_LOGFMT:
+            snprintf(buf, sizeof buf, "%s",
+                     ww_log_format_name(*(const ww_log_format_t *)(const void *)field));
+            break;
         }
-        ww_info("config", "setting %s=%s", s->env, buf);
+        ww_info("config", "setting", WW_STR(s->env, buf));
     }
 }
 

@@ -24,6 +24,7 @@ typedef struct {
     char mongodb_uri[WW_CONFIG_STR_MAX];
     char http_addr[256];
     ww_log_level_t log_level;
+    ww_log_format_t log_format;
 
     char commands_topic[250];
     char results_topic[250];

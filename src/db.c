@@ -97,9 +97,12 @@ static void auth_failed(const char *reason) {
     pthread_mutex_unlock(&auth_lock);
     bool give_up = (act & WW_DBAUTH_EXIT) && !atomic_exchange(&auth_gave_up, true);
     if (act & WW_DBAUTH_LOG)
-        ww_err("db", "authentication failed: the server refuses the credentials in MONGODB_URI "
-               "(user name, password, authSource) reason=\"%s\" failing_for_s=%lld failures=%llu%s",
-               reason, for_s, n, give_up ? " giving up: exit 1 (DB_AUTH_FAIL_EXIT_S)" : "");
+        ww_err("db",
+               give_up ? "authentication failed: the server refuses the credentials in MONGODB_URI "
+                         "(user name, password, authSource); giving up: exit 1 (DB_AUTH_FAIL_EXIT_S)"
+                       : "authentication failed: the server refuses the credentials in MONGODB_URI "
+                         "(user name, password, authSource)",
+               WW_STR("reason", reason), WW_INT("failing_for_s", for_s), WW_UINT("failures", n));
     if (give_up) kill(getpid(), SIGTERM); /* the orderly stop; main exits 1 */
 }
 
@@ -147,8 +150,8 @@ static bool transition_log_allowed(ww_db_t *db) {
     int64_t now = ww_clock_mono_ms();
     if (now - db->window_start >= TRANSITION_WINDOW_MS) {
         if (db->suppressed)
-            ww_warn("db", "connection flapping: %d state change(s) not logged in the last %d s",
-                    db->suppressed, TRANSITION_WINDOW_MS / 1000);
+            ww_warn("db", "connection flapping: state changes not logged", WW_INT("suppressed", db->suppressed),
+                    WW_INT("window_s", TRANSITION_WINDOW_MS / 1000));
         db->window_start = now;
         db->window_lines = 0;
         db->suppressed = 0;
@@ -158,8 +161,8 @@ static bool transition_log_allowed(ww_db_t *db) {
         return true;
     }
     if (db->suppressed++ == 0)
-        ww_warn("db", "connection flapping: further state changes are not logged for up to %d s",
-                TRANSITION_WINDOW_MS / 1000);
+        ww_warn("db", "connection flapping: further state changes are not logged for a while",
+                WW_INT("window_s", TRANSITION_WINDOW_MS / 1000));
     return false;
 }
 
@@ -168,13 +171,13 @@ static void log_transition(ww_db_t *db, ww_dbmon_line_t line, const char *topolo
     if (line == WW_DBMON_NONE || !transition_log_allowed(db)) return;
     switch (line) {
     case WW_DBMON_CONNECTED:
-        ww_info("db", "connected uri=%s topology=%s", db->redacted_uri, topology);
+        ww_info("db", "connected", WW_STR("uri", db->redacted_uri), WW_STR("topology", topology));
         break;
     case WW_DBMON_RECONNECTED:
-        ww_info("db", "reconnected uri=%s topology=%s", db->redacted_uri, topology);
+        ww_info("db", "reconnected", WW_STR("uri", db->redacted_uri), WW_STR("topology", topology));
         break;
     case WW_DBMON_DISCONNECTED:
-        ww_warn("db", "disconnected (attempting reconnection) uri=%s", db->redacted_uri);
+        ww_warn("db", "disconnected (attempting reconnection)", WW_STR("uri", db->redacted_uri));
         break;
     default: break;
     }
@@ -218,8 +221,8 @@ static void on_heartbeat_failed(const mongoc_apm_server_heartbeat_failed_t *even
 
     pthread_mutex_lock(&db->mon_lock);
     if (ww_dbmon_heartbeat(&db->mon, false, ww_clock_mono_ms()) == WW_DBMON_ERROR)
-        ww_err("db", "error host=%s reason=\"%s\"%s", host ? host->host_and_port : "?",
-               be.message, db->mon.ever_connected ? "" : " (still connecting)");
+        ww_err("db", db->mon.ever_connected ? "error" : "error (still connecting)",
+               WW_STR("host", host ? host->host_and_port : "?"), WW_STR("reason", be.message));
     /* Before the first connection Mongoose reports "connecting" (2); once a
      * connection attempt has failed it reports "disconnected" (0). */
     if (!db->mon.writable) ww_health_set_db_state(WW_DB_DISCONNECTED);
@@ -248,7 +251,7 @@ static void route_mongoc_log(mongoc_log_level_t level, const char *domain, const
     /* no shared memory for its performance counters (sandboxes, sanitizers):
      * harmless, and not worth a line before a configuration error */
     if (strstr(message, "Falling back to malloc for counters")) l = WW_LOG_DEBUG;
-    WW_LOG(l, "mongoc", "%s: %s", domain, message);
+    WW_LOG(l, "mongoc", message, WW_STR("domain", domain));
 }
 
 void ww_db_global_init(void) {

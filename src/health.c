@@ -21,6 +21,7 @@ static atomic_int_fast64_t last_progress; /* mono ms, 0 = never */
 static atomic_int_fast64_t started;       /* mono ms, 0 = not recorded */
 static atomic_bool running;
 static atomic_bool db_auth_failing;
+static atomic_int kafka_cause;
 static atomic_int_fast64_t kafka_unready_ms = WW_HEALTH_DEFAULT_KAFKA_UNREADY_MS;
 
 #define LOAD(obj) atomic_load_explicit(&(obj), memory_order_relaxed)
@@ -45,6 +46,7 @@ void ww_health_reset(void) {
     STORE(started, 0);
     STORE(running, false);
     STORE(db_auth_failing, false);
+    STORE(kafka_cause, WW_KAFKA_CAUSE_NONE);
     STORE(kafka_unready_ms, WW_HEALTH_DEFAULT_KAFKA_UNREADY_MS);
 }
 
@@ -60,6 +62,12 @@ void ww_health_set_db_state(ww_db_state_t state) {
 ww_db_state_t ww_health_db_state(void) { return (ww_db_state_t)LOAD(db_state); }
 void ww_health_set_db_auth_failing(bool failing) { STORE(db_auth_failing, failing); }
 bool ww_health_db_auth_failing(void) { return LOAD(db_auth_failing); }
+
+void ww_health_set_kafka_cause(ww_kafka_cause_t cause) { STORE(kafka_cause, (int)cause); }
+ww_kafka_cause_t ww_health_kafka_cause(void) { return (ww_kafka_cause_t)LOAD(kafka_cause); }
+const char *ww_kafka_cause_name(ww_kafka_cause_t cause) {
+    return cause == WW_KAFKA_CAUSE_AUTH ? "authentication" : cause == WW_KAFKA_CAUSE_TLS ? "tls" : "";
+}
 
 void ww_health_set_consumer(bool in_group, int32_t assigned_partitions, int64_t now_mono) {
     int64_t word = ((int64_t)(in_group ? 1 : 0) << 32) | (int64_t)(uint32_t)assigned_partitions;

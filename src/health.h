@@ -44,6 +44,15 @@ void ww_health_set_kafka(ww_kafka_state_t state, int64_t now_mono);
 ww_kafka_state_t ww_health_kafka_state(void);
 bool ww_health_kafka_up(void); /* state == UP */
 
+/* Why the brokers cannot be used, when librdkafka says so (bus.c): wrong
+ * SASL credentials or a TLS handshake failure (the CA). Shown by /api/health
+ * while Kafka is not up; cleared when the brokers are reachable again. No
+ * detail beyond the cause (the reason text may name the user). */
+typedef enum { WW_KAFKA_CAUSE_NONE = 0, WW_KAFKA_CAUSE_AUTH, WW_KAFKA_CAUSE_TLS } ww_kafka_cause_t;
+void ww_health_set_kafka_cause(ww_kafka_cause_t cause);
+ww_kafka_cause_t ww_health_kafka_cause(void);
+const char *ww_kafka_cause_name(ww_kafka_cause_t cause); /* "authentication", "tls", "" */
+
 /* Consumer group membership: in_group with n assigned partitions, as of
  * now_mono (leaving the group starts the out-of-group clock). */
 void ww_health_set_consumer(bool in_group, int32_t assigned_partitions, int64_t now_mono);

@@ -259,14 +259,20 @@ static enum MHD_Result serve_health(const ww_http_t *h, struct MHD_Connection *c
     int64_t now = ww_clock_mono_ms();
     int64_t since = ww_health_started() ? ww_health_started() : h->started_mono;
     int64_t uptime = now > since ? (now - since) / 1000 : 0;
+    /* the cause of a Kafka outage, while there is one: "error":"authentication" */
+    ww_kafka_state_t ks = ww_health_kafka_state();
+    ww_kafka_cause_t cause = ks == WW_KAFKA_UP ? WW_KAFKA_CAUSE_NONE : ww_health_kafka_cause();
+    char kafka_error[48] = "";
+    if (cause != WW_KAFKA_CAUSE_NONE)
+        snprintf(kafka_error, sizeof kafka_error, ",\"error\":\"%s\"", ww_kafka_cause_name(cause));
     char body[640];
     snprintf(body, sizeof body,
              "{\"status\":\"%s\",\"timestamp\":\"%s\","
              "\"database\":{\"status\":\"%s\",\"readyState\":%d},"
-             "\"kafka\":{\"status\":\"%s\",\"inGroup\":%s,\"assignedPartitions\":%" PRId32 "},"
+             "\"kafka\":{\"status\":\"%s\"%s,\"inGroup\":%s,\"assignedPartitions\":%" PRId32 "},"
              "\"version\":\"%s\",\"uptimeSeconds\":%" PRId64 "}",
              ok ? "ok" : "degraded", ts, ww_db_state_name(db), (int)db,
-             ww_kafka_state_name(ww_health_kafka_state()),
+             ww_kafka_state_name(ks), kafka_error,
              ww_health_consumer_in_group() ? "true" : "false",
              ww_health_assigned_partitions(), h->version_json, uptime);
     return reply_json(conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, body);
@@ -364,7 +370,7 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) msg[--n] = '\0';
     /* a client that hangs up, or one we closed (deadline, budget): routine */
     bool routine = strstr(msg, "closed by remote side") || strstr(msg, "detected connection closure");
-    WW_LOG(routine ? WW_LOG_DEBUG : WW_LOG_WARN, "http", "libmicrohttpd: %s", msg);
+    WW_LOG(routine ? WW_LOG_DEBUG : WW_LOG_WARN, "http", msg, WW_STR("source", "libmicrohttpd"));
 }
 
 /* ---- connection budget --------------------------------------------------
@@ -392,9 +398,9 @@ static void close_conn(ww_http_t *h, conn_t *c, const char *why) {
     h->unwarned++;
     int64_t now = ww_clock_mono_ms();
     if (h->last_warned && now - h->last_warned < 60000) return;
-    ww_warn("http", "closing slow or idle connections: %u since the last such line, latest: %s "
-            "(request_timeout_ms=%" PRId64 " max_connections=%u per_ip=%u)",
-            h->unwarned, why, h->request_timeout_ms, h->max_conn, h->per_ip);
+    ww_warn("http", "closing slow or idle connections", WW_UINT("since_last_line", h->unwarned),
+            WW_STR("latest", why), WW_INT("request_timeout_ms", h->request_timeout_ms),
+            WW_UINT("max_connections", h->max_conn), WW_UINT("per_ip", h->per_ip));
     h->last_warned = now;
     h->unwarned = 0;
 }
@@ -546,10 +552,9 @@ ww_http_t *ww_http_start(const ww_http_config_t *cfg, ww_error_t *error) {
         ww_error_set(error, WW_ERR_HTTP, rc, false, "cannot start the HTTP thread: %s", strerror(rc));
         goto fail;
     }
-    ww_info("http",
-            "http listening addr=%s max_connections=%u per_ip=%u timeout_s=%u request_timeout_ms=%" PRId64
-            " liveness_ms=%" PRId64,
-            shown, max_conn, per_ip, timeout, h->request_timeout_ms, h->liveness_ms);
+    ww_info("http", "http listening", WW_STR("addr", shown), WW_UINT("max_connections", max_conn),
+            WW_UINT("per_ip", per_ip), WW_UINT("timeout_s", timeout),
+            WW_INT("request_timeout_ms", h->request_timeout_ms), WW_INT("liveness_ms", h->liveness_ms));
     return h;
 fail:
     free(h);
@@ -565,6 +570,6 @@ void ww_http_stop(ww_http_t *http) {
     /* Closes the listen socket and every connection (notifying on_connection,
      * which frees their records). */
     MHD_stop_daemon(http->daemon);
-    ww_info("http", "http stopped port=%u", (unsigned)http->port);
+    ww_info("http", "http stopped", WW_UINT("port", http->port));
     free(http);
 }

@@ -799,10 +799,11 @@ static void *sweeper_main(void *arg) {
                   &err)) {
             if (failing) ww_info("invite", "sweeper: database available again");
             failing = false;
-            if (expired > 0) ww_info("invite", "sweeper expired=%" PRId64, expired);
+            if (expired > 0) ww_info("invite", "sweeper", WW_INT("expired", expired));
         } else if (!failing) {
             /* once per outage; the next tick tries again */
-            ww_warn("invite", "sweeper: %s (retrying every %d ms)", err.message, s->interval_ms);
+            ww_warn("invite", "sweeper failed (retrying)", WW_STR("error", err.message),
+                    WW_INT("interval_ms", s->interval_ms));
             failing = true;
         }
         ww_clock_sleep_ms(s->interval_ms, &s->stop);
@@ -832,7 +833,7 @@ ww_invite_sweeper_t *ww_invite_sweeper_start(ww_db_t *db, int32_t interval_ms, i
         free(s);
         return NULL;
     }
-    ww_info("invite", "sweeper started interval_ms=%d batch=%d", interval_ms, batch);
+    ww_info("invite", "sweeper started", WW_INT("interval_ms", interval_ms), WW_INT("batch", batch));
     return s;
 }
 
@@ -956,8 +957,8 @@ bool ww_invite_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
             !add_result(outs, ctx->results_topic, rkey, rkey_len, event_id, type, code, "invalid",
                         WW_INVITE_NONE, reason, perr.message, msg))
             goto oom;
-        ww_info("invite", "invalid topic=%s partition=%d offset=%lld reason=%s detail=\"%s\"",
-                msg->topic, msg->partition, (long long)msg->offset, reason, perr.message);
+        ww_info("invite", "invalid", WW_STR("topic", msg->topic), WW_INT("partition", msg->partition),
+                WW_INT("offset", msg->offset), WW_STR("reason", reason), WW_STR("detail", perr.message));
         ww_metrics_inc_dead_letter(msg->topic, reason);
         ww_metrics_inc_processed(msg->topic, "invalid");
         outs->outcome = "invalid";
@@ -982,18 +983,19 @@ bool ww_invite_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
                     d->error_code, d->error_message, msg))
         goto oom;
     if (d->outcome == WW_INVITE_NOT_FOUND) {
-        ww_info("invite", "dead-letter reason=invite_not_found code=%s eventId=%s type=%s "
-                "partition=%d offset=%lld", ev.code, ev.event_id, TYPE_NAMES[ev.type],
-                msg->partition, (long long)msg->offset);
+        ww_info("invite", "dead-letter", WW_STR("reason", "invite_not_found"), WW_STR("code", ev.code),
+                WW_STR("eventId", ev.event_id), WW_STR("type", TYPE_NAMES[ev.type]),
+                WW_INT("partition", msg->partition), WW_INT("offset", msg->offset));
         ww_metrics_inc_dead_letter(msg->topic, "invite_not_found");
     }
     ww_metrics_inc_processed(msg->topic, ww_invite_outcome_name(d->outcome));
     outs->outcome = d->outcome == WW_INVITE_NOT_FOUND ? "invite_not_found"
                                                      : ww_invite_outcome_name(d->outcome);
-    ww_debug("invite", "%s code=%s eventId=%s type=%s inviteStatus=%s error=%s partition=%d "
-             "offset=%lld", ww_invite_outcome_name(d->outcome), ev.code, ev.event_id,
-             TYPE_NAMES[ev.type], d->to ? STATUS_NAMES[d->to] : "none",
-             d->error_code[0] ? d->error_code : "-", msg->partition, (long long)msg->offset);
+    ww_debug("invite", ww_invite_outcome_name(d->outcome), WW_STR("code", ev.code),
+             WW_STR("eventId", ev.event_id), WW_STR("type", TYPE_NAMES[ev.type]),
+             WW_STR("inviteStatus", d->to ? STATUS_NAMES[d->to] : "none"),
+             WW_STR("error", d->error_code[0] ? d->error_code : "-"), WW_INT("partition", msg->partition),
+             WW_INT("offset", msg->offset));
     return true;
 oom:
     ww_outputs_clear(outs);

@@ -198,16 +198,19 @@ static bool create_index(ww_db_t *db, const step_t *s, ww_error_t *error) {
     bool ok = ww_db_command(db, &cmd, &reply, &e);
     if (!ok && !e.retryable && s->ttl_expired && option_unsupported(e.code)) {
         ww_warn("migrate",
-                "index %s.%s not created: the server does not support its options "
-                "expireAfterSeconds=%d / partialFilterExpression={status:\"expired\"} (code %d: "
-                "%s); expired invites will NOT be deleted automatically on this server",
-                s->collection, s->name, INVITE_TTL_SECONDS, (int)e.code, e.message);
+                "index not created: the server does not support its options; expired invites "
+                "will NOT be deleted automatically on this server",
+                WW_STR("collection", s->collection), WW_STR("index", s->name),
+                WW_INT("expireAfterSeconds", INVITE_TTL_SECONDS),
+                WW_STR("partialFilterExpression", "{status:\"expired\"}"), WW_INT("code", e.code),
+                WW_STR("error", e.message));
         ok = true;
     } else if (!ok && !e.retryable && (e.code == 85 || e.code == 86)) {
         /* IndexOptionsConflict / IndexKeySpecsConflict: an index with this
          * name or key exists with other options, made by someone else */
-        ww_warn("migrate", "index %s.%s not created: %s (an index with this name or key exists "
-                "with other options; left as it is)", s->collection, s->name, e.message);
+        ww_warn("migrate", "index not created: an index with this name or key exists with other "
+                "options; left as it is", WW_STR("collection", s->collection), WW_STR("index", s->name),
+                WW_STR("error", e.message));
         ok = true;
     } else if (!ok && error) {
         *error = e;
@@ -285,8 +288,8 @@ static bool drop_unless(ww_db_t *db, const step_t *s, bool dry_run, FILE *report
         if (report)
             fprintf(report, "  %s index %s.%s (the old duplicate expiresAt index)\n",
                     dry_run ? "would drop" : "dropping", s->collection, victims[i]);
-        ww_info("migrate", "%s index %s.%s", dry_run ? "would drop" : "dropping", s->collection,
-                victims[i]);
+        ww_info("migrate", dry_run ? "would drop index" : "dropping index",
+                WW_STR("collection", s->collection), WW_STR("index", victims[i]));
         if (dry_run) continue;
         bson_t drop = BSON_INITIALIZER, r2;
         BSON_APPEND_UTF8(&drop, "dropIndexes", s->collection);
@@ -358,8 +361,8 @@ static bool compare(const applied_t *a, int *pending, ww_error_t *error) {
         bool known = false;
         for (int k = 0; k < ww_migrate_count(); k++) known |= migrations[k].version == a->version[i];
         if (!known)
-            ww_warn("migrate", "migration %d is applied but unknown to this build (a newer "
-                    "version ran here?)", a->version[i]);
+            ww_warn("migrate", "migration is applied but unknown to this build (a newer "
+                    "version ran here?)", WW_INT("version", a->version[i]));
     }
     return true;
 }
@@ -413,8 +416,8 @@ static void release_lock(ww_db_t *db, const char *owner) {
     ww_error_t e;
     int64_t n;
     if (!ww_db_delete_many(db, WW_SCHEMA_MIGRATIONS, &filter, &n, &e))
-        ww_warn("migrate", "could not release the migration lock (it expires by itself): %s",
-                e.message);
+        ww_warn("migrate", "could not release the migration lock (it expires by itself)",
+                WW_STR("error", e.message));
     bson_destroy(&filter);
 }
 
@@ -483,8 +486,8 @@ bool ww_migrate_run(ww_db_t *db, const ww_migrate_options_t *opts, int *applied,
         if (ok) ok = record(db, i, owner, ww_clock_mono_ms() - t0, error);
         if (ok) {
             if (applied) ++*applied;
-            ww_info("migrate", "applied %03d_%s in %lld ms", migrations[i].version,
-                    migrations[i].name, (long long)(ww_clock_mono_ms() - t0));
+            ww_info("migrate", "applied", WW_INT("version", migrations[i].version),
+                    WW_STR("name", migrations[i].name), WW_INT("ms", ww_clock_mono_ms() - t0));
             if (opts->report)
                 fprintf(opts->report, "applied   %03d_%s: %s\n", migrations[i].version,
                         migrations[i].name, migrations[i].description);

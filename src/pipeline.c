@@ -180,9 +180,10 @@ typedef enum {
  * message back: the commit would stall on it forever (every restart too). */
 static void output_given_up(ww_pipeline_t *p, entry_t *e, int i, const ww_error_t *err) {
     const ww_out_t *o = &e->outs.out[i];
-    ww_err("pipeline", "output given up topic=%s source=%s/%d/%lld bytes=%zu error=\"%s\": "
-           "the message is finished without it", o->topic, e->msg->topic, e->msg->partition,
-           (long long)e->msg->offset, o->key_len + o->value_len, err->message);
+    ww_err("pipeline", "output given up: the message is finished without it", WW_STR("topic", o->topic),
+           WW_STR("source_topic", e->msg->topic), WW_INT("source_partition", e->msg->partition),
+           WW_INT("source_offset", e->msg->offset), WW_UINT("bytes", o->key_len + o->value_len),
+           WW_STR("error", err->message));
     ww_metrics_inc_output_failure(o->topic, ww_bus_error_name(err->code));
     (void)p;
 }
@@ -209,7 +210,7 @@ static produce_result_t produce_one(ww_pipeline_t *p, entry_t *e, int i, ww_erro
             return PRODUCE_QUEUED;
         if (ww_bus_error_permanent(err)) return PRODUCE_GIVEN_UP;
         if (!err->retryable || atomic_load(&p->quit)) {
-            ww_err("pipeline", "cannot queue output topic=%s error=\"%s\"", o->topic, err->message);
+            ww_err("pipeline", "cannot queue output", WW_STR("topic", o->topic), WW_STR("error", err->message));
             return PRODUCE_ABANDON;
         }
         /* a full queue usually drains within a second; longer, or a missing
@@ -222,8 +223,8 @@ static produce_result_t produce_one(ww_pipeline_t *p, entry_t *e, int i, ww_erro
 /* Under p->lock: output i goes (back) on the redo list, the entry at most once. */
 static void redo_later(ww_pipeline_t *p, entry_t *e, int i, const ww_error_t *err) {
     if (e->redo_attempts++ % 60 == 0)
-        ww_err("pipeline", "output not produced topic=%s error=\"%s\" (retrying every second, "
-               "attempt %d)", e->outs.out[i].topic, err->message, e->redo_attempts);
+        ww_err("pipeline", "output not produced (retrying every second)", WW_STR("topic", e->outs.out[i].topic),
+               WW_STR("error", err->message), WW_INT("attempt", e->redo_attempts));
     e->failed_out[i] = true;
     if (!e->in_redo) {
         e->in_redo = true;
@@ -271,8 +272,8 @@ static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
     } else {
         /* Broker trouble (e.g. the topic is missing): keep the entry undone
          * and produce this output again from the poll loop. */
-        ww_err("pipeline", "delivery failed topic=%s error=\"%s\" (will retry)",
-               e->outs.out[d->idx].topic, error->message);
+        ww_err("pipeline", "delivery failed (will retry)", WW_STR("topic", e->outs.out[d->idx].topic),
+               WW_STR("error", error->message));
         redo_later(p, e, d->idx, error);
     }
     pthread_mutex_unlock(&p->lock);
@@ -446,9 +447,9 @@ static void process_batch(ww_pipeline_t *p, worker_t *w, const ww_route_t *r, en
             if (it->status == WW_ITEM_DONE) {
                 finish_entry(p, e, &it->outs, true);
             } else if (it->status == WW_ITEM_FAILED) {
-                ww_err("pipeline", "permanent failure topic=%s partition=%d offset=%lld "
-                       "error=\"%s\": dead-lettering", e->msg->topic, e->msg->partition,
-                       (long long)e->msg->offset, it->error.message);
+                ww_err("pipeline", "permanent failure: dead-lettering", WW_STR("topic", e->msg->topic),
+                       WW_INT("partition", e->msg->partition), WW_INT("offset", e->msg->offset),
+                       WW_STR("error", it->error.message));
                 ww_outputs_clear(&it->outs);
                 dead_letter_failure(e, &it->error);
                 ww_outputs_t outs = e->outs;
@@ -467,10 +468,10 @@ static void process_batch(ww_pipeline_t *p, worker_t *w, const ww_route_t *r, en
         ww_metrics_inc_retry(ww_error_domain_name(f->error.domain));
         int64_t delay = backoff_ms(p, attempt, &w->seed);
         if (attempt == 0 || attempt % 10 == 0)
-            ww_warn("pipeline", "retrying topic=%s partition=%d offset=%lld messages=%zu "
-                    "attempt=%d delay_ms=%lld error=\"%s\"", f->msg->topic, f->msg->partition,
-                    (long long)f->msg->offset, k, attempt + 1, (long long)delay,
-                    f->error.message);
+            ww_warn("pipeline", "retrying", WW_STR("topic", f->msg->topic),
+                    WW_INT("partition", f->msg->partition), WW_INT("offset", f->msg->offset),
+                    WW_UINT("messages", k), WW_INT("attempt", attempt + 1),
+                    WW_INT("delay_ms", delay), WW_STR("error", f->error.message));
         n = k;
         ww_clock_sleep_ms(delay, NULL);
     }
@@ -549,10 +550,10 @@ static void note_unkeyed(ww_pipeline_t *p, const ww_msg_t *msg) {
     p->unkeyed_since_warn++;
     int64_t now = ww_clock_mono_ms();
     if (p->unkeyed_warned_at && now - p->unkeyed_warned_at < 60000) return;
-    ww_warn("pipeline", "message without a Kafka key topic=%s partition=%d offset=%lld (%lld "
-            "since the last such line): its order against the same owner's other messages "
-            "is not guaranteed; producers should key by owner", msg->topic, msg->partition,
-            (long long)msg->offset, (long long)p->unkeyed_since_warn);
+    ww_warn("pipeline", "message without a Kafka key: its order against the same owner's other messages "
+            "is not guaranteed; producers should key by owner", WW_STR("topic", msg->topic),
+            WW_INT("partition", msg->partition), WW_INT("offset", msg->offset),
+            WW_INT("since_last_line", p->unkeyed_since_warn));
     p->unkeyed_warned_at = now;
     p->unkeyed_since_warn = 0;
 }
@@ -676,10 +677,10 @@ static void store_offsets(ww_pipeline_t *p) {
         if (partition < 0) return;
         ww_error_t err;
         if (!ww_bus_store_offset(p->bus, topic, partition, next, &err))
-            ww_warn("pipeline", "%s", err.message);
+            ww_warn("pipeline", "offset not stored", WW_STR("error", err.message));
         else
-            ww_debug("pipeline", "stored topic=%s partition=%d offset=%lld", topic, partition,
-                     (long long)next);
+            ww_debug("pipeline", "stored", WW_STR("topic", topic), WW_INT("partition", partition),
+                     WW_INT("offset", next));
     }
 }
 
@@ -883,8 +884,8 @@ void ww_pipeline_run(ww_pipeline_t *p, volatile int *stop) {
         }
     }
     /* Drain: finish what is in flight (bounded), store, commit. */
-    ww_info("pipeline", "stopping: waiting up to %d ms for in-flight messages",
-            p->cfg.shutdown_timeout_ms);
+    ww_info("pipeline", "stopping: waiting for in-flight messages",
+            WW_INT("timeout_ms", p->cfg.shutdown_timeout_ms));
     wait_quiet(p, NULL, 0, p->cfg.shutdown_timeout_ms);
     atomic_store(&p->stopping, true);
     store_offsets(p);
@@ -897,10 +898,10 @@ void ww_pipeline_run(ww_pipeline_t *p, volatile int *stop) {
         for (entry_t *e = pt->head; e; e = e->next)
             if (!e->done) e->abandoned = true;
     pthread_mutex_unlock(&p->lock);
-    ww_info("pipeline", "stopping: %lld message(s) left uncommitted (processed again, "
-            "idempotently, by the partition's next owner)", (long long)left);
+    ww_info("pipeline", "stopping: message(s) left uncommitted are processed again, "
+            "idempotently, by the partition's next owner", WW_INT("left_uncommitted", left));
     ww_error_t err;
-    if (!ww_bus_commit_stored(p->bus, &err)) ww_warn("pipeline", "%s", err.message);
+    if (!ww_bus_commit_stored(p->bus, &err)) ww_warn("pipeline", "commit failed", WW_STR("error", err.message));
 }
 
 void ww_pipeline_stop_workers(ww_pipeline_t *p) {
@@ -915,8 +916,8 @@ void ww_pipeline_stop_workers(ww_pipeline_t *p) {
     }
     int busy = atomic_load(&p->active);
     if (busy)
-        ww_info("pipeline", "waiting for %d worker thread(s) still inside a handler (at most "
-                "the database socket timeout); their late outputs are dropped", busy);
+        ww_info("pipeline", "waiting for worker thread(s) still inside a handler (at most "
+                "the database socket timeout); their late outputs are dropped", WW_INT("busy", busy));
     for (int i = 0; i < p->n_workers; i++) {
         worker_t *w = &p->workers[i];
         pthread_join(w->thread, NULL);

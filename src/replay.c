@@ -131,7 +131,7 @@ static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
     engine_t *e = ctx;
     if (error) {
         atomic_fetch_add(&e->delivery_failed, 1);
-        ww_err("replay", "output not delivered: %s", error->message);
+        ww_err("replay", "output not delivered", WW_STR("error", error->message));
     }
     atomic_fetch_sub(&e->inflight, 1);
 }
@@ -186,7 +186,7 @@ static void emit(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs) {
                 if (!err.retryable) {
                     atomic_fetch_sub(&e->inflight, 1);
                     atomic_fetch_add(&e->delivery_failed, 1);
-                    ww_err("replay", "%s", err.message);
+                    ww_err("replay", "output not queued", WW_STR("error", err.message));
                     break;
                 }
                 ww_clock_sleep_ms(10, NULL);
@@ -230,8 +230,8 @@ static void handle(engine_t *e, rworker_t *w, item_t *it) {
             break;
         }
         if (*e->stop || ww_clock_mono_ms() + delay > deadline) break;
-        ww_warn("replay", "retrying partition=%d offset=%lld error=\"%s\"", m->partition,
-                (long long)m->offset, err.message);
+        ww_warn("replay", "retrying", WW_INT("partition", m->partition), WW_INT("offset", m->offset),
+                WW_STR("error", err.message));
         ww_clock_sleep_ms(delay, e->stop);
         delay = delay * 2 > 10000 ? 10000 : delay * 2;
         delay = delay / 2 + (int64_t)(rand_r(&w->seed) % (unsigned)(delay / 2 + 1));
@@ -246,8 +246,8 @@ static void handle(engine_t *e, rworker_t *w, item_t *it) {
             e->s->partitions[m->partition].count++;
     } else {
         e->s->not_processed++;
-        ww_err("replay", "not processed partition=%d offset=%lld error=\"%s\"", m->partition,
-               (long long)m->offset, err.message);
+        ww_err("replay", "not processed", WW_INT("partition", m->partition), WW_INT("offset", m->offset),
+               WW_STR("error", err.message));
     }
     pthread_mutex_unlock(&e->lock);
     ww_outputs_clear(&outs);
@@ -392,8 +392,8 @@ static bool run_topic(engine_t *e, ww_error_t *error) {
         if (cfg->to == WW_TO_OFFSETS) end[p] = cfg->to_offsets[p] >= 0 ? cfg->to_offsets[p] : hi;
         if (end[p] > hi) end[p] = hi;
         if (start[p] >= 0 && start[p] < lo) {
-            ww_warn("replay", "partition %d: offsets before %lld are gone (retention); starting "
-                    "there", p, (long long)lo);
+            ww_warn("replay", "earlier offsets are gone (retention); starting at the first one kept",
+                    WW_INT("partition", p), WW_INT("offset", lo));
             start[p] = lo;
         }
         if (start[p] < 0 || start[p] >= end[p]) {
@@ -406,8 +406,8 @@ static bool run_topic(engine_t *e, ww_error_t *error) {
         s->partitions[p].to = start[p] < 0 ? 0 : end[p];
     }
     if (s->total && !ww_bus_assign(c, cfg->topic, n, start, error)) goto out;
-    ww_info("replay", "topic=%s partitions=%d messages=%llu dry_run=%s", cfg->topic, n,
-            (unsigned long long)s->total, cfg->dry_run ? "yes" : "no");
+    ww_info("replay", "replaying", WW_STR("topic", cfg->topic), WW_INT("partitions", n),
+            WW_UINT("messages", s->total), WW_STR("dry_run", cfg->dry_run ? "yes" : "no"));
 
     int64_t started = ww_clock_mono_ms(), next_progress = started + 1000;
     int32_t remaining = 0;
@@ -564,8 +564,8 @@ bool ww_replay_run(const ww_replay_config_t *cfg, ww_replay_summary_t *summary,
         while (atomic_load(&e.inflight) > 0 && ww_clock_mono_ms() < deadline)
             ww_clock_sleep_ms(20, NULL);
         if (atomic_load(&e.inflight) > 0 || atomic_load(&e.delivery_failed) > 0) {
-            ww_err("replay", "%ld output(s) not delivered", atomic_load(&e.inflight) +
-                   atomic_load(&e.delivery_failed));
+            ww_err("replay", "output(s) not delivered",
+                   WW_INT("outputs", atomic_load(&e.inflight) + atomic_load(&e.delivery_failed)));
             summary->not_processed += (uint64_t)(atomic_load(&e.inflight) +
                                                  atomic_load(&e.delivery_failed));
         }

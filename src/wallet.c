@@ -298,9 +298,9 @@ static bool snapshot_wallets(ww_db_t *db, const bson_oid_t *owner, wallets_t *w,
     if (ok && w->seen > MAX_WALLETS) {
         char hex[25];
         bson_oid_to_string(owner, hex);
-        ww_err("wallet", "owner %s has more than %d wallet documents that are live or hold "
-               "pendingTransactions: not deciding on a partial view; the command waits "
-               "(retrying) until the data is fixed", hex, MAX_WALLETS);
+        ww_err("wallet", "owner has more wallet documents that are live or hold "
+               "pendingTransactions than the limit: not deciding on a partial view; the command waits "
+               "(retrying) until the data is fixed", WW_STR("owner", hex), WW_INT("limit", MAX_WALLETS));
         ww_error_set(error, WW_ERR_DB, 0, true,
                      "owner %s: more than %d live or marker-holding wallet documents", hex,
                      MAX_WALLETS);
@@ -461,7 +461,7 @@ static bool complete_orphans(ww_db_t *db, markers_t *ms, const char *except, ww_
         if (has_other) bson_destroy(&other);
         m->in_ledger = true;
         m->lost = !same;
-        if (same) ww_info("wallet", "completed an interrupted command key=%s", m->key);
+        if (same) ww_info("wallet", "completed an interrupted command", WW_STR("key", m->key));
     }
     return true;
 }
@@ -604,8 +604,8 @@ static bool undo_marker(ww_db_t *db, const bson_oid_t *owner, const char *key,
                 delta = type && strcmp(type, "debit") == 0 ? amount : -amount;
             ok = guarded_update(db, wallet, v, b, b + delta, &ms, NULL, key, &matched, error);
             if (ok && matched)
-                ww_warn("wallet", "key=%s was decided twice; the ledger's outcome stands and "
-                        "this wallet update was undone (delta=%lld)", key, (long long)delta);
+                ww_warn("wallet", "decided twice; the ledger's outcome stands and "
+                        "this wallet update was undone", WW_STR("key", key), WW_INT("delta", delta));
         }
         markers_destroy(&ms);
         wallets_destroy(&w);
@@ -984,9 +984,9 @@ int ww_wallet_parse(ww_wallet_ctx_t *ctx, const ww_msg_t *msg, ww_command_t *cmd
                                     perr.message))
             goto oom;
         outs->outcome = "invalid";
-        ww_info("wallet", "invalid (dry run) topic=%s partition=%d offset=%lld reason=%s "
-                "detail=\"%s\"", msg->topic, msg->partition, (long long)msg->offset,
-                ww_command_reason_name(perr.code), perr.message);
+        ww_info("wallet", "invalid (dry run)", WW_STR("topic", msg->topic), WW_INT("partition", msg->partition),
+                WW_INT("offset", msg->offset), WW_STR("reason", ww_command_reason_name(perr.code)),
+                WW_STR("detail", perr.message));
         return 0;
     }
     const char *reason = ww_command_reason_name(perr.code);
@@ -1027,8 +1027,8 @@ int ww_wallet_parse(ww_wallet_ctx_t *ctx, const ww_msg_t *msg, ww_command_t *cmd
     bool added = ww_outputs_add(outs, ctx->results_topic, rkey, rkey_len, text, len) != NULL;
     json_object_put(o);
     if (!added) goto oom;
-    ww_info("wallet", "invalid topic=%s partition=%d offset=%lld reason=%s detail=\"%s\"",
-            msg->topic, msg->partition, (long long)msg->offset, reason, perr.message);
+    ww_info("wallet", "invalid", WW_STR("topic", msg->topic), WW_INT("partition", msg->partition),
+            WW_INT("offset", msg->offset), WW_STR("reason", reason), WW_STR("detail", perr.message));
     ww_metrics_inc_dead_letter(msg->topic, reason);
     ww_metrics_inc_processed(msg->topic, "invalid");
     outs->outcome = "invalid";
@@ -1046,9 +1046,9 @@ bool ww_wallet_answer(ww_wallet_ctx_t *ctx, const ww_msg_t *msg, const ww_comman
          * balance that is not whole paise). Nothing was decided or recorded
          * for the key: dead-letter it for a re-drive after the fix, and
          * answer it so its producer is not left waiting. */
-        ww_err("wallet", "failed key=%s owner=%s partition=%d offset=%lld error=\"%s\": "
-               "dead-lettering", cmd->idempotency_key, cmd->owner_user_id, msg->partition,
-               (long long)msg->offset, r->error_message);
+        ww_err("wallet", "failed: dead-lettering", WW_STR("key", cmd->idempotency_key),
+               WW_STR("owner", cmd->owner_user_id), WW_INT("partition", msg->partition),
+               WW_INT("offset", msg->offset), WW_STR("error", r->error_message));
         if (!ww_outputs_dead_letter(outs, ctx->dlq_topic, msg, "processing_failed",
                                     r->error_message))
             goto oom;
@@ -1059,9 +1059,9 @@ bool ww_wallet_answer(ww_wallet_ctx_t *ctx, const ww_msg_t *msg, const ww_comman
         goto oom;
     ww_metrics_inc_processed(msg->topic, ww_outcome_name(r->outcome));
     outs->outcome = ww_outcome_name(r->outcome);
-    ww_debug("wallet", "%s key=%s owner=%s amount=%lld partition=%d offset=%lld",
-             ww_outcome_name(r->outcome), cmd->idempotency_key, cmd->owner_user_id,
-             (long long)cmd->amount_paise, msg->partition, (long long)msg->offset);
+    ww_debug("wallet", ww_outcome_name(r->outcome), WW_STR("key", cmd->idempotency_key),
+             WW_STR("owner", cmd->owner_user_id), WW_INT("amount", cmd->amount_paise),
+             WW_INT("partition", msg->partition), WW_INT("offset", msg->offset));
     return true;
 oom:
     ww_outputs_clear(outs);

@@ -392,8 +392,8 @@ static void fault_init(void) {
 static void fault_point_after_update(void) {
     pthread_once(&fault_once, fault_init);
     if (fault_kill_after > 0 && atomic_fetch_add(&fault_updates, 1) + 1 == fault_kill_after) {
-        ww_warn("wallet", "fault injection: SIGKILL after guarded bulk update %ld "
-                "(WW_FAULT_KILL_AFTER_BULK_UPDATE)", fault_kill_after);
+        ww_warn("wallet", "fault injection: SIGKILL after a guarded bulk update "
+                "(WW_FAULT_KILL_AFTER_BULK_UPDATE)", WW_INT("update", fault_kill_after));
         raise(SIGKILL);
     }
 }
@@ -469,8 +469,8 @@ static void prune_markers(batch_t *b, const ww_wallet_plan_t *plan, const int *s
         ww_error_t err;
         ww_error_clear(&err);
         if (!ww_db_bulk_update_one(b->ctx->db, WW_WALLETS, fp, up, n, &matched, &err))
-            ww_debug("wallet", "batch: pruning markers failed (the next update prunes them): %s",
-                     err.message);
+            ww_debug("wallet", "batch: pruning markers failed (the next update prunes them)",
+                     WW_STR("error", err.message));
     }
 out:
     for (size_t i = 0; i < n; i++) {
@@ -511,14 +511,15 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
     bool all_matched = matched == (int64_t)plan->n_updates;
     if (plan->n_updates) fault_point_after_update();
     if (!all_matched)
-        ww_info("wallet", "batch: %lld of %zu guarded updates matched; another writer moved "
-                "first, re-planning from fresh reads", (long long)matched, plan->n_updates);
+        ww_info("wallet", "batch: another writer moved first; re-planning from fresh reads",
+                WW_INT("matched", matched), WW_UINT("updates", plan->n_updates));
     for (size_t i = 0; all_matched && i < plan->n_updates; i++)
         if (plan->updates[i].n_undone)
-            ww_warn("wallet", "owner=%s wallet=%s: %zu marker(s) whose key the ledger holds "
-                    "under another entry were undone (decided twice; the ledger's outcome "
-                    "stands)", plan->updates[i].owner, plan->updates[i].wallet_id,
-                    plan->updates[i].n_undone);
+            ww_warn("wallet", "markers whose key the ledger holds under another entry were "
+                    "undone (decided twice; the ledger's outcome stands)",
+                    WW_STR("owner", plan->updates[i].owner),
+                    WW_STR("wallet", plan->updates[i].wallet_id),
+                    WW_UINT("undone", plan->updates[i].n_undone));
     /* 5. the ledger entries whose update (if any) is written */
     size_t nd = 0;
     for (size_t i = 0; i < plan->n_inserts; i++) {
@@ -542,7 +543,7 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
     for (size_t i = 0; i < plan->n_inserts; i++) {
         dup[i] = slot[i] >= 0 && dupd[slot[i]];
         if (slot[i] >= 0 && !dup[i] && plan->inserts[i].orphan)
-            ww_info("wallet", "completed an interrupted command key=%s", plan->inserts[i].key);
+            ww_info("wallet", "completed an interrupted command", WW_STR("key", plan->inserts[i].key));
     }
     free(dupd);
     if (all_matched) prune_markers(b, plan, slot, dup);
@@ -660,8 +661,8 @@ void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
             break;
         }
         if (rc == 2) {
-            ww_warn("wallet", "batch: %s: deciding the batch's open commands one at a time",
-                    err.message);
+            ww_warn("wallet", "batch: deciding the batch's open commands one at a time",
+                    WW_STR("error", err.message));
             fall_back(&b);
             break;
         }

@@ -134,7 +134,7 @@ static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, int
         if (ok && ww_db_transactions_supported(db, &txn, &txn_why, err)) break;
         if (ww_clock_mono_ms() >= deadline) return false;
         if (attempt == 0 || attempt % 10 == 0)
-            ww_warn("main", "waiting for the database: %s", err->message);
+            ww_warn("main", "waiting for the database", WW_STR("error", err->message));
         ww_health_progress(ww_clock_mono_ms());
         ww_clock_sleep_ms(1000, &stop_requested);
     }
@@ -148,8 +148,8 @@ static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, int
     }
     ww_db_set_use_transactions(db, cfg->db_transactions);
     if (cfg->db_transactions)
-        ww_info("main", "DB_TRANSACTIONS=on (%s): wallet update and ledger entry commit "
-                "together, write concern majority", txn_why);
+        ww_info("main", "DB_TRANSACTIONS=on: wallet update and ledger entry commit "
+                "together, write concern majority", WW_STR("deployment", txn_why));
     else
         ww_info("main", "DB_TRANSACTIONS=off: single-document protocol");
     return true;
@@ -221,7 +221,7 @@ static int run(const ww_config_t *cfg) {
     hc.version = WW_VERSION;
     http = ww_http_start(&hc, &err);
     if (!http) {
-        ww_err("main", "cannot start the HTTP sidecar on %s: %s", cfg->http_addr, err.message);
+        ww_err("main", "cannot start the HTTP sidecar", WW_STR("addr", cfg->http_addr), WW_STR("error", err.message));
         goto done;
     }
 
@@ -231,17 +231,17 @@ static int run(const ww_config_t *cfg) {
     dbo.auth_fail_exit_s = cfg->db_auth_fail_exit_s;
     db = ww_db_new(cfg->mongodb_uri, &dbo, &err);
     if (!db) {
-        ww_err("main", "%s", err.message);
+        ww_err("main", "cannot use the database", WW_STR("error", err.message));
         status = 2;
         goto done;
     }
-    ww_info("main", "database=%s maxPoolSize=%d serverSelectionTimeoutMS=%d socketTimeoutMS=%d",
-            ww_db_name(db), ww_db_pool_max(db), ww_db_server_selection_ms(db),
-            ww_db_socket_timeout_ms(db));
+    ww_info("main", "database", WW_STR("database", ww_db_name(db)), WW_INT("maxPoolSize", ww_db_pool_max(db)),
+            WW_INT("serverSelectionTimeoutMS", ww_db_server_selection_ms(db)),
+            WW_INT("socketTimeoutMS", ww_db_socket_timeout_ms(db)));
 
     int fatal = 0;
     if (!prepare_db(cfg, db, -1, &fatal, &err)) {
-        if (fatal) ww_err("main", "%s", err.message);
+        if (fatal) ww_err("main", "cannot start", WW_STR("error", err.message));
         status = fatal ? fatal : stop_requested ? 0 : 1;
         goto done;
     }
@@ -280,7 +280,7 @@ static int run(const ww_config_t *cfg) {
     pc.shutdown_timeout_ms = cfg->shutdown_timeout_ms;
     pipe = ww_pipeline_new(&pc, routes, n_routes, &err);
     if (!pipe) {
-        ww_err("main", "%s", err.message);
+        ww_err("main", "cannot start the pipeline", WW_STR("error", err.message));
         goto done;
     }
 
@@ -297,25 +297,28 @@ static int run(const ww_config_t *cfg) {
     ww_bus_hooks_t hooks = ww_pipeline_bus_hooks(pipe);
     bus = ww_bus_new(&bc, &hooks, &err);
     if (!bus) {
-        ww_err("main", "%s", err.message);
+        ww_err("main", "cannot start the Kafka client", WW_STR("error", err.message));
         status = err.domain == WW_ERR_CONFIG ? 2 : 1;
         goto done;
     }
     ww_pipeline_attach(pipe, bus);
     if (!ww_bus_subscribe(bus, topics, n_routes, &err)) {
-        ww_err("main", "%s", err.message);
+        ww_err("main", "cannot subscribe", WW_STR("error", err.message));
         goto done;
     }
     ww_health_set_running(true);
-    ww_info("main", "running group=%s topics=%s%s%s workers=%d", cfg->kafka_group_id, topics[0],
-            n_routes > 1 ? "," : "", n_routes > 1 ? topics[1] : "", cfg->worker_threads);
+    char topic_list[520];
+    snprintf(topic_list, sizeof topic_list, "%s%s%s", topics[0], n_routes > 1 ? "," : "",
+             n_routes > 1 ? topics[1] : "");
+    ww_info("main", "running", WW_STR("group", cfg->kafka_group_id), WW_STR("topics", topic_list),
+            WW_INT("workers", cfg->worker_threads));
 
     /* invites: the sweeper runs on its own thread, never on the consume path */
     if (cfg->run_invite && cfg->invite_sweep_interval_ms > 0) {
         sweeper = ww_invite_sweeper_start(db, cfg->invite_sweep_interval_ms,
                                           cfg->invite_sweep_batch, &err);
         if (!sweeper) {
-            ww_err("main", "%s", err.message);
+            ww_err("main", "cannot start the invite sweeper", WW_STR("error", err.message));
             goto done;
         }
     }
@@ -340,7 +343,7 @@ done:
     ww_pipeline_destroy(pipe);
     ww_db_destroy(db);
     ww_http_stop(http);
-    ww_info("main", "stopped status=%d", status);
+    ww_info("main", "stopped", WW_INT("status", status));
     return status;
 }
 
@@ -664,6 +667,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     ww_log_set_level(cfg.log_level);
+    ww_log_set_format(cfg.log_format);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -684,7 +688,7 @@ int main(int argc, char **argv) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN); /* the summary says it */
         status = batch(&cfg, bo);
     } else {
-        ww_info("main", "wallet-worker %s starting pid=%d", WW_VERSION, (int)getpid());
+        ww_info("main", "starting", WW_STR("version", WW_VERSION), WW_INT("pid", getpid()));
         ww_config_log(&cfg);
         status = run(&cfg);
     }

@@ -581,7 +581,7 @@ static void test_invite_sweeper_expires_overdue_and_indexes(void **state) {
     for (size_t k = 0; k < ix.n; k++)
         if (strcmp(ix.keys[k], "expiresAt:1") == 0) single_expires++;
     i = index_named(&ix, "expiresAt_1");
-    int warnings = h_count_in_file(log, "index invites.expiresAt_1 not created");
+    int warnings = h_count_in_file(log, "index not created: the server does not support");
     if (strcmp(env.mongo_impl, "ferretdb") == 0) {
         /* FerretDB 1.24: TTL and partial indexes are NotImplemented (238):
          * the index is absent, one warning says so, the worker ran anyway */
@@ -589,7 +589,7 @@ static void test_invite_sweeper_expires_overdue_and_indexes(void **state) {
         assert_int_equal(single_expires, 0);
         assert_int_equal(warnings, 1);
         assert_int_equal(h_count_in_file(log, "expireAfterSeconds=2592000"), 1);
-        assert_int_equal(h_count_in_file(log, "partialFilterExpression={status"), 1);
+        assert_int_equal(h_count_in_file(log, "partialFilterExpression=\"{status"), 1);
     } else {
         /* MongoDB and mongo-java-server: created as written (mongo-java-server
          * lists both options but enforces neither: see

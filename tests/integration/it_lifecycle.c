@@ -42,7 +42,7 @@ static void test_lifecycle_starts_serves_health_and_stops_on_sigterm(void **stat
     int64_t took = h_now_ms() - t0;
     print_message("stopped in %lld ms\n", (long long)took);
     assert_true(took < 10000);
-    assert_true(h_count_in_file(log, "db      connected") >= 1);
+    assert_true(h_count_in_file(log, "module=db msg=connected") >= 1);
     assert_true(h_count_in_file(log, "stopped status=0") == 1);
     /* the HTTP port is released */
     assert_int_equal(h_http_get(env.http_port, "/api/health", body, sizeof body), 0);
@@ -158,7 +158,7 @@ static void test_lifecycle_credential_options_never_logged(void **state) {
     assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
     char *text = h_read_file(log);
     assert_non_null(text);
-    assert_non_null(strstr(text, "db      connected uri="));
+    assert_non_null(strstr(text, "module=db msg=connected uri="));
     static const char *const secrets[] = {"S3cret", "Tok3n"};
     for (size_t i = 0; i < 2; i++) {
         if (strstr(text, secrets[i])) fail_msg("log shows %s:\n%s", secrets[i], text);

@@ -84,7 +84,7 @@ static void test_revoked_partitions_are_committed_before_handover(void **state) 
         assert_int_equal(committed[p], high[p]);
         /* by the worker itself, synchronously, not by librdkafka's commit of
          * unassigned partitions (which comes after the revoke) */
-        snprintf(needle, sizeof needle, "committed on revoke topic=%s partition=%d offset=%lld",
+        snprintf(needle, sizeof needle, "msg=\"committed on revoke\" topic=%s partition=%d offset=%lld",
                  env.commands_topic, p, (long long)high[p]);
         assert_int_equal(h_count_in_file(log_a, needle), 1);
     }

@@ -151,11 +151,11 @@ static void test_replay_ranges_twice_identical_and_live_group_untouched(void **s
     const char *dbg[] = {"LOG_LEVEL=debug", NULL};
     pid = h_worker_start(&env, log_path, dbg);
     deadline = h_now_ms() + 60000;
-    while (h_count_in_file(log_path, "wallet  duplicate key=") < 5 && h_now_ms() < deadline)
+    while (h_count_in_file(log_path, "module=wallet msg=duplicate key=") < 5 && h_now_ms() < deadline)
         h_sleep_ms(200);
     assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
-    assert_int_equal(h_count_in_file(log_path, "wallet  duplicate key="), 5);
-    assert_int_equal(h_count_in_file(log_path, "wallet  applied key="), 0);
+    assert_int_equal(h_count_in_file(log_path, "module=wallet msg=duplicate key="), 5);
+    assert_int_equal(h_count_in_file(log_path, "module=wallet msg=applied key="), 0);
 
     /* bad ranges are usage errors */
     const char *bad[] = {"replay", "--topic", env.commands_topic, "--from-offsets", "x", NULL};

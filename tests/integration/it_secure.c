@@ -184,6 +184,19 @@ static void uri_for(char *out, size_t cap, const char *userinfo, const char *hos
     snprintf(out, cap, "mongodb://%s%s/%s%s", userinfo, hostport, env.db_name, opts);
 }
 
+/* Polls /api/health until its body contains needle (the Kafka cause). */
+static bool wait_health(const char *needle, int timeout_ms) {
+    char body[1024] = "";
+    int64_t deadline = h_now_ms() + timeout_ms;
+    while (h_now_ms() < deadline) {
+        if (h_http_get(env.http_port, "/api/health", body, sizeof body) > 0 && strstr(body, needle))
+            return true;
+        h_sleep_ms(200);
+    }
+    print_message("no %s in /api/health: %s\n", needle, body);
+    return false;
+}
+
 static void assert_worker_degraded_but_alive(pid_t pid, const char *not_ready) {
     char body[512];
     assert_int_equal(h_http_get(env.http_port, "/readyz", body, sizeof body), 503);
@@ -252,6 +265,8 @@ static void test_secure_kafka_wrong_password_is_named_and_never_logged(void **st
     /* the worker's own line, naming the settings to check */
     assert_true(wait_log("SASL authentication failed (retrying): check KAFKA_SASL_USERNAME", 30000));
     assert_worker_degraded_but_alive(pid, "kafka");
+    /* /api/health names the cause, not just "down" */
+    assert_true(wait_health("\"error\":\"authentication\"", 30000));
     assert_int_equal(stop(SIGTERM, 15000), 0);
     assert_int_equal(h_count_in_file(log_path, wrong), 0);
     assert_int_equal(h_count_in_file(log_path, "KAFKA_SASL_PASSWORD=***"), 1);
@@ -266,6 +281,7 @@ static void test_secure_kafka_untrusted_ca_is_named(void **state) {
     assert_true(wait_log("certificate verify failed", 30000));
     assert_true(wait_log("TLS handshake failed (retrying): check KAFKA_SSL_CA_LOCATION", 30000));
     assert_worker_degraded_but_alive(pid, "kafka");
+    assert_true(wait_health("\"error\":\"tls\"", 30000));
     assert_int_equal(stop(SIGTERM, 15000), 0);
     assert_int_equal(h_count_in_file(log_path, scram_pw), 0);
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "json.h"
 #include "migrate.h"
 #include "wallet.h"
 
@@ -361,9 +362,75 @@ static void test_wallet_every_outcome_then_replay_changes_nothing(void **state) 
     h_env_destroy(&env);
 }
 
+/* LOG_FORMAT=json: an invalid command's line is one valid JSON object whose
+ * detail field (it quotes the rejected input) comes back exactly; every other
+ * line of the run is valid JSON too. */
+static void test_wallet_invalid_command_logs_valid_json(void **state) {
+    (void)state;
+    h_env_t env;
+    h_env_init(&env, "wallet-jsonlog");
+    ww_error_t err;
+    assert_true(ww_migrate_run(env.db, NULL, NULL, &err));
+    char v[512];
+    snprintf(v, sizeof v, "{\"type\":\"wallet.debit\",\"idempotencyKey\":\"%s-j1\","
+             "\"ownerUserId\":\"not-an-objectid-xyz\",\"amountPaise\":1}", env.run_id);
+    h_produce(&env, env.commands_topic, "j1", v);
+    /* a quote, a backslash and a newline inside the value */
+    snprintf(v, sizeof v, "{\"type\":\"wallet.debit\",\"idempotencyKey\":\"%s-j2\","
+             "\"ownerUserId\":\"x\\\"y\\\\z\\n\",\"amountPaise\":1}", env.run_id);
+    h_produce(&env, env.commands_topic, "j2", v);
+    h_flush(&env);
+
+    char log[256];
+    snprintf(log, sizeof log, "/tmp/ww-it-%s.log", env.run_id);
+    unlink(log);
+    const char *extra[] = {"LOG_FORMAT=json", NULL};
+    pid_t pid = h_worker_start(&env, log, extra);
+    dlq_t *d = calloc(1, sizeof *d);
+    assert_int_equal(h_read_topic(&env, env.dlq_topic, 2, 60000, collect_dlq, d), 2);
+    /* the line is written before the dead letter is produced */
+    assert_int_equal(h_worker_stop(pid, SIGTERM, 15000), 0);
+
+    static const char *const want[] = {
+        "ownerUserId: must be 24 hex digits, got \"not-an-objectid-xyz\" (19 bytes)",
+        "ownerUserId: must be 24 hex digits, got \"x\\\"y\\\\z?\" (6 bytes)",
+    };
+    bool seen[2] = {false, false};
+    int lines = 0;
+    char *text = h_read_file(log);
+    assert_non_null(text);
+    for (char *line = text, *nl; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        assert_non_null(nl); /* every line ends with a newline */
+        struct json_object *o = NULL;
+        if (!ww_json_parse_object(line, (size_t)(nl - line), NULL, &o, &err))
+            fail_msg("not a JSON object (%s): %.*s", err.message, (int)(nl - line), line);
+        lines++;
+        struct json_object *m, *detail;
+        if (json_object_object_get_ex(o, "msg", &m) && strcmp(json_object_get_string(m), "invalid") == 0 &&
+            json_object_object_get_ex(o, "detail", &detail)) {
+            struct json_object *reason, *topic;
+            assert_true(json_object_object_get_ex(o, "reason", &reason));
+            assert_string_equal(json_object_get_string(reason), "invalid_value");
+            assert_true(json_object_object_get_ex(o, "topic", &topic));
+            assert_string_equal(json_object_get_string(topic), env.commands_topic);
+            for (int k = 0; k < 2; k++)
+                if (strcmp(json_object_get_string(detail), want[k]) == 0) seen[k] = true;
+        }
+        json_object_put(o);
+    }
+    if (!seen[0] || !seen[1]) fail_msg("no line with the exact detail in %s:\n%s", log, text);
+    assert_true(lines > 5); /* start-up lines, settings, the two dead letters, stop */
+    free(text);
+    free(d);
+    unlink(log);
+    h_env_destroy(&env);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wallet_every_outcome_then_replay_changes_nothing),
+        cmocka_unit_test(test_wallet_invalid_command_logs_valid_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -376,7 +376,7 @@ static void test_wallet_faults_database_down_10s_loses_nothing(void **state) {
      * deployment has been writable for a few seconds: src/dbmon.h); wait for
      * that event instead of guessing how long it takes. */
     int64_t deadline = h_now_ms() + 60000;
-    while (h_count_in_file(log, "db      reconnected") < 1 && h_now_ms() < deadline)
+    while (h_count_in_file(log, "module=db msg=reconnected") < 1 && h_now_ms() < deadline)
         h_sleep_ms(100);
     h_sleep_ms(1500);
     assert_true(h_worker_alive(pid)); /* waited it out, never exited */
@@ -386,7 +386,7 @@ static void test_wallet_faults_database_down_10s_loses_nothing(void **state) {
      * every server: flaps inside the outage (an operation failing on the
      * dying server, a stale connection after the restart) stay inside it. */
     assert_int_equal(h_count_in_file(log, "disconnected (attempting reconnection)"), 1);
-    assert_int_equal(h_count_in_file(log, "db      reconnected"), 1);
+    assert_int_equal(h_count_in_file(log, "module=db msg=reconnected"), 1);
     free(w);
     h_env_destroy(&env);
 }
@@ -417,12 +417,12 @@ static void test_wallet_faults_zombie_gets_its_paused_partitions_back(void **sta
     const char *second[] = {http2, NULL};
     pid_t w2 = h_worker_start(&env, log2, second);
     int64_t deadline = h_now_ms() + 30000;
-    while (h_count_in_file(log2, "kafka   assigned") < 1 && h_now_ms() < deadline) h_sleep_ms(200);
+    while (h_count_in_file(log2, "module=kafka msg=assigned") < 1 && h_now_ms() < deadline) h_sleep_ms(200);
     /* freeze w1 past the session timeout: w2 takes everything */
     kill(w1, SIGSTOP);
     deadline = h_now_ms() + 30000;
-    int before = h_count_in_file(log2, "kafka   assigned");
-    while (h_count_in_file(log2, "kafka   assigned") == before && h_now_ms() < deadline)
+    int before = h_count_in_file(log2, "module=kafka msg=assigned");
+    while (h_count_in_file(log2, "module=kafka msg=assigned") == before && h_now_ms() < deadline)
         h_sleep_ms(200);
     h_sleep_ms(1000);
     kill(w1, SIGCONT); /* the zombie wakes: its partitions are lost */

@@ -463,7 +463,7 @@ static void test_protocol_too_many_wallets_with_markers_fail_loudly(void **state
     assert_true(err.retryable);
     assert_non_null(strstr(err.message, o));
     assert_true(h_count_in_file(log, o) >= 1);
-    assert_true(h_count_in_file(log, " error wallet ") >= 1);
+    assert_true(h_count_in_file(log, "level=error module=wallet ") >= 1);
     unlink(log);
     assert_int_equal(ledger_entries(&c), 0);
     size_t markers;

@@ -362,6 +362,8 @@ static void test_config_invalid_values_are_refused_naming_the_setting(void **sta
         {VIA_ENV, "LOG_LEVEL", "loud", "LOG_LEVEL", "debug, info, warn, error"},
         {VIA_ENV, "LOG_LEVEL", "off", "LOG_LEVEL", NULL}, /* the worker always logs errors */
         {VIA_ENV, "LOG_LEVEL", "", "LOG_LEVEL", NULL},
+        {VIA_ENV, "LOG_FORMAT", "text", "LOG_FORMAT", "logfmt or json"},
+        {VIA_ENV, "LOG_FORMAT", "", "LOG_FORMAT", "logfmt or json"},
         {VIA_FLAG, "--log-level", "trace", "--log-level", NULL},
         /* URI scheme */
         {VIA_ENV, "MONGODB_URI", "postgres://x", "MONGODB_URI", "mongodb://"},

@@ -232,10 +232,10 @@ static void test_db_new_never_logs_a_secret(void **state) {
             created++;
             ww_error_t ping_err;
             assert_false(ww_db_ping(db, &ping_err)); /* waits out one server selection */
-            ww_log_write(WW_LOG_ERROR, "test", "%s", ping_err.message);
+            ww_log_emit(WW_LOG_ERROR, "test", ping_err.message, NULL, 0);
             ww_db_destroy(db);
         } else {
-            ww_log_write(WW_LOG_ERROR, "test", "%s", err.message);
+            ww_log_emit(WW_LOG_ERROR, "test", err.message, NULL, 0);
         }
         char *text = capture_stderr_end(saved, path);
         assert_hidden(text, &s, uri);

@@ -233,6 +233,40 @@ static void test_http_health_degraded_unless_connected(void **state) {
     }
 }
 
+/* Wrong SASL credentials or an untrusted CA (bus.c) are named in the Kafka
+ * member while Kafka is not up, and only the cause (no reason text). */
+static void test_http_health_names_the_kafka_security_cause(void **state) {
+    static const struct {
+        ww_kafka_cause_t cause;
+        ww_kafka_state_t kstate;
+        const char *want; /* NULL: no "error" member */
+    } cases[] = {{WW_KAFKA_CAUSE_AUTH, WW_KAFKA_DOWN, "authentication"},
+                 {WW_KAFKA_CAUSE_TLS, WW_KAFKA_DOWN, "tls"},
+                 {WW_KAFKA_CAUSE_AUTH, WW_KAFKA_NOT_STARTED, "authentication"},
+                 {WW_KAFKA_CAUSE_AUTH, WW_KAFKA_UP, NULL},
+                 {WW_KAFKA_CAUSE_NONE, WW_KAFKA_DOWN, NULL}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ww_health_reset();
+        ww_health_set_db_state(WW_DB_CONNECTED);
+        if (cases[i].kstate != WW_KAFKA_NOT_STARTED) ww_health_set_kafka(cases[i].kstate, ww_clock_mono_ms());
+        ww_health_set_kafka_cause(cases[i].cause);
+        resp_t r;
+        http_req(PORT(state), "GET", "/api/health", &r);
+        json_object *j = parse_body(&r);
+        json_object *kafka = get(j, "kafka"), *e = NULL;
+        assert_string_equal(get_str(kafka, "status"), ww_kafka_state_name(cases[i].kstate));
+        bool has = json_object_object_get_ex(kafka, "error", &e);
+        if (cases[i].want) {
+            assert_true(has);
+            assert_string_equal(json_object_get_string(e), cases[i].want);
+        } else {
+            assert_false(has);
+        }
+        json_object_put(j);
+    }
+    ww_health_reset();
+}
+
 static void test_http_health_alias_and_query_string(void **state) {
     ww_health_set_db_state(WW_DB_CONNECTED);
     resp_t r;
@@ -794,6 +828,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         T(test_http_health_ok_when_db_connected),
         T(test_http_health_degraded_unless_connected),
+        T(test_http_health_names_the_kafka_security_cause),
         T(test_http_health_alias_and_query_string),
         T(test_http_livez_ok_then_stalled),
         T(test_http_livez_counts_from_start_before_first_progress),
