@@ -560,24 +560,58 @@ static void append_oid_hex(bson_t *doc, const char *key, const char *hex) {
     BSON_APPEND_OID(doc, key, &oid);
 }
 
+/* The invite document an invite.created inserts, with _id id. */
+static void build_invite(bson_t *doc, const ww_invite_event_t *ev, const bson_oid_t *id,
+                         int64_t now_ms) {
+    bson_t arr;
+    bson_init(doc);
+    BSON_APPEND_OID(doc, "_id", id);
+    BSON_APPEND_UTF8(doc, "code", ev->code);
+    BSON_APPEND_UTF8(doc, "parentCode", ev->parent_code);
+    BSON_APPEND_UTF8(doc, "role", ev->role);
+    BSON_APPEND_UTF8(doc, "status", "active");
+    BSON_APPEND_DATE_TIME(doc, "expiresAt", ev->expires_at_ms);
+    if (ev->has_created_by) append_oid_hex(doc, "createdBy", ev->created_by_user_id);
+    BSON_APPEND_DATE_TIME(doc, "createdAt", ev->has_created_at ? ev->created_at_ms : now_ms);
+    BSON_APPEND_DATE_TIME(doc, "updatedAt", now_ms);
+    BSON_APPEND_ARRAY_BEGIN(doc, SEEN, &arr);
+    append_seen(&arr, "0", ev, now_ms);
+    bson_append_array_end(doc, &arr);
+}
+
+/* The guarded transition out of `from`: filter and update. */
+static void build_transition(bson_t *filter, bson_t *update, const char *invite_id,
+                             const ww_invite_event_t *ev, ww_invite_status_t from,
+                             ww_invite_status_t to, int64_t now_ms) {
+    bson_t set, push;
+    bson_oid_t id;
+    bson_init(filter);
+    bson_init(update);
+    bson_oid_init_from_string(&id, invite_id);
+    BSON_APPEND_OID(filter, "_id", &id);
+    BSON_APPEND_UTF8(filter, "status", STATUS_NAMES[from]);
+    BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
+    BSON_APPEND_UTF8(&set, "status", STATUS_NAMES[to]);
+    BSON_APPEND_DATE_TIME(&set, "updatedAt", now_ms);
+    if (ev->type == WW_INVITE_USED) {
+        append_oid_hex(&set, "usedBy", ev->used_by_user_id);
+        BSON_APPEND_DATE_TIME(&set, "usedAt", ev->occurred_at_ms);
+    } else if (ev->type == WW_INVITE_REVOKED) {
+        BSON_APPEND_DATE_TIME(&set, "revokedAt", ev->occurred_at_ms);
+    }
+    bson_append_document_end(update, &set);
+    BSON_APPEND_DOCUMENT_BEGIN(update, "$push", &push);
+    append_seen(&push, SEEN, ev, now_ms);
+    bson_append_document_end(update, &push);
+}
+
 /* invite.created: the insert; *duplicate when the code exists already. */
 static bool insert_invite(ww_db_t *db, const ww_invite_event_t *ev, int64_t now_ms,
                           char invite_id[25], bool *duplicate, ww_error_t *error) {
-    bson_t doc = BSON_INITIALIZER, arr;
+    bson_t doc;
     bson_oid_t id;
     bson_oid_init(&id, NULL);
-    BSON_APPEND_OID(&doc, "_id", &id);
-    BSON_APPEND_UTF8(&doc, "code", ev->code);
-    BSON_APPEND_UTF8(&doc, "parentCode", ev->parent_code);
-    BSON_APPEND_UTF8(&doc, "role", ev->role);
-    BSON_APPEND_UTF8(&doc, "status", "active");
-    BSON_APPEND_DATE_TIME(&doc, "expiresAt", ev->expires_at_ms);
-    if (ev->has_created_by) append_oid_hex(&doc, "createdBy", ev->created_by_user_id);
-    BSON_APPEND_DATE_TIME(&doc, "createdAt", ev->has_created_at ? ev->created_at_ms : now_ms);
-    BSON_APPEND_DATE_TIME(&doc, "updatedAt", now_ms);
-    BSON_APPEND_ARRAY_BEGIN(&doc, SEEN, &arr);
-    append_seen(&arr, "0", ev, now_ms);
-    bson_append_array_end(&doc, &arr);
+    build_invite(&doc, ev, &id, now_ms);
     bool ok = ww_db_insert_one(db, WW_INVITES, &doc, duplicate, error);
     if (ok && !*duplicate) bson_oid_to_string(&id, invite_id);
     bson_destroy(&doc);
@@ -588,24 +622,8 @@ static bool insert_invite(ww_db_t *db, const ww_invite_event_t *ev, int64_t now_
 static bool transition(ww_db_t *db, const char *invite_id, const ww_invite_event_t *ev,
                        ww_invite_status_t from, ww_invite_status_t to, int64_t now_ms,
                        bool *matched, ww_error_t *error) {
-    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set, push;
-    bson_oid_t id;
-    bson_oid_init_from_string(&id, invite_id);
-    BSON_APPEND_OID(&filter, "_id", &id);
-    BSON_APPEND_UTF8(&filter, "status", STATUS_NAMES[from]);
-    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
-    BSON_APPEND_UTF8(&set, "status", STATUS_NAMES[to]);
-    BSON_APPEND_DATE_TIME(&set, "updatedAt", now_ms);
-    if (ev->type == WW_INVITE_USED) {
-        append_oid_hex(&set, "usedBy", ev->used_by_user_id);
-        BSON_APPEND_DATE_TIME(&set, "usedAt", ev->occurred_at_ms);
-    } else if (ev->type == WW_INVITE_REVOKED) {
-        BSON_APPEND_DATE_TIME(&set, "revokedAt", ev->occurred_at_ms);
-    }
-    bson_append_document_end(&update, &set);
-    BSON_APPEND_DOCUMENT_BEGIN(&update, "$push", &push);
-    append_seen(&push, SEEN, ev, now_ms);
-    bson_append_document_end(&update, &push);
+    bson_t filter, update;
+    build_transition(&filter, &update, invite_id, ev, from, to, now_ms);
     int64_t n_matched = 0;
     bool ok = ww_db_update_one(db, WW_INVITES, &filter, &update, NULL, &n_matched, NULL, error);
     *matched = ok && n_matched > 0;
@@ -923,6 +941,9 @@ static void salvage(const ww_msg_t *msg, size_t max, char *event_id, char *type,
     json_object_put(root);
 }
 
+static bool answer(ww_invite_ctx_t *ctx, const ww_msg_t *msg, const ww_invite_event_t *ev,
+                   const ww_invite_result_t *r, ww_outputs_t *outs, ww_error_t *error);
+
 bool ww_invite_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_error_t *error) {
     ww_invite_ctx_t *ctx = vctx;
     ww_invite_event_t ev;
@@ -974,7 +995,18 @@ bool ww_invite_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
         return true;
     }
     if (!ww_invite_apply(ctx->db, &ev, ww_clock_now_ms(), &r, error)) return false;
-    const ww_invite_decision_t *d = &r.decision;
+    return answer(ctx, msg, &ev, &r, outs, error);
+oom:
+    ww_outputs_clear(outs);
+    ww_error_set(error, WW_ERR_SYSTEM, 0, true, "out of memory building outputs");
+    return false;
+}
+
+/* The result event (and the dead letter of invite_not_found) of a decided event. */
+static bool answer(ww_invite_ctx_t *ctx, const ww_msg_t *msg, const ww_invite_event_t *evp,
+                   const ww_invite_result_t *rp, ww_outputs_t *outs, ww_error_t *error) {
+    const ww_invite_event_t ev = *evp;
+    const ww_invite_decision_t *d = &rp->decision;
     if (d->outcome == WW_INVITE_NOT_FOUND &&
         !add_dead_letter(outs, ctx->dlq_topic, msg, d->error_code, d->error_message))
         goto oom;
@@ -1001,4 +1033,279 @@ oom:
     ww_outputs_clear(outs);
     ww_error_set(error, WW_ERR_SYSTEM, 0, true, "out of memory building outputs");
     return false;
+}
+
+/* ---- batches ------------------------------------------------------------------------------
+ * A batch of events in rounds of at most three round trips: the invites of
+ * every open event's code ($in), one unordered insertMany of the invites that
+ * `created` events make, one unordered bulk of guarded transitions. Each
+ * event is decided by ww_invite_decide against the state read; per code, the
+ * round stops at the first event that changes the state (the later ones
+ * depend on whether that write stands, and are decided next round from a
+ * fresh read). An event that changes nothing (duplicate, rejected,
+ * not_found) is final at once: no write of its code is pending before it.
+ * A write that did not stand (a duplicate code, a short bulk: someone moved
+ * first) sends its event to the next round, as ww_invite_apply starts over. */
+
+#define BATCH_STALLED_MAX 8
+
+typedef struct {
+    ww_invite_event_t ev;
+    size_t item;
+    bool open;
+} ievent_t;
+
+typedef struct {
+    bson_t **v;
+    size_t n, cap;
+} idocs_t;
+
+static bool collect_invite(const bson_t *doc, void *vctx) {
+    idocs_t *d = vctx;
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 64;
+        bson_t **v = realloc(d->v, cap * sizeof *v);
+        if (!v) return false;
+        d->v = v;
+        d->cap = cap;
+    }
+    d->v[d->n++] = bson_copy(doc);
+    return true;
+}
+
+static const bson_t *find_invite(const idocs_t *d, const char *code) {
+    for (size_t i = 0; i < d->n; i++) {
+        const char *c = doc_str(d->v[i], "code");
+        if (c && strcmp(c, code) == 0) return d->v[i];
+    }
+    return NULL;
+}
+
+static void retry_open(ww_batch_item_t *items, ievent_t *evs, size_t n, const ww_error_t *why) {
+    for (size_t i = 0; i < n; i++)
+        if (evs[i].open) {
+            evs[i].open = false;
+            items[evs[i].item].status = WW_ITEM_RETRY;
+            items[evs[i].item].error = *why;
+        }
+}
+
+/* One round. 0 ok, 1 retryable error (err set). *answered counts finals. */
+static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *evs, size_t n,
+                        size_t *answered, ww_error_t *err) {
+    int rc = 0;
+    idocs_t found = {0};
+    const char **codes = calloc(n + 1, sizeof *codes);
+    ww_invite_result_t *res = calloc(n + 1, sizeof *res);
+    int *write = calloc(n + 1, sizeof *write);  /* event -> insert (>= 0) or update (< -1: -2-i) */
+    char *blocked = calloc(n + 1, 1);          /* per event: its code has a write pending */
+    bson_t *ins = calloc(n + 1, sizeof *ins), *flt = calloc(n + 1, sizeof *flt),
+           *upd = calloc(n + 1, sizeof *upd);
+    const bson_t **insp = calloc(n + 1, sizeof *insp), **fp = calloc(n + 1, sizeof *fp),
+                 **up = calloc(n + 1, sizeof *up);
+    bool *dup = calloc(n + 1, sizeof *dup);
+    size_t n_codes = 0, n_ins = 0, n_upd = 0;
+    if (!codes || !res || !write || !blocked || !ins || !flt || !upd || !insp || !fp || !up ||
+        !dup) {
+        ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory deciding a batch");
+        rc = 1;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!evs[i].open) continue;
+        bool seen = false;
+        for (size_t c = 0; c < n_codes && !seen; c++) seen = strcmp(codes[c], evs[i].ev.code) == 0;
+        if (!seen) codes[n_codes++] = evs[i].ev.code;
+    }
+    /* 1. the invites */
+    {
+        bson_t filter = BSON_INITIALIZER, cond, in, opts = BSON_INITIALIZER;
+        BSON_APPEND_DOCUMENT_BEGIN(&filter, "code", &cond);
+        BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &in);
+        char idx[16];
+        const char *ikey;
+        for (size_t c = 0; c < n_codes; c++) {
+            bson_uint32_to_string((uint32_t)c, &ikey, idx, sizeof idx);
+            BSON_APPEND_UTF8(&in, ikey, codes[c]);
+        }
+        bson_append_array_end(&cond, &in);
+        bson_append_document_end(&filter, &cond);
+        BSON_APPEND_INT64(&opts, "batchSize", (int64_t)n_codes + 1);
+        bool ok = ww_db_find(ctx->db, WW_INVITES, &filter, &opts, collect_invite, &found, err);
+        bson_destroy(&filter);
+        bson_destroy(&opts);
+        if (!ok) {
+            rc = 1;
+            if (!err->retryable) {
+                /* permanent read failure: every open event fails alone */
+                for (size_t i = 0; i < n; i++)
+                    if (evs[i].open) {
+                        evs[i].open = false;
+                        items[evs[i].item].status = WW_ITEM_FAILED;
+                        items[evs[i].item].error = *err;
+                    }
+                rc = 0;
+            }
+            goto out;
+        }
+    }
+    /* 2. decide, in order; the first state change of a code blocks the rest */
+    int64_t now_ms = ww_clock_now_ms();
+    for (size_t i = 0; i < n; i++) {
+        ievent_t *e = &evs[i];
+        write[i] = -1;
+        if (!e->open) continue;
+        for (size_t j = 0; j < i && !blocked[i]; j++)
+            blocked[i] = (blocked[j] || write[j] != -1) && evs[j].open &&
+                         strcmp(evs[j].ev.code, e->ev.code) == 0;
+        if (blocked[i]) continue;
+        ww_invite_state_t st;
+        memset(&st, 0, sizeof st);
+        const bson_t *doc = find_invite(&found, e->ev.code);
+        ww_error_t serr;
+        ww_error_clear(&serr);
+        if (doc && !state_from_doc(doc, &st, res[i].invite_id, &serr)) {
+            /* the stored invite is unusable: this event fails alone */
+            ww_error_set(&items[e->item].error, WW_ERR_DB, 0, false,
+                         "invite %s: stored status is unusable", e->ev.code);
+            items[e->item].status = WW_ITEM_FAILED;
+            e->open = false;
+            blocked[i] = 1; /* later events of the code wait for a re-drive order */
+            continue;
+        }
+        res[i].has_invite_id = doc && res[i].invite_id[0];
+        ww_invite_decide(&st, &e->ev, &res[i].decision);
+        if (res[i].decision.outcome != WW_INVITE_APPLIED) continue; /* final, below */
+        if (res[i].decision.from == WW_INVITE_NONE) {
+            bson_oid_t id;
+            bson_oid_init(&id, NULL);
+            bson_oid_to_string(&id, res[i].invite_id);
+            res[i].has_invite_id = true;
+            build_invite(&ins[n_ins], &e->ev, &id, now_ms);
+            insp[n_ins] = &ins[n_ins];
+            write[i] = (int)n_ins++;
+        } else if (!res[i].has_invite_id) {
+            ww_error_set(&items[e->item].error, WW_ERR_DB, 0, false,
+                         "invite %s has no ObjectId _id", e->ev.code);
+            items[e->item].status = WW_ITEM_FAILED;
+            e->open = false;
+            blocked[i] = 1;
+        } else {
+            build_transition(&flt[n_upd], &upd[n_upd], res[i].invite_id, &e->ev,
+                             res[i].decision.from, res[i].decision.to, now_ms);
+            fp[n_upd] = &flt[n_upd];
+            up[n_upd] = &upd[n_upd];
+            write[i] = -2 - (int)n_upd++;
+        }
+    }
+    /* 3. the writes */
+    if (!ww_db_insert_many(ctx->db, WW_INVITES, insp, n_ins, dup, err)) {
+        rc = 1;
+        goto out;
+    }
+    int64_t matched = 0;
+    if (!ww_db_bulk_update_one(ctx->db, WW_INVITES, fp, up, n_upd, &matched, err)) {
+        rc = 1;
+        goto out;
+    }
+    bool all_matched = matched == (int64_t)n_upd;
+    if (!all_matched) ww_metrics_inc_retry("invite_contention");
+    /* 4. the answers that are final */
+    for (size_t i = 0; i < n; i++) {
+        ievent_t *e = &evs[i];
+        if (!e->open || blocked[i]) continue;
+        if (write[i] >= 0 && dup[write[i]]) continue;       /* the code exists: next round */
+        if (write[i] <= -2 && !all_matched) continue;       /* someone moved first */
+        ww_batch_item_t *it = &items[e->item];
+        if (!answer(ctx, it->msg, &e->ev, &res[i], &it->outs, &it->error)) {
+            *err = it->error;
+            rc = 1;
+            goto out;
+        }
+        it->status = WW_ITEM_DONE;
+        e->open = false;
+        (*answered)++;
+    }
+out:
+    for (size_t i = 0; i < found.n; i++) bson_destroy(found.v[i]);
+    free(found.v);
+    for (size_t i = 0; i < n_ins; i++) bson_destroy(&ins[i]);
+    for (size_t i = 0; i < n_upd; i++) {
+        bson_destroy(&flt[i]);
+        bson_destroy(&upd[i]);
+    }
+    free(codes);
+    free(res);
+    free(write);
+    free(blocked);
+    free(ins);
+    free(flt);
+    free(upd);
+    free(insp);
+    free(fp);
+    free(up);
+    free(dup);
+    return rc;
+}
+
+void ww_invite_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
+    ww_invite_ctx_t *ctx = vctx;
+    if (ctx->dry_run) {
+        ww_handle_each(ww_invite_handle, ctx, items, n);
+        return;
+    }
+    ievent_t *evs = calloc(n ? n : 1, sizeof *evs);
+    if (!evs) {
+        for (size_t i = 0; i < n; i++) {
+            items[i].status = WW_ITEM_RETRY;
+            ww_error_set(&items[i].error, WW_ERR_SYSTEM, 0, true, "out of memory");
+        }
+        return;
+    }
+    size_t m = 0;
+    ww_json_limits_t lim = {.max_bytes = (size_t)ctx->max_message_bytes, .max_depth = 8};
+    for (size_t i = 0; i < n; i++) {
+        ww_batch_item_t *it = &items[i];
+        ww_error_t perr;
+        ww_error_clear(&perr);
+        if (ww_message_precheck(it->msg, ctx->max_message_bytes, &perr) &&
+            ww_invite_parse(it->msg->value, it->msg->value_len, &lim, &evs[m].ev, &perr)) {
+            evs[m].item = i;
+            evs[m].open = true;
+            m++;
+            continue;
+        }
+        /* invalid (answered by the one-message handler) or out of memory */
+        if (perr.domain == WW_ERR_INPUT &&
+            ww_invite_handle(ctx, it->msg, &it->outs, &it->error)) {
+            it->status = WW_ITEM_DONE;
+            continue;
+        }
+        for (size_t j = i; j < n; j++) {
+            ww_outputs_clear(&items[j].outs);
+            items[j].status = WW_ITEM_RETRY;
+            ww_error_set(&items[j].error, WW_ERR_SYSTEM, 0, true, "out of memory");
+        }
+        break;
+    }
+    for (int stalled = 0;;) {
+        size_t open = 0;
+        for (size_t i = 0; i < m; i++) open += evs[i].open;
+        if (open == 0) break;
+        ww_error_t err;
+        ww_error_clear(&err);
+        if (stalled == BATCH_STALLED_MAX) {
+            ww_error_set(&err, WW_ERR_DB, 0, true, "invite events still undecided after %d "
+                         "rounds: too much contention, will retry", BATCH_STALLED_MAX);
+            retry_open(items, evs, m, &err);
+            break;
+        }
+        size_t answered = 0;
+        if (invite_round(ctx, items, evs, m, &answered, &err) != 0) {
+            retry_open(items, evs, m, &err);
+            break;
+        }
+        stalled = answered ? 0 : stalled + 1;
+    }
+    free(evs);
 }

@@ -185,6 +185,11 @@ typedef struct {
 /* The pipeline handler for the invite events topic (ctx: ww_invite_ctx_t). */
 bool ww_invite_handle(void *ctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_error_t *error);
 
+/* The batch handler: a batch of events decided in rounds of at most three
+ * round trips (invites $in, one insertMany, one bulk of guarded transitions);
+ * the same decisions as ww_invite_handle one event at a time. */
+void ww_invite_handle_batch(void *ctx, ww_batch_item_t *items, size_t n);
+
 /* ---- the sweeper thread ---------------------------------------------------------- */
 
 typedef struct ww_invite_sweeper ww_invite_sweeper_t;

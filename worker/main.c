@@ -270,7 +270,8 @@ static int run(const ww_config_t *cfg) {
     if (cfg->run_invite) { /* invites */
         routes[n_routes] = (ww_route_t){.topic = cfg->invite_events_topic,
                                         .dlq_topic = cfg->invite_dlq_topic,
-                                        .handle = ww_invite_handle, .ctx = &invite};
+                                        .handle = ww_invite_handle,
+                                        .handle_batch = ww_invite_handle_batch, .ctx = &invite};
         topics[n_routes++] = cfg->invite_events_topic;
     }
     ww_pipeline_config_t pc;

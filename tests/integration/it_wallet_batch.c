@@ -1,0 +1,315 @@
+/* it_wallet_batch.c: the batch shells (wallet_batch.c, invite.c's batch
+ * handler) called in-process against the real database: in-batch
+ * interactions decided as one command at a time would decide them, the
+ * answers per item, the stored state, the round trips a batch costs, and
+ * the marker prune. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <bson/bson.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "invite.h"
+#include "metrics.h"
+#include "migrate.h"
+#include "wallet.h"
+
+static h_env_t env;
+
+static int setup(void **state) {
+    (void)state;
+    h_env_init(&env, "batch");
+    ww_error_t err;
+    assert_true(ww_migrate_run(env.db, NULL, NULL, &err));
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    h_env_destroy(&env);
+    return 0;
+}
+
+static void make_wallet(const char *owner_hex, int64_t balance) {
+    bson_t doc = BSON_INITIALIZER;
+    bson_oid_t id, owner;
+    bson_oid_init(&id, NULL);
+    bson_oid_init_from_string(&owner, owner_hex);
+    BSON_APPEND_OID(&doc, "_id", &id);
+    BSON_APPEND_OID(&doc, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&doc, "availablePaise", balance);
+    BSON_APPEND_INT64(&doc, "version", 3);
+    BSON_APPEND_NULL(&doc, "deletedAt");
+    bool dup;
+    ww_error_t err;
+    assert_true(ww_db_insert_one(env.db, WW_WALLETS, &doc, &dup, &err));
+    bson_destroy(&doc);
+}
+
+typedef struct {
+    char value[512];
+    char key[64];
+    ww_msg_t msg;
+} msgbuf_t;
+
+static void set_msg(msgbuf_t *m, const char *topic, int64_t offset, const char *key,
+                    const char *value) {
+    snprintf(m->value, sizeof m->value, "%s", value);
+    snprintf(m->key, sizeof m->key, "%s", key);
+    memset(&m->msg, 0, sizeof m->msg);
+    m->msg.topic = topic;
+    m->msg.partition = 0;
+    m->msg.offset = offset;
+    m->msg.key = m->key;
+    m->msg.key_len = strlen(m->key);
+    m->msg.value = m->value;
+    m->msg.value_len = strlen(m->value);
+    m->msg.timestamp_ms = -1;
+}
+
+static void wallet_msg(msgbuf_t *m, int64_t offset, const char *type, const char *key,
+                       const char *owner, int64_t amount) {
+    char v[512];
+    snprintf(v, sizeof v,
+             "{\"type\":\"%s\",\"idempotencyKey\":\"%s-%s\",\"ownerUserId\":\"%s\","
+             "\"amountPaise\":%lld}",
+             type, env.run_id, key, owner, (long long)amount);
+    set_msg(m, env.commands_topic, offset, owner, v);
+}
+
+/* The result event of an item: status and balanceAfterPaise (-1 when null). */
+static const char *status_of(const ww_batch_item_t *it, int64_t *balance) {
+    static char st[64];
+    st[0] = '\0';
+    if (balance) *balance = -1;
+    for (size_t i = 0; i < it->outs.n; i++) {
+        const ww_out_t *o = &it->outs.out[i];
+        if (strcmp(o->topic, env.results_topic) != 0 && strcmp(o->topic, "invite.results") != 0)
+            continue;
+        json_object *root = json_tokener_parse(o->value), *v;
+        if (!root) continue;
+        if (json_object_object_get_ex(root, "status", &v))
+            snprintf(st, sizeof st, "%s", json_object_get_string(v));
+        if (balance && json_object_object_get_ex(root, "balanceAfterPaise", &v) && v)
+            *balance = json_object_get_int64(v);
+        json_object_put(root);
+    }
+    return st;
+}
+
+static int64_t live_balance(const char *owner_hex, size_t *markers) {
+    bson_t filter = BSON_INITIALIZER, doc;
+    bson_oid_t owner;
+    bson_oid_init_from_string(&owner, owner_hex);
+    BSON_APPEND_OID(&filter, "ownerUserId", &owner);
+    bool found;
+    ww_error_t err;
+    assert_true(ww_db_find_one(env.db, WW_WALLETS, &filter, NULL, &doc, &found, &err));
+    assert_true(found);
+    bson_iter_t it, arr;
+    int64_t bal = -1;
+    if (bson_iter_init_find(&it, &doc, "availablePaise")) bal = bson_iter_as_int64(&it);
+    *markers = 0;
+    if (bson_iter_init_find(&it, &doc, "pendingTransactions") && bson_iter_recurse(&it, &arr))
+        while (bson_iter_next(&arr)) (*markers)++;
+    bson_destroy(&doc);
+    bson_destroy(&filter);
+    return bal;
+}
+
+static uint64_t round_trips(void) {
+    static const char *const ops[] = {"find", "getMore", "update", "insert", "delete"};
+    uint64_t n = 0;
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) n += ww_metrics_db_round_trip_count(ops[i]);
+    return n;
+}
+
+#define O1 "5f0000000000000000000001"
+#define O2 "5f0000000000000000000002"
+#define O3 "5f0000000000000000000003" /* no wallet */
+
+/* One batch with every in-batch interaction the issue lists; the answers are
+ * what one command at a time, in this order, would answer. */
+static void test_wallet_batch_in_batch_interactions(void **state) {
+    (void)state;
+    make_wallet(O1, 100);
+    make_wallet(O2, 50);
+    enum { N = 11 };
+    msgbuf_t *m = calloc(N, sizeof *m);
+    wallet_msg(&m[0], 0, "wallet.debit", "a", O1, 150);   /* insufficient (100) */
+    wallet_msg(&m[1], 1, "wallet.credit", "b", O1, 100);  /* applied: 200 */
+    wallet_msg(&m[2], 2, "wallet.debit", "c", O1, 150);   /* affordable after b: 50 */
+    wallet_msg(&m[3], 3, "wallet.debit", "c", O1, 150);   /* same key again: duplicate */
+    wallet_msg(&m[4], 4, "wallet.debit", "c", O1, 7);     /* same key, other payload: conflict */
+    wallet_msg(&m[5], 5, "wallet.debit", "d", O2, 60);    /* insufficient (50) */
+    wallet_msg(&m[6], 6, "wallet.debit", "e", O2, 50);    /* applied: 0 */
+    wallet_msg(&m[7], 7, "wallet.debit", "f", O3, 1);     /* wallet_not_found */
+    set_msg(&m[8], env.commands_topic, 8, O2, "{not json");
+    wallet_msg(&m[9], 9, "wallet.credit", "g", O3, 5);    /* wallet_not_found */
+    wallet_msg(&m[10], 10, "wallet.debit", "h", O1, 50);  /* applied: 0 */
+    ww_batch_item_t *items = calloc(N, sizeof *items);
+    for (int i = 0; i < N; i++) items[i].msg = &m[i].msg;
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536};
+    uint64_t before = round_trips();
+    ww_wallet_handle_batch(&ctx, items, N);
+    uint64_t trips = round_trips() - before;
+
+    static const char *const want[N] = {"insufficient_funds", "applied", "applied", "duplicate",
+                                        "conflict", "insufficient_funds", "applied",
+                                        "wallet_not_found", "invalid", "wallet_not_found",
+                                        "applied"};
+    static const int64_t want_bal[N] = {-1, 200, 50, 50, -1, -1, 0, -1, -1, -1, 0};
+    for (int i = 0; i < N; i++) {
+        int64_t bal;
+        assert_int_equal(items[i].status, WW_ITEM_DONE);
+        const char *st = status_of(&items[i], &bal);
+        if (strcmp(st, want[i]) != 0) fail_msg("item %d: %s, want %s", i, st, want[i]);
+        if (want_bal[i] >= 0 && bal != want_bal[i])
+            fail_msg("item %d: balanceAfterPaise %lld, want %lld", i, (long long)bal,
+                     (long long)want_bal[i]);
+        ww_outputs_clear(&items[i].outs);
+    }
+    /* the stored state: balances, one entry per key, markers pruned */
+    size_t markers;
+    assert_int_equal(live_balance(O1, &markers), 0);
+    assert_int_equal(markers, 0);
+    assert_int_equal(live_balance(O2, &markers), 0);
+    assert_int_equal(markers, 0);
+    bson_t all = BSON_INITIALIZER;
+    int64_t entries = h_count(&env, WW_TRANSACTIONS, &all);
+    assert_int_equal(entries, 8); /* a b c d e f g h */
+    bson_destroy(&all);
+    /* a few rounds of at most six round trips, not five per command */
+    print_message("11 messages in %llu round trips\n", (unsigned long long)trips);
+    assert_true(trips > 0 && trips <= 24);
+
+    /* the same batch again: every key answered from the ledger, one read */
+    for (int i = 0; i < N; i++) memset(&items[i].outs, 0, sizeof items[i].outs), items[i].status = 0;
+    before = round_trips();
+    ww_wallet_handle_batch(&ctx, items, N);
+    trips = round_trips() - before;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(items[i].status, WW_ITEM_DONE);
+        const char *st = status_of(&items[i], NULL);
+        const char *w = i == 8 ? "invalid" : (i == 4 ? "conflict" : "duplicate");
+        if (strcmp(st, w) != 0) fail_msg("redelivered item %d: %s, want %s", i, st, w);
+        ww_outputs_clear(&items[i].outs);
+    }
+    print_message("redelivered: %llu round trips\n", (unsigned long long)trips);
+    assert_true(trips <= 3); /* the ledger $in answers it (+ wallets of wallet_not_found keys) */
+    free(items);
+    free(m);
+}
+
+/* A large batch on few wallets: the per-wallet budget spreads it over rounds,
+ * and the result is the sequential one. */
+static void test_wallet_batch_hot_wallet_many_rounds(void **state) {
+    (void)state;
+    const char *owner = "5f00000000000000000000a1";
+    make_wallet(owner, 1000);
+    enum { N = 200 };
+    msgbuf_t *m = calloc(N, sizeof *m);
+    int64_t bal = 1000;
+    static char want[N][32];
+    static int64_t want_bal[N];
+    for (int i = 0; i < N; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "hot%d", i);
+        bool credit = i % 3 == 0;
+        int64_t amt = 10 + (i * 37) % 90;
+        wallet_msg(&m[i], i, credit ? "wallet.credit" : "wallet.debit", key, owner, amt);
+        if (credit) {
+            bal += amt;
+            snprintf(want[i], sizeof want[i], "applied");
+        } else if (bal >= amt) {
+            bal -= amt;
+            snprintf(want[i], sizeof want[i], "applied");
+        } else {
+            snprintf(want[i], sizeof want[i], "insufficient_funds");
+        }
+        want_bal[i] = bal;
+    }
+    ww_batch_item_t *items = calloc(N, sizeof *items);
+    for (int i = 0; i < N; i++) items[i].msg = &m[i].msg;
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536};
+    ww_wallet_handle_batch(&ctx, items, N);
+    for (int i = 0; i < N; i++) {
+        int64_t b;
+        assert_int_equal(items[i].status, WW_ITEM_DONE);
+        const char *st = status_of(&items[i], &b);
+        if (strcmp(st, want[i]) != 0) fail_msg("item %d: %s, want %s", i, st, want[i]);
+        if (strcmp(st, "applied") == 0 && b != want_bal[i])
+            fail_msg("item %d: balance %lld, want %lld", i, (long long)b, (long long)want_bal[i]);
+        ww_outputs_clear(&items[i].outs);
+    }
+    size_t markers;
+    assert_int_equal(live_balance(owner, &markers), bal);
+    assert_int_equal(markers, 0);
+    free(items);
+    free(m);
+}
+
+static void invite_msg(msgbuf_t *m, int64_t offset, const char *json) {
+    set_msg(m, "it.invites", offset, "k", json);
+}
+
+/* Invite events of one code in one batch: created then used then a repeat. */
+static void test_invite_batch_same_code_in_order(void **state) {
+    (void)state;
+    enum { N = 5 };
+    msgbuf_t *m = calloc(N, sizeof *m);
+    char v[512];
+    snprintf(v, sizeof v, "{\"type\":\"invite.created\",\"eventId\":\"%s-e1\",\"code\":\"%s-C1\","
+             "\"parentCode\":\"ROOT\",\"role\":\"agent\",\"expiresAt\":\"2099-01-01T00:00:00Z\"}",
+             env.run_id, env.run_id);
+    invite_msg(&m[0], 0, v);
+    snprintf(v, sizeof v, "{\"type\":\"invite.used\",\"eventId\":\"%s-e2\",\"code\":\"%s-C1\","
+             "\"usedByUserId\":\"5f0000000000000000000009\",\"occurredAt\":\"2030-01-01T00:00:00Z\"}",
+             env.run_id, env.run_id);
+    invite_msg(&m[1], 1, v);
+    invite_msg(&m[2], 2, v); /* the same event again: duplicate */
+    snprintf(v, sizeof v, "{\"type\":\"invite.revoked\",\"eventId\":\"%s-e3\",\"code\":\"%s-C1\","
+             "\"occurredAt\":\"2030-01-02T00:00:00Z\"}", env.run_id, env.run_id);
+    invite_msg(&m[3], 3, v); /* after used: rejected */
+    snprintf(v, sizeof v, "{\"type\":\"invite.used\",\"eventId\":\"%s-e4\",\"code\":\"%s-C2\","
+             "\"usedByUserId\":\"5f0000000000000000000009\",\"occurredAt\":\"2030-01-01T00:00:00Z\"}",
+             env.run_id, env.run_id);
+    invite_msg(&m[4], 4, v); /* no such invite */
+    ww_batch_item_t *items = calloc(N, sizeof *items);
+    for (int i = 0; i < N; i++) items[i].msg = &m[i].msg;
+    ww_invite_ctx_t ctx = {.db = env.db, .results_topic = "invite.results",
+                           .dlq_topic = "invite.events.dlq", .max_message_bytes = 65536};
+    ww_invite_handle_batch(&ctx, items, N);
+    static const char *const want[N] = {"applied", "applied", "duplicate", "rejected",
+                                        "rejected"};
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(items[i].status, WW_ITEM_DONE);
+        const char *st = status_of(&items[i], NULL);
+        if (strcmp(st, want[i]) != 0) fail_msg("invite item %d: %s, want %s", i, st, want[i]);
+    }
+    /* the not-found one is dead-lettered as well */
+    bool dlq = false;
+    for (size_t o = 0; o < items[4].outs.n; o++)
+        dlq = dlq || strcmp(items[4].outs.out[o].topic, "invite.events.dlq") == 0;
+    assert_true(dlq);
+    for (int i = 0; i < N; i++) ww_outputs_clear(&items[i].outs);
+    free(items);
+    free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_wallet_batch_in_batch_interactions),
+        cmocka_unit_test(test_wallet_batch_hot_wallet_many_rounds),
+        cmocka_unit_test(test_invite_batch_same_code_in_order),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
