@@ -32,6 +32,9 @@ typedef struct {
     size_t value_len;
     int64_t timestamp_ms; /* -1 when unknown */
     void *priv_;          /* the librdkafka message */
+    /* apply's over-long lines: value holds only the first bytes of a value of
+     * this length (0: value is whole). Kafka messages are always whole. */
+    uint64_t full_len;
 } ww_msg_t;
 
 typedef struct {

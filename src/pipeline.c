@@ -298,8 +298,11 @@ bool ww_message_precheck(const ww_msg_t *msg, int32_t max_bytes, ww_error_t *err
         return false;
     }
     if (msg->value_len > (size_t)max_bytes) {
+        /* the real size, also when only a prefix was kept (apply) */
+        uint64_t size = msg->full_len > msg->value_len ? msg->full_len : msg->value_len;
         ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_TOO_LARGE, false,
-                     "message of %zu bytes is larger than %d", msg->value_len, max_bytes);
+                     "message of %llu bytes is larger than %d", (unsigned long long)size,
+                     max_bytes);
         return false;
     }
     return true;

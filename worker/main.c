@@ -42,7 +42,7 @@ static void usage(FILE *out) {
             "wallet-worker %s: applies wallet commands from Kafka to MongoDB, exactly once in "
             "effect.\n\n"
             "Usage: wallet-worker [run] [options]\n"
-            "       wallet-worker replay --topic T [range] [--dry-run] [options]\n"
+            "       wallet-worker replay --topic T [range] [--publish WHAT] [--dry-run] [options]\n"
             "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [--strict] [options]\n"
             "       wallet-worker migrate [--dry-run | --check] [options]\n"
             "       wallet-worker doctor [--json] [--marker-age-minutes N] [options]\n"
@@ -50,9 +50,18 @@ static void usage(FILE *out) {
             "Commands:\n"
             "  run      consume, apply, publish results (the default)\n"
             "  replay   process a range of a topic again, with a private consumer (the live\n"
-            "           group's offsets are untouched); idempotent: a second replay changes\n"
-            "           nothing. Replaying a dead-letter topic re-drives the original bytes.\n"
+            "           group's offsets are untouched). The database: a second replay changes\n"
+            "           nothing in it (every command is already decided: `duplicate`). Kafka:\n"
+            "           each replay publishes again what --publish selects, a second time too.\n"
+            "           Replaying a dead-letter topic re-drives the original bytes.\n"
             "             --topic T                  wallet or invite topic, or their DLQ\n"
+            "             --publish WHAT             results (default): one result event per\n"
+            "                                        message, no dead letters (the live worker\n"
+            "                                        wrote them already); both: results and\n"
+            "                                        dead letters (a DLQ re-drive that keeps\n"
+            "                                        still-invalid messages, with their original\n"
+            "                                        ww.source.* and ww.redrive.count);\n"
+            "                                        dead-letters; none: only the database\n"
             "             --from-beginning           (default) from each partition's first offset\n"
             "             --from-timestamp RFC3339   from the first message at or after it\n"
             "             --from-offsets P:O,...     only these partitions, from these offsets\n"
@@ -84,8 +93,9 @@ static void usage(FILE *out) {
             "             --dry-run                  validate and predict outcomes; write nothing\n"
             "             --max-retry-ms N           give up on a message after N ms of database\n"
             "                                        or broker failures (default 120000)\n"
-            "           A summary (per outcome, per partition, elapsed, rate) ends the run and a\n"
-            "           progress line is kept on stderr. Exit 0 only when every message was\n"
+            "           A summary (what was published: results published, dead letters written,\n"
+            "           and what was held back; outcomes in alphabetical order; per partition;\n"
+            "           elapsed, rate) ends the run and a progress line is kept on stderr. Exit 0 only when every message was\n"
             "           processed (rejections are processed; infrastructure failures are not).\n\n"
             "Options (each also read from the environment variable shown; flags win):\n",
             WW_VERSION);
@@ -375,6 +385,11 @@ static bool batch_flag(batch_opts_t *o, int argc, char **argv, int *i, ww_error_
     } else if (strcmp(a, "--strict") == 0 && o->is_apply) {
         o->strict = true;
         ++*i;
+    } else if (strcmp(a, "--publish") == 0 && !o->is_apply) {
+        NEEDS_VALUE();
+        if (!ww_replay_parse_publish(v, &o->rc.publish))
+            ww_error_set(bad, WW_ERR_CONFIG, 0, false,
+                         "--publish: \"%.32s\" is not results, dead-letters, both or none", v);
     } else if (strcmp(a, "--from-beginning") == 0) {
         o->rc.from = WW_FROM_BEGINNING;
         ++*i;
@@ -484,7 +499,7 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
     rc->topic = o->topic;
     rc->file = o->file;
     rc->dry_run = o->dry_run;
-    rc->publish = !o->is_apply;
+    rc->to_kafka = !o->is_apply;
     rc->workers = cfg->worker_threads;
     rc->max_line_bytes = cfg->max_message_bytes;
     rc->progress = isatty(STDERR_FILENO) || getenv("WW_PROGRESS") != NULL;

@@ -369,6 +369,10 @@ static void test_replay_apply_file_with_nul_and_cr_bytes(void **state) {
     /* 4: one byte over the limit: too large */
     snprintf(key, sizeof key, "%s-n4", env.run_id);
     padded_line(f, key, o, 513, "\n");
+    /* 5: far over the limit: the rejection names its real size, not the
+     * 513 bytes kept of it */
+    snprintf(key, sizeof key, "%s-n5", env.run_id);
+    padded_line(f, key, o, 2000, "\n");
     fclose(f);
     const char *args[] = {"apply", "--file", path, NULL};
     const char *extra[] = {"WW_PROGRESS=1", "MAX_MESSAGE_BYTES=512", NULL};
@@ -377,10 +381,12 @@ static void test_replay_apply_file_with_nul_and_cr_bytes(void **state) {
     assert_int_equal(h_run_cli(&env, args, extra, NULL, out_path, err_path, 120000), 0);
     char *out = h_read_file(out_path), *errs = h_read_file(err_path);
     print_message("--- stdout\n%s--- stderr\n%s\n", out, errs);
-    char want[300];
+    char want[400];
     snprintf(want, sizeof want, "%s:1: invalid_encoding", path);
     assert_non_null(strstr(errs, want));
-    snprintf(want, sizeof want, "%s:4: too_large", path);
+    snprintf(want, sizeof want, "%s:4: too_large: message of 513 bytes is larger than 512", path);
+    assert_non_null(strstr(errs, want));
+    snprintf(want, sizeof want, "%s:5: too_large: message of 2000 bytes is larger than 512", path);
     assert_non_null(strstr(errs, want));
     snprintf(want, sizeof want, "%s-n1", env.run_id);
     assert_null(strstr(out, want));
@@ -389,10 +395,92 @@ static void test_replay_apply_file_with_nul_and_cr_bytes(void **state) {
     snprintf(want, sizeof want, "\"%s-n3\"", env.run_id);
     assert_non_null(strstr(out, want));
     assert_int_equal(summary_count(err_path, "applied"), 2);
-    assert_int_equal(summary_count(err_path, "invalid"), 2);
+    assert_int_equal(summary_count(err_path, "invalid"), 3);
+    /* apply's summary counts what it printed */
+    assert_int_equal(summary_count(err_path, "results printed"), 5);
+    assert_int_equal(summary_count(err_path, "rejections printed"), 3);
     free(out);
     free(errs);
     unlink(path);
+}
+
+/* Every replay published all its results and dead letters again, so the DLQ
+ * grew by one copy of every invalid message per replay. --publish chooses;
+ * the default (results) never writes dead letters, and the summary says what
+ * was published. Counted on the topics themselves (watermarks). */
+static void test_replay_publish_choice_decides_what_a_second_replay_adds(void **state) {
+    (void)state;
+    const char *o = "e7000000000000000000000e";
+    seed(o, 1000);
+    char topic[128];
+    snprintf(topic, sizeof topic, "it.%s.publish", env.run_id);
+    ww_error_t err;
+    assert_true(ww_bus_create_topic(env.producer, topic, 2, 15000, &err));
+    /* one key, one partition: the invalid message is seen first */
+    h_produce(&env, topic, o, "{\"type\":\"wallet.credit\"}"); /* invalid: fields missing */
+    for (int i = 0; i < 3; i++) {
+        char v[300];
+        snprintf(v, sizeof v, "{\"type\":\"wallet.credit\",\"idempotencyKey\":\"%s-p%d\","
+                 "\"ownerUserId\":\"%s\",\"amountPaise\":1}", env.run_id, i, o);
+        h_produce(&env, topic, o, v);
+    }
+    h_flush(&env);
+
+    static const struct {
+        const char *publish; /* NULL: the default */
+        bool dry_run;
+        int64_t results, dead_letters; /* what the run adds to each topic */
+        const char *outcome;           /* and its main outcome */
+    } runs[] = {
+        {NULL, false, 4, 0, "applied"},   /* the first replay applies */
+        {NULL, false, 4, 0, "duplicate"}, /* a second one adds results, never dead letters */
+        {"none", false, 0, 0, "duplicate"},
+        {"both", false, 4, 1, "duplicate"},
+        {"both", false, 4, 1, "duplicate"},
+        {"dead-letters", false, 0, 1, "duplicate"},
+        {"results", false, 4, 0, "duplicate"},
+        {"both", true, 0, 0, "duplicate"}, /* a dry run publishes nothing */
+    };
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        const char *args[10] = {"replay", "--topic", topic, "--kind", "wallet"};
+        int n = 5;
+        if (runs[r].publish) {
+            args[n++] = "--publish";
+            args[n++] = runs[r].publish;
+        }
+        if (runs[r].dry_run) args[n++] = "--dry-run";
+        args[n] = NULL;
+        int64_t results0 = h_topic_messages(&env, env.results_topic);
+        int64_t dlq0 = h_topic_messages(&env, env.dlq_topic);
+        print_message("run %zu: --publish %s%s\n", r, runs[r].publish ? runs[r].publish : "(default)",
+                      runs[r].dry_run ? " --dry-run" : "");
+        assert_int_equal(cli(args), 0);
+        assert_int_equal(h_topic_messages(&env, env.results_topic) - results0, runs[r].results);
+        assert_int_equal(h_topic_messages(&env, env.dlq_topic) - dlq0, runs[r].dead_letters);
+        /* the summary says what it published */
+        assert_int_equal(summary_count(out_path, "results published"), runs[r].results);
+        assert_int_equal(summary_count(out_path, "dead letters written"), runs[r].dead_letters);
+        assert_int_equal(summary_count(out_path, "dead letters not written"),
+                         runs[r].dead_letters ? -1 : 1);
+        assert_int_equal(summary_count(out_path, runs[r].outcome), 3);
+        assert_int_equal(summary_count(out_path, "invalid"), 1);
+        char want[80];
+        snprintf(want, sizeof want, "--publish %s)",
+                 runs[r].publish ? runs[r].publish : "results");
+        assert_int_equal(h_count_in_file(out_path, runs[r].dry_run ? "published: nothing (dry run)"
+                                                                   : want), 1);
+        /* outcomes in alphabetical order, not in the order they came */
+        char *text = h_read_file(out_path), row[40];
+        snprintf(row, sizeof row, "  %s ", runs[r].outcome);
+        char *first = strstr(text, row), *inv = strstr(text, "  invalid ");
+        assert_true(first && inv && first < inv);
+        free(text);
+    }
+    /* --publish is replay's: a bad value and apply --publish are usage errors */
+    const char *bad[] = {"replay", "--topic", topic, "--kind", "wallet", "--publish", "all", NULL};
+    assert_int_equal(cli(bad), 2);
+    const char *apply[] = {"apply", "--file", "-", "--publish", "none", NULL};
+    assert_int_equal(cli(apply), 2);
 }
 
 int main(void) {
@@ -402,6 +490,7 @@ int main(void) {
         cmocka_unit_test(test_replay_apply_file_with_good_and_bad_lines),
         cmocka_unit_test(test_replay_apply_file_with_nul_and_cr_bytes),
         cmocka_unit_test(test_replay_apply_dry_run_and_strict_report_rejections),
+        cmocka_unit_test(test_replay_publish_choice_decides_what_a_second_replay_adds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
