@@ -483,6 +483,100 @@ static void test_replay_publish_choice_decides_what_a_second_replay_adds(void **
     assert_int_equal(cli(apply), 2);
 }
 
+typedef struct {
+    int n;
+    char key[8][32], topic[8][256], partition[8][32], offset[8][32], ts[8][32], count[8][32];
+} dlq_read_t;
+
+static void copy_header(const ww_msg_t *m, const char *name, char *out, size_t cap) {
+    const void *v;
+    size_t len;
+    if (ww_msg_header(m, name, &v, &len))
+        snprintf(out, cap, "%.*s", (int)len, (const char *)v);
+    else
+        snprintf(out, cap, "-");
+}
+
+static void on_dlq(const ww_msg_t *m, void *ctx) {
+    dlq_read_t *d = ctx;
+    if (d->n >= 8) return;
+    int i = d->n++;
+    snprintf(d->key[i], sizeof d->key[i], "%.*s", (int)m->key_len, (const char *)m->key);
+    copy_header(m, "ww.source.topic", d->topic[i], sizeof d->topic[i]);
+    copy_header(m, "ww.source.partition", d->partition[i], sizeof d->partition[i]);
+    copy_header(m, "ww.source.offset", d->offset[i], sizeof d->offset[i]);
+    copy_header(m, "ww.source.timestamp", d->ts[i], sizeof d->ts[i]);
+    copy_header(m, "ww.redrive.count", d->count[i], sizeof d->count[i]);
+}
+
+/* Re-driving a dead-letter topic dead-lettered a still-invalid message again
+ * with the DLQ's own partition and offset as its source: where it first came
+ * from was lost. It keeps the original ww.source.* now, with a count of
+ * re-drives; forged headers are not trusted (the DLQ's own place then). */
+static void test_replay_redrive_keeps_the_original_source_and_counts(void **state) {
+    (void)state;
+    char dlq[128], e_dlq[160];
+    snprintf(dlq, sizeof dlq, "it.%s.redrive-dlq", env.run_id);
+    snprintf(e_dlq, sizeof e_dlq, "WALLET_DLQ_TOPIC=%s", dlq);
+    ww_error_t err;
+    assert_true(ww_bus_create_topic(env.producer, dlq, 1, 15000, &err));
+    /* A: as the live worker dead-letters; B: forged headers */
+    ww_header_t a[] = {{"ww.error.code", "invalid_json", 12},
+                       {"ww.source.topic", "wallet.commands", 15},
+                       {"ww.source.partition", "3", 1},
+                       {"ww.source.offset", "77", 2},
+                       {"ww.source.timestamp", "1700000000000", 13}};
+    ww_header_t b[] = {{"ww.source.topic", "wallet commands\n", 16},
+                       {"ww.source.partition", "-1", 2},
+                       {"ww.source.offset", "99999999999999999999999", 23},
+                       {"ww.redrive.count", "x", 1}};
+    assert_true(ww_bus_produce(env.producer, dlq, "A", 1, "{\"broken\":", 10, a, 5, NULL, &err));
+    assert_true(ww_bus_produce(env.producer, dlq, "B", 1, "{\"broken\":", 10, b, 4, NULL, &err));
+    h_flush(&env);
+
+    const char *args[] = {"replay", "--topic", dlq, "--publish", "both", NULL};
+    const char *extra[] = {e_dlq, NULL};
+    for (int run = 1; run <= 2; run++) {
+        unlink(out_path);
+        assert_int_equal(h_run_cli(&env, args, extra, NULL, out_path, err_path, 120000), 0);
+        assert_int_equal(summary_count(out_path, "dead letters written"), run == 1 ? 2 : 4);
+    }
+    /* run 1 read A, B and wrote A1, B1; run 2 read A, B, A1, B1 and wrote
+     * A2, B2 (as A1, B1) and A11, B11 (re-driven twice) */
+    dlq_read_t d;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(h_read_topic(&env, dlq, 8, 30000, on_dlq, &d), 8);
+    for (int i = 0; i < 8; i++)
+        print_message("%d key=%s source=%s/%s/%s ts=%s count=%s\n", i, d.key[i], d.topic[i],
+                      d.partition[i], d.offset[i], d.ts[i], d.count[i]);
+    /* offsets 2..7 are the dead letters; keys run on different threads, so
+     * they are checked by key and count, not by order */
+    int a_counts[3] = {0}, b_counts[3] = {0};
+    for (int i = 2; i < 8; i++) {
+        long c = strtol(d.count[i], NULL, 10);
+        assert_true(c == 1 || c == 2);
+        if (strcmp(d.key[i], "A") == 0) {
+            a_counts[c]++;
+            assert_string_equal(d.topic[i], "wallet.commands"); /* the original */
+            assert_string_equal(d.partition[i], "3");
+            assert_string_equal(d.offset[i], "77");
+            assert_string_equal(d.ts[i], "1700000000000");
+        } else {
+            assert_string_equal(d.key[i], "B");
+            b_counts[c]++;
+            /* B's forged origin is not trusted: the DLQ's own place of B (offset
+             * 1), which B1 carries on into its own re-drive */
+            assert_string_equal(d.topic[i], dlq);
+            assert_string_equal(d.partition[i], "0");
+            assert_string_equal(d.offset[i], "1");
+        }
+    }
+    assert_int_equal(a_counts[1], 2);
+    assert_int_equal(a_counts[2], 1);
+    assert_int_equal(b_counts[1], 2);
+    assert_int_equal(b_counts[2], 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replay_ranges_twice_identical_and_live_group_untouched),
@@ -491,6 +585,7 @@ int main(void) {
         cmocka_unit_test(test_replay_apply_file_with_nul_and_cr_bytes),
         cmocka_unit_test(test_replay_apply_dry_run_and_strict_report_rejections),
         cmocka_unit_test(test_replay_publish_choice_decides_what_a_second_replay_adds),
+        cmocka_unit_test(test_replay_redrive_keeps_the_original_source_and_counts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
