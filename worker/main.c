@@ -44,7 +44,7 @@ static void usage(FILE *out) {
             "Usage: wallet-worker [run] [options]\n"
             "       wallet-worker replay --topic T [range] [--publish WHAT] [--dry-run] [options]\n"
             "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [--strict] [options]\n"
-            "       wallet-worker migrate [--dry-run | --check] [options]\n"
+            "       wallet-worker migrate [--dry-run | --check] [--wait-s N] [options]\n"
             "       wallet-worker doctor [--json] [--marker-age-minutes N] [options]\n"
             "       wallet-worker --help | --version\n\n"
             "Commands:\n"
@@ -80,7 +80,10 @@ static void usage(FILE *out) {
             "           schema_migrations; safe when several run at once; refuses when an applied\n"
             "           migration was changed). --dry-run lists what would be done. `run` does\n"
             "           this at start unless AUTO_MIGRATE=false. --check writes nothing and\n"
-            "           exits 3 when migrations are pending, 0 when none are.\n"
+            "           exits 3 when migrations are pending, 0 when none are. It waits for an\n"
+            "           unreachable database for up to --wait-s N seconds (default 60; exit 1\n"
+            "           after), with a line on stderr every 5 s. migrate and doctor read only\n"
+            "           MONGODB_URI, DB_POOL_MAX and LOG_LEVEL; other settings are not checked.\n"
             "  doctor   read-only check of MONGODB_URI: the migrations' indexes and records,\n"
             "           the query plans of the hot queries (explain), the ledger's consistency\n"
             "           (old decision markers, negative or non-integer balances, ledger entries\n"
@@ -168,7 +171,7 @@ static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, int
 /* `wallet-worker migrate [--dry-run | --check]`. --check writes nothing and
  * exits 3 when migrations are pending, 0 when none are (1: the database could
  * not be checked). */
-static int migrate_cmd(const ww_config_t *cfg, bool dry_run, bool check) {
+static int migrate_cmd(const ww_config_t *cfg, bool dry_run, bool check, int wait_s) {
     ww_error_t err;
     ww_error_clear(&err);
     /* an index build on a large collection can take minutes: a long socket
@@ -184,7 +187,8 @@ static int migrate_cmd(const ww_config_t *cfg, bool dry_run, bool check) {
     }
     ww_migrate_options_t mo = {.dry_run = dry_run, .report = stdout};
     int applied = 0, status = 1;
-    int64_t deadline = ww_clock_mono_ms() + 60000;
+    int64_t started = ww_clock_mono_ms(), deadline = started + (int64_t)wait_s * 1000;
+    int64_t next_note = started; /* a progress line on the first failure, then every 5 s */
     for (;;) {
         ww_error_clear(&err);
         if (check) {
@@ -200,9 +204,18 @@ static int migrate_cmd(const ww_config_t *cfg, bool dry_run, bool check) {
             status = 0;
             break;
         }
-        if (!err.retryable || stop_requested || ww_clock_mono_ms() > deadline) {
-            fprintf(stderr, "wallet-worker: migrate: %s\n", err.message);
+        int64_t now = ww_clock_mono_ms();
+        if (!err.retryable || stop_requested || now > deadline) {
+            fprintf(stderr, "wallet-worker: migrate: %s%s\n",
+                    err.retryable && now > deadline ? "gave up waiting for the database: " : "",
+                    err.message);
             break;
+        }
+        if (now >= next_note) {
+            /* the error names the server, never the URI's credentials */
+            fprintf(stderr, "wallet-worker: migrate: waiting for the database: %lld s of %d s: "
+                    "%s\n", (long long)((now - started) / 1000), wait_s, err.message);
+            next_note = now + 5000;
         }
         ww_clock_sleep_ms(1000, &stop_requested);
     }
@@ -362,6 +375,7 @@ typedef struct {
     bool dry_run;
     bool strict; /* apply: exit 1 when any line was rejected */
     bool check;  /* migrate: exit 3 when migrations are pending */
+    int wait_s;  /* migrate: how long to wait for the database (0: 60 s) */
     ww_replay_config_t rc;
 } batch_opts_t;
 
@@ -617,7 +631,10 @@ int main(int argc, char **argv) {
     ww_error_clear(&err);
     ww_config_defaults(&cfg);
     doctor_opts_t doc_opts = {.marker_age_minutes = WW_DOCTOR_DEFAULT_MARKER_AGE_MINUTES};
-    bool cfg_ok = ww_config_from_env(&cfg, &err);
+    /* migrate and doctor read the database settings only: a bad HTTP_ADDR or
+     * Kafka setting in a shared environment must not stop them */
+    ww_config_scope_t scope = is_migrate || is_doctor ? WW_CONFIG_DATABASE_TOOL : WW_CONFIG_ALL;
+    bool cfg_ok = ww_config_from_env_scoped(&cfg, scope, &err);
     while (cfg_ok && i < argc) {
         int before = i;
         cfg_ok = ww_config_from_args(&cfg, argc, argv, &i, &err);
@@ -636,6 +653,18 @@ int main(int argc, char **argv) {
             i++;
             continue;
         }
+        if (is_migrate && strcmp(argv[i], "--wait-s") == 0) {
+            const char *v = i + 1 < argc ? argv[i + 1] : "";
+            char *end = NULL;
+            long n = strtol(v, &end, 10);
+            if (!*v || *end || n < 1 || n > 86400) {
+                ww_error_set(&err, WW_ERR_CONFIG, 0, false, "--wait-s: \"%.32s\" is not 1..86400", v);
+                cfg_ok = false;
+            }
+            bo->wait_s = (int)n;
+            i += 2;
+            continue;
+        }
         if (is_batch && batch_flag(bo, argc, argv, &i, &err)) {
             cfg_ok = err.domain == WW_ERR_NONE;
             continue;
@@ -648,7 +677,8 @@ int main(int argc, char **argv) {
     if (cfg_ok && bo->is_apply && !bo->file)
         ww_error_set(&err, WW_ERR_CONFIG, 0, false, "apply: --file is required"), cfg_ok = false;
     ww_http_listen_addr_t listen_addr;
-    if (cfg_ok && ww_config_validate(&cfg, &err) && ww_db_check_uri(cfg.mongodb_uri, &err) &&
+    if (cfg_ok && ww_config_validate_scoped(&cfg, scope, &err) &&
+        ww_db_check_uri(cfg.mongodb_uri, &err) && scope == WW_CONFIG_ALL &&
         !ww_http_parse_listen(cfg.http_addr, &listen_addr, &err)) {
         char why[WW_ERROR_MSG_MAX];
         snprintf(why, sizeof why, "%s", err.message);
@@ -689,7 +719,7 @@ int main(int argc, char **argv) {
     int status;
     if (is_migrate) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN);
-        status = migrate_cmd(&cfg, bo->dry_run, bo->check);
+        status = migrate_cmd(&cfg, bo->dry_run, bo->check, bo->wait_s > 0 ? bo->wait_s : 60);
     } else if (is_doctor) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN); /* the report says it */
         status = doctor_cmd(&cfg, &doc_opts);
