@@ -751,6 +751,7 @@ done:
 
 bool ww_msg_header(const ww_msg_t *msg, const char *name, const void **value, size_t *len) {
     rd_kafka_headers_t *hdrs = NULL;
+    if (!msg || !msg->priv_) return false; /* not from Kafka (a file line, a test) */
     if (rd_kafka_message_headers(msg->priv_, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
     return rd_kafka_header_get_last(hdrs, name, value, len) == RD_KAFKA_RESP_ERR_NO_ERROR;
 }

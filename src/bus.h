@@ -32,6 +32,9 @@ typedef struct {
     size_t value_len;
     int64_t timestamp_ms; /* -1 when unknown */
     void *priv_;          /* the librdkafka message */
+    /* apply's over-long lines: value holds only the first bytes of a value of
+     * this length (0: value is whole). Kafka messages are always whole. */
+    uint64_t full_len;
 } ww_msg_t;
 
 typedef struct {
@@ -95,7 +98,8 @@ bool ww_bus_subscribe(ww_bus_t *bus, const char *const *topics, size_t n, ww_err
  * errors that are not about one message are logged and absorbed here. */
 ww_msg_t *ww_bus_poll(ww_bus_t *bus, int timeout_ms);
 void ww_msg_destroy(ww_msg_t *msg);
-/* The last header called `name`; false when absent. */
+/* The last header called `name`; false when absent or msg is not from Kafka
+ * (priv_ NULL: a file line, a test's message). */
 bool ww_msg_header(const ww_msg_t *msg, const char *name, const void **value, size_t *len);
 
 /* Marks everything before next_offset as done; auto-commit commits it. */

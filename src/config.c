@@ -195,8 +195,21 @@ void ww_config_defaults(ww_config_t *cfg) {
     }
 }
 
+static bool in_scope(const setting_t *s, ww_config_scope_t scope) {
+    static const char *const database_tool[] = {"MONGODB_URI", "DB_POOL_MAX", "LOG_LEVEL"};
+    if (scope == WW_CONFIG_ALL) return true;
+    for (size_t i = 0; i < sizeof database_tool / sizeof database_tool[0]; i++)
+        if (strcmp(s->env, database_tool[i]) == 0) return true;
+    return false;
+}
+
 bool ww_config_from_env(ww_config_t *cfg, ww_error_t *error) {
+    return ww_config_from_env_scoped(cfg, WW_CONFIG_ALL, error);
+}
+
+bool ww_config_from_env_scoped(ww_config_t *cfg, ww_config_scope_t scope, ww_error_t *error) {
     for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (!in_scope(&settings[i], scope)) continue;
         const char *v = getenv(settings[i].env);
         if (v && !apply(cfg, &settings[i], v, settings[i].env, error)) return false;
     }
@@ -252,15 +265,20 @@ static bool parse_pipelines(const char *list, bool *wallet, bool *invite) {
 }
 
 bool ww_config_validate(ww_config_t *cfg, ww_error_t *error) {
-    if (!parse_pipelines(cfg->pipelines, &cfg->run_wallet, &cfg->run_invite)) {
-        ww_error_set(error, WW_ERR_CONFIG, 0, false,
-                     "PIPELINES: \"%.32s\" is not wallet, invite or wallet,invite", cfg->pipelines);
-        return false;
-    }
+    return ww_config_validate_scoped(cfg, WW_CONFIG_ALL, error);
+}
+
+bool ww_config_validate_scoped(ww_config_t *cfg, ww_config_scope_t scope, ww_error_t *error) {
     if (strncmp(cfg->mongodb_uri, "mongodb://", 10) != 0 &&
         strncmp(cfg->mongodb_uri, "mongodb+srv://", 14) != 0) {
         ww_error_set(error, WW_ERR_CONFIG, 0, false,
                      "MONGODB_URI: must start with mongodb:// or mongodb+srv://");
+        return false;
+    }
+    if (scope == WW_CONFIG_DATABASE_TOOL) return true; /* nothing else is used */
+    if (!parse_pipelines(cfg->pipelines, &cfg->run_wallet, &cfg->run_invite)) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false,
+                     "PIPELINES: \"%.32s\" is not wallet, invite or wallet,invite", cfg->pipelines);
         return false;
     }
     /* http_addr: host:port with a port; the sidecar checks the host itself */

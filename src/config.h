@@ -59,11 +59,19 @@ typedef struct {
     int32_t invite_sweep_batch;       /* invites expired per round trip */
 } ww_config_t;
 
+/* Which settings a command reads. migrate and doctor use only MONGODB_URI,
+ * DB_POOL_MAX and LOG_LEVEL: every other setting (HTTP_ADDR, the Kafka ones)
+ * is neither read nor validated for them, so a Job sharing the worker's
+ * environment is not stopped by a setting it does not use. */
+typedef enum { WW_CONFIG_ALL = 0, WW_CONFIG_DATABASE_TOOL } ww_config_scope_t;
+
 /* Fills cfg with the defaults. */
 void ww_config_defaults(ww_config_t *cfg);
 
 /* Applies the environment (getenv) on top of cfg. */
 bool ww_config_from_env(ww_config_t *cfg, ww_error_t *error);
+/* The same for the settings of `scope` only (the others keep their defaults). */
+bool ww_config_from_env_scoped(ww_config_t *cfg, ww_config_scope_t scope, ww_error_t *error);
 
 /* Applies command-line flags on top of cfg. argv[*index] onward; stops at
  * the first argument that is not a known setting flag, leaving *index there.
@@ -73,6 +81,8 @@ bool ww_config_from_args(ww_config_t *cfg, int argc, char **argv, int *index, ww
 /* Checks cross-field rules (e.g. the MongoDB URI parses) and fills the
  * derived fields (run_wallet, run_invite from pipelines). */
 bool ww_config_validate(ww_config_t *cfg, ww_error_t *error);
+/* The same for the settings of `scope` only. */
+bool ww_config_validate_scoped(ww_config_t *cfg, ww_config_scope_t scope, ww_error_t *error);
 
 /* Prints one block per setting (flag, env, default, help) for --help. */
 void ww_config_print_help(FILE *out);

@@ -900,26 +900,11 @@ static bool add_result(ww_outputs_t *outs, const char *topic, const char *key, s
     return ok;
 }
 
-/* The original bytes to the dead-letter topic, with the wallet's headers. */
+/* The original bytes to the dead-letter topic, with the wallet's headers
+ * (and a re-drive's original source and count): one implementation. */
 static bool add_dead_letter(ww_outputs_t *outs, const char *dlq_topic, const ww_msg_t *msg,
                             const char *reason, const char *detail) {
-    ww_out_t *d =
-        ww_outputs_add(outs, dlq_topic, msg->key, msg->key_len, msg->value, msg->value_len);
-    if (!d) return false;
-    char num[32];
-    int n;
-    ww_out_add_header(d, "ww.error.code", reason, strlen(reason));
-    ww_out_add_header(d, "ww.error.reason", detail, strlen(detail));
-    ww_out_add_header(d, "ww.source.topic", msg->topic, strlen(msg->topic));
-    n = snprintf(num, sizeof num, "%d", msg->partition);
-    ww_out_add_header(d, "ww.source.partition", num, (size_t)n);
-    n = snprintf(num, sizeof num, "%lld", (long long)msg->offset);
-    ww_out_add_header(d, "ww.source.offset", num, (size_t)n);
-    if (msg->timestamp_ms >= 0) {
-        n = snprintf(num, sizeof num, "%lld", (long long)msg->timestamp_ms);
-        ww_out_add_header(d, "ww.source.timestamp", num, (size_t)n);
-    }
-    return true;
+    return ww_outputs_dead_letter(outs, dlq_topic, msg, reason, detail) != NULL;
 }
 
 /* Best effort for an invalid message: eventId, type and code when each is

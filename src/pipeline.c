@@ -295,11 +295,88 @@ bool ww_message_precheck(const ww_msg_t *msg, int32_t max_bytes, ww_error_t *err
         return false;
     }
     if (msg->value_len > (size_t)max_bytes) {
+        /* the real size, also when only a prefix was kept (apply) */
+        uint64_t size = msg->full_len > msg->value_len ? msg->full_len : msg->value_len;
         ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_TOO_LARGE, false,
-                     "message of %zu bytes is larger than %d", msg->value_len, max_bytes);
+                     "message of %llu bytes is larger than %d", (unsigned long long)size,
+                     max_bytes);
         return false;
     }
     return true;
+}
+
+/* A plain decimal number (no sign, no space) of at most 19 digits and at
+ * most max; false otherwise. */
+static bool parse_decimal(const void *v, size_t len, uint64_t max, uint64_t *out) {
+    const unsigned char *p = v;
+    if (!p || len == 0 || len > 19) return false;
+    uint64_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') return false;
+        n = n * 10 + (uint64_t)(p[i] - '0'); /* 19 digits cannot overflow */
+    }
+    if (n > max) return false;
+    *out = n;
+    return true;
+}
+
+static bool legal_topic(const void *v, size_t len) {
+    const unsigned char *p = v;
+    if (!p || len == 0 || len > 249) return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') ||
+              (p[i] >= '0' && p[i] <= '9') || p[i] == '.' || p[i] == '_' || p[i] == '-'))
+            return false;
+    return true;
+}
+
+bool ww_dlq_origin_parse(const ww_header_t *headers, size_t n, ww_dlq_origin_t *origin) {
+    memset(origin, 0, sizeof *origin);
+    origin->timestamp_ms = -1;
+    const ww_header_t *topic = NULL, *part = NULL, *off = NULL, *ts = NULL, *count = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = headers[i].name;
+        if (!name) continue;
+        if (strcmp(name, "ww.source.topic") == 0) topic = &headers[i];
+        else if (strcmp(name, "ww.source.partition") == 0) part = &headers[i];
+        else if (strcmp(name, "ww.source.offset") == 0) off = &headers[i];
+        else if (strcmp(name, "ww.source.timestamp") == 0) ts = &headers[i];
+        else if (strcmp(name, "ww.redrive.count") == 0) count = &headers[i];
+    }
+    uint64_t v;
+    if (count && parse_decimal(count->value, count->value_len, UINT64_MAX, &v))
+        origin->redrives = v > WW_REDRIVE_COUNT_MAX ? WW_REDRIVE_COUNT_MAX : (uint32_t)v;
+    uint64_t p, o;
+    if (!topic || !part || !off || !legal_topic(topic->value, topic->value_len) ||
+        !parse_decimal(part->value, part->value_len, INT32_MAX, &p) ||
+        !parse_decimal(off->value, off->value_len, INT64_MAX, &o))
+        return false;
+    memcpy(origin->topic, topic->value, topic->value_len);
+    origin->topic[topic->value_len] = '\0';
+    origin->partition = (int32_t)p;
+    origin->offset = (int64_t)o;
+    if (ts && parse_decimal(ts->value, ts->value_len, INT64_MAX, &v)) origin->timestamp_ms = (int64_t)v;
+    return true;
+}
+
+/* A re-drive (msg read from dlq_topic): the origin its headers name, or the
+ * message's own place when they do not parse. */
+static void redrive_origin(const ww_msg_t *m, ww_dlq_origin_t *origin) {
+    static const char *const names[] = {"ww.source.topic", "ww.source.partition",
+                                        "ww.source.offset", "ww.source.timestamp",
+                                        "ww.redrive.count"};
+    ww_header_t h[5];
+    size_t n = 0;
+    for (size_t i = 0; i < 5; i++) {
+        const void *v;
+        size_t len;
+        if (ww_msg_header(m, names[i], &v, &len)) h[n++] = (ww_header_t){names[i], v, len};
+    }
+    if (ww_dlq_origin_parse(h, n, origin)) return;
+    snprintf(origin->topic, sizeof origin->topic, "%s", m->topic);
+    origin->partition = m->partition;
+    origin->offset = m->offset;
+    origin->timestamp_ms = m->timestamp_ms;
 }
 
 ww_out_t *ww_outputs_dead_letter(ww_outputs_t *outs, const char *dlq_topic, const ww_msg_t *m,
@@ -322,14 +399,27 @@ ww_out_t *ww_outputs_dead_letter(ww_outputs_t *outs, const char *dlq_topic, cons
     }
     ww_out_add_header(o, "ww.error.code", code, strlen(code));
     ww_out_add_header(o, "ww.error.reason", reason, strlen(reason));
-    ww_out_add_header(o, "ww.source.topic", m->topic, strlen(m->topic));
-    int n = snprintf(num, sizeof num, "%d", m->partition);
+    /* a re-drive keeps where the message first came from */
+    bool redrive = m->topic && dlq_topic && strcmp(m->topic, dlq_topic) == 0;
+    ww_dlq_origin_t from = {.partition = m->partition, .offset = m->offset,
+                            .timestamp_ms = m->timestamp_ms};
+    if (redrive)
+        redrive_origin(m, &from);
+    else
+        snprintf(from.topic, sizeof from.topic, "%s", m->topic ? m->topic : "");
+    ww_out_add_header(o, "ww.source.topic", from.topic, strlen(from.topic));
+    int n = snprintf(num, sizeof num, "%d", from.partition);
     ww_out_add_header(o, "ww.source.partition", num, (size_t)n);
-    n = snprintf(num, sizeof num, "%lld", (long long)m->offset);
+    n = snprintf(num, sizeof num, "%lld", (long long)from.offset);
     ww_out_add_header(o, "ww.source.offset", num, (size_t)n);
-    if (m->timestamp_ms >= 0) {
-        n = snprintf(num, sizeof num, "%lld", (long long)m->timestamp_ms);
+    if (from.timestamp_ms >= 0) {
+        n = snprintf(num, sizeof num, "%lld", (long long)from.timestamp_ms);
         ww_out_add_header(o, "ww.source.timestamp", num, (size_t)n);
+    }
+    if (redrive) {
+        uint32_t count = from.redrives < WW_REDRIVE_COUNT_MAX ? from.redrives + 1 : from.redrives;
+        n = snprintf(num, sizeof num, "%u", count);
+        ww_out_add_header(o, "ww.redrive.count", num, (size_t)n);
     }
     return o;
 }

@@ -74,9 +74,33 @@ bool ww_message_precheck(const ww_msg_t *msg, int32_t max_bytes, ww_error_t *err
 #define WW_DLQ_HEADROOM 16384
 #define WW_DLQ_TRUNCATED_BYTES 65536
 
+/* Where a dead letter's message originally came from, read back from the
+ * ww.source.* and ww.redrive.count headers of a message consumed from a
+ * dead-letter topic (a re-drive). */
+typedef struct {
+    char topic[250];
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms; /* -1: absent or not a number */
+    uint32_t redrives;    /* ww.redrive.count read (0: absent or not a number) */
+} ww_dlq_origin_t;
+
+#define WW_REDRIVE_COUNT_MAX 1000000000u /* a forged count saturates here */
+
+/* Pure: the origin from a dead letter's headers (the last of each name wins).
+ * True only when ww.source.topic is a legal topic name (1..249 bytes of
+ * [A-Za-z0-9._-]) and ww.source.partition / ww.source.offset are plain
+ * decimal numbers in range: forged or damaged headers are not trusted. The
+ * redrive count is read either way (*origin is always initialised). */
+bool ww_dlq_origin_parse(const ww_header_t *headers, size_t n, ww_dlq_origin_t *origin);
+
 /* Adds a dead letter for msg: its original key and bytes, and the headers
  * ww.error.code, ww.error.reason, ww.source.topic/partition/offset (and
- * ww.source.timestamp when known). A copy the producer would refuse (key +
+ * ww.source.timestamp when known). A message read from dlq_topic itself is a
+ * re-drive: its dead letter keeps the ww.source.* of the message's own
+ * headers (where it first came from; the DLQ's partition and offset when
+ * those do not parse) and carries ww.redrive.count, one more than the
+ * message's (1 on the first re-drive). A copy the producer would refuse (key +
  * value + WW_DLQ_HEADROOM > WW_BUS_MESSAGE_MAX) keeps only the first
  * WW_DLQ_TRUNCATED_BYTES of the value and says so: ww.truncated=true,
  * ww.original.size, ww.original.sha256 (hex). NULL when outs is full. */

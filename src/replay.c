@@ -45,7 +45,12 @@ struct engine {
     pthread_mutex_t lock; /* summary and stdout/stderr */
     atomic_long inflight;        /* produced, not yet acknowledged */
     atomic_long delivery_failed;
+    atomic_ulong results_delivered, dead_letters_delivered;
 };
+
+/* The opaque of a produced output: which counter its delivery goes to. */
+#define OUT_RESULT ((void *)1)
+#define OUT_DEAD_LETTER ((void *)2)
 
 void ww_replay_config_defaults(ww_replay_config_t *cfg) {
     memset(cfg, 0, sizeof *cfg);
@@ -56,7 +61,23 @@ void ww_replay_config_defaults(ww_replay_config_t *cfg) {
     cfg->workers = 8;
     cfg->max_retry_ms = 120000;
     cfg->progress = true;
-    cfg->publish = true;
+    cfg->to_kafka = true;
+    cfg->publish = WW_PUBLISH_RESULTS;
+}
+
+static const char *const publish_names[] = {"none", "results", "dead-letters", "both"};
+
+bool ww_replay_parse_publish(const char *s, ww_publish_t *out) {
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, publish_names[i]) == 0) {
+            *out = (ww_publish_t)i;
+            return true;
+        }
+    return false;
+}
+
+const char *ww_replay_publish_name(ww_publish_t p) {
+    return (unsigned)p < 4 ? publish_names[p] : "?";
 }
 
 bool ww_replay_parse_offsets(const char *spec, int64_t *offsets, ww_error_t *error) {
@@ -100,6 +121,40 @@ static void count_outcome(engine_t *e, const char *name) {
     }
 }
 
+static int by_name(const void *a, const void *b) {
+    return strcmp(((const struct ww_replay_outcome *)a)->name,
+                  ((const struct ww_replay_outcome *)b)->name);
+}
+
+/* What this run did with its outputs, in words. */
+static void print_published(const ww_replay_config_t *cfg, const ww_replay_summary_t *s,
+                            FILE *out) {
+    if (!cfg->to_kafka)
+        fprintf(out, "  output: %s, rejections to stderr\n",
+                cfg->dry_run ? "no results (dry run)" : "results to stdout");
+    else if (cfg->dry_run)
+        fprintf(out, "  published: nothing (dry run)\n");
+    else
+        fprintf(out, "  published: %s (--publish %s)\n",
+                cfg->publish == WW_PUBLISH_BOTH      ? "results and dead letters"
+                : cfg->publish == WW_PUBLISH_RESULTS ? "results only, no dead letters"
+                : cfg->publish == WW_PUBLISH_DEAD_LETTERS ? "dead letters only, no results"
+                                                          : "nothing",
+                ww_replay_publish_name(cfg->publish));
+    const char *verb = cfg->to_kafka ? "published" : "printed";
+    fprintf(out, "  %-24s %10llu\n", cfg->to_kafka ? "results published" : "results printed",
+            (unsigned long long)s->results_out);
+    fprintf(out, "  %-24s %10llu\n", cfg->to_kafka ? "dead letters written" : "rejections printed",
+            (unsigned long long)s->dead_letters_out);
+    char label[32];
+    snprintf(label, sizeof label, "results not %s", verb);
+    if (s->results_held)
+        fprintf(out, "  %-24s %10llu\n", label, (unsigned long long)s->results_held);
+    if (s->dead_letters_held)
+        fprintf(out, "  %-24s %10llu\n", "dead letters not written",
+                (unsigned long long)s->dead_letters_held);
+}
+
 void ww_replay_print_summary(const ww_replay_config_t *cfg, const ww_replay_summary_t *s,
                              FILE *out) {
     double secs = (double)s->elapsed_ms / 1000.0;
@@ -108,10 +163,15 @@ void ww_replay_print_summary(const ww_replay_config_t *cfg, const ww_replay_summ
     if (s->total) fprintf(out, " of %llu", (unsigned long long)s->total);
     fprintf(out, " in %.1f s (%.0f msg/s)\n", secs,
             secs > 0 ? (double)s->processed / secs : 0.0);
+    print_published(cfg, s, out);
+    /* alphabetical: the same order in every run, whatever came first */
+    struct ww_replay_outcome sorted[WW_REPLAY_MAX_OUTCOMES];
+    size_t n = s->n_outcomes < WW_REPLAY_MAX_OUTCOMES ? s->n_outcomes : WW_REPLAY_MAX_OUTCOMES;
+    memcpy(sorted, s->outcomes, n * sizeof sorted[0]);
+    qsort(sorted, n, sizeof sorted[0], by_name);
     fprintf(out, "  %-24s %10s\n", "outcome", "count");
-    for (size_t i = 0; i < s->n_outcomes; i++)
-        fprintf(out, "  %-24s %10llu\n", s->outcomes[i].name,
-                (unsigned long long)s->outcomes[i].count);
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "  %-24s %10llu\n", sorted[i].name, (unsigned long long)sorted[i].count);
     if (s->not_processed)
         fprintf(out, "  %-24s %10llu\n", "NOT PROCESSED", (unsigned long long)s->not_processed);
     if (!cfg->file && s->n_partitions) {
@@ -127,11 +187,13 @@ void ww_replay_print_summary(const ww_replay_config_t *cfg, const ww_replay_summ
 /* ---- outputs ------------------------------------------------------------------ */
 
 static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
-    (void)opaque;
     engine_t *e = ctx;
     if (error) {
         atomic_fetch_add(&e->delivery_failed, 1);
         ww_err("replay", "output not delivered", WW_STR("error", error->message));
+    } else {
+        atomic_fetch_add(opaque == OUT_DEAD_LETTER ? &e->dead_letters_delivered
+                                                   : &e->results_delivered, 1);
     }
     atomic_fetch_sub(&e->inflight, 1);
 }
@@ -148,23 +210,35 @@ static const char *header(const ww_out_t *o, const char *name, size_t *len) {
 
 /* apply: a dead letter is printed as FILE:LINE: code: reason and counted as a
  * rejected line; false when o is not a dead letter. Called with e->lock held. */
+static bool is_dead_letter(const engine_t *e, const ww_out_t *o) {
+    return e->cfg->route.dlq_topic && strcmp(o->topic, e->cfg->route.dlq_topic) == 0;
+}
+
 static bool print_rejection(engine_t *e, const ww_msg_t *m, const ww_out_t *o) {
     const ww_replay_config_t *cfg = e->cfg;
-    if (!cfg->route.dlq_topic || strcmp(o->topic, cfg->route.dlq_topic) != 0) return false;
+    if (!is_dead_letter(e, o)) return false;
     size_t cl, rl;
     const char *code = header(o, "ww.error.code", &cl);
     const char *reason = header(o, "ww.error.reason", &rl);
     fprintf(stderr, "%s:%lld: %.*s: %.*s\n", cfg->file, (long long)m->offset, (int)cl, code,
             (int)rl, reason);
     e->s->rejected++;
+    e->s->dead_letters_out++;
     return true;
 }
 
-/* apply --dry-run: outputs are discarded, but rejections are reported exactly
- * as the real run reports them. */
-static void report_rejections(engine_t *e, const ww_msg_t *m, const ww_outputs_t *outs) {
+/* A dry run: outputs are discarded (counted as held back), but apply's
+ * rejections are reported exactly as the real run reports them. */
+static void dry_run_outputs(engine_t *e, const ww_msg_t *m, const ww_outputs_t *outs) {
     pthread_mutex_lock(&e->lock);
-    for (size_t i = 0; i < outs->n; i++) print_rejection(e, m, &outs->out[i]);
+    for (size_t i = 0; i < outs->n; i++) {
+        const ww_out_t *o = &outs->out[i];
+        if (!e->cfg->to_kafka && print_rejection(e, m, o)) continue;
+        if (is_dead_letter(e, o))
+            e->s->dead_letters_held++;
+        else
+            e->s->results_held++;
+    }
     pthread_mutex_unlock(&e->lock);
 }
 
@@ -172,7 +246,18 @@ static void emit(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs) {
     const ww_replay_config_t *cfg = e->cfg;
     for (size_t i = 0; i < outs->n; i++) {
         ww_out_t *o = &outs->out[i];
-        if (cfg->publish) {
+        bool dead_letter = is_dead_letter(e, o);
+        if (cfg->to_kafka &&
+            !(cfg->publish & (dead_letter ? WW_PUBLISH_DEAD_LETTERS : WW_PUBLISH_RESULTS))) {
+            pthread_mutex_lock(&e->lock);
+            if (dead_letter)
+                e->s->dead_letters_held++;
+            else
+                e->s->results_held++;
+            pthread_mutex_unlock(&e->lock);
+            continue;
+        }
+        if (cfg->to_kafka) {
             ww_header_t hdrs[WW_OUT_HEADERS_MAX];
             for (size_t h = 0; h < o->n_headers; h++) {
                 hdrs[h].name = o->headers[h].name;
@@ -182,7 +267,8 @@ static void emit(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs) {
             ww_error_t err;
             atomic_fetch_add(&e->inflight, 1);
             while (!ww_bus_produce(e->producer, o->topic, o->key, o->key_len, o->value,
-                                   o->value_len, hdrs, o->n_headers, NULL, &err)) {
+                                   o->value_len, hdrs, o->n_headers,
+                                   dead_letter ? OUT_DEAD_LETTER : OUT_RESULT, &err)) {
                 if (!err.retryable) {
                     atomic_fetch_sub(&e->inflight, 1);
                     atomic_fetch_add(&e->delivery_failed, 1);
@@ -198,6 +284,7 @@ static void emit(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs) {
         if (!print_rejection(e, m, o)) {
             fwrite(o->value, 1, o->value_len, stdout);
             fputc('\n', stdout);
+            e->s->results_out++;
         }
         pthread_mutex_unlock(&e->lock);
     }
@@ -237,7 +324,7 @@ static void handle(engine_t *e, rworker_t *w, item_t *it) {
         delay = delay / 2 + (int64_t)(rand_r(&w->seed) % (unsigned)(delay / 2 + 1));
     }
     if (ok && !cfg->dry_run) emit(e, m, &outs);
-    else if (ok && !cfg->publish) report_rejections(e, m, &outs);
+    else if (ok) dry_run_outputs(e, m, &outs);
     pthread_mutex_lock(&e->lock);
     if (ok) {
         e->s->processed++;
@@ -521,6 +608,7 @@ static bool run_file(engine_t *e, ww_error_t *error) {
         it->file.offset = line.number;
         it->file.value = it->buf;
         it->file.value_len = line.len;
+        it->file.full_len = line.real_len; /* a too_large rejection names the real size */
         it->file.timestamp_ms = -1;
         it->route_hash = line.too_long ? (uint32_t)line.number : route_line(it->buf, line.len);
         dispatch(e, it);
@@ -545,7 +633,7 @@ bool ww_replay_run(const ww_replay_config_t *cfg, ww_replay_summary_t *summary,
     pthread_mutex_init(&e.lock, NULL);
     int64_t t0 = ww_clock_mono_ms();
     bool ok = false;
-    if (cfg->publish && !cfg->dry_run) {
+    if (cfg->to_kafka && !cfg->dry_run && cfg->publish != WW_PUBLISH_NONE) {
         ww_bus_config_t bc;
         ww_bus_config_defaults(&bc);
         if (cfg->kafka) bc = *cfg->kafka;
@@ -569,6 +657,8 @@ bool ww_replay_run(const ww_replay_config_t *cfg, ww_replay_summary_t *summary,
             summary->not_processed += (uint64_t)(atomic_load(&e.inflight) +
                                                  atomic_load(&e.delivery_failed));
         }
+        summary->results_out = atomic_load(&e.results_delivered);
+        summary->dead_letters_out = atomic_load(&e.dead_letters_delivered);
     }
     if (cfg->progress) {
         progress(&e, t0, 1, 1);

@@ -6,9 +6,11 @@
  * offsets are never touched) reads each partition from its start offset to
  * its end offset (exclusive; by default the high watermark when the replay
  * starts), or a file line by line. Messages go to N threads by key (one key in
- * order, keys in parallel) like the live pipeline. Outputs (result events,
- * dead letters) are produced to Kafka as live; `apply` without Kafka writes
- * results to stdout as NDJSON and rejections to stderr with line numbers.
+ * order, keys in parallel) like the live pipeline. `replay` produces the
+ * outputs `publish` selects (result events, dead letters, both or none) to
+ * Kafka as live and counts the rest as held back; `apply` without Kafka
+ * writes results to stdout as NDJSON and rejections to stderr with line
+ * numbers.
  * Infrastructure failures are retried with backoff for up to max_retry_ms per
  * message; a message still failing then is counted as not processed, and the
  * run exits non-zero. */
@@ -29,6 +31,22 @@
 typedef enum { WW_FROM_BEGINNING = 1, WW_FROM_TIMESTAMP, WW_FROM_OFFSETS } ww_replay_from_t;
 typedef enum { WW_TO_END = 1, WW_TO_TIMESTAMP, WW_TO_OFFSETS } ww_replay_to_t;
 
+/* What a replay produces to Kafka (a bit set). The default is
+ * WW_PUBLISH_RESULTS: results are idempotent answers their consumers already
+ * take more than once; dead letters are not (each replay would add another
+ * copy of every invalid message to the DLQ). docs/operations.md argues it. */
+typedef enum {
+    WW_PUBLISH_NONE = 0,
+    WW_PUBLISH_RESULTS = 1,
+    WW_PUBLISH_DEAD_LETTERS = 2,
+    WW_PUBLISH_BOTH = 3
+} ww_publish_t;
+
+/* "results", "dead-letters", "both", "none" -> *out; false otherwise. */
+bool ww_replay_parse_publish(const char *s, ww_publish_t *out);
+/* The name ww_replay_parse_publish accepts for p. */
+const char *ww_replay_publish_name(ww_publish_t p);
+
 typedef struct {
     /* where from: a topic range ... */
     const char *brokers;
@@ -47,7 +65,8 @@ typedef struct {
 
     ww_route_t route; /* handler + ctx; route.topic labels file messages */
     bool dry_run;     /* outputs are discarded (the handler also writes nothing) */
-    bool publish;     /* produce outputs to Kafka (replay); else print them (apply) */
+    bool to_kafka;    /* produce outputs to Kafka (replay); else print them (apply) */
+    ww_publish_t publish; /* to_kafka: which outputs are produced (default results) */
     int32_t workers;
     int32_t max_retry_ms;
     bool progress;    /* a progress line on stderr, once a second */
@@ -63,12 +82,19 @@ typedef struct {
     uint64_t processed;      /* handled, rejections included */
     uint64_t not_processed;  /* infrastructure failures that outlived the retries */
     uint64_t rejected;       /* apply: lines reported as FILE:LINE: code: reason */
+    /* Outputs. replay: delivered to Kafka; apply: results printed on stdout,
+     * dead letters printed on stderr as rejections. */
+    uint64_t results_out;
+    uint64_t dead_letters_out;
+    /* made but not published: not selected by --publish, or a dry run */
+    uint64_t results_held;
+    uint64_t dead_letters_held;
     int64_t elapsed_ms;
     size_t n_outcomes;
-    struct {
+    struct ww_replay_outcome {
         char name[32];
         uint64_t count;
-    } outcomes[WW_REPLAY_MAX_OUTCOMES];
+    } outcomes[WW_REPLAY_MAX_OUTCOMES]; /* first-seen order; printed sorted */
     int32_t n_partitions;
     struct {
         int64_t from, to; /* [from, to) */
@@ -81,7 +107,8 @@ typedef struct {
 bool ww_replay_run(const ww_replay_config_t *cfg, ww_replay_summary_t *summary,
                    volatile int *stop, ww_error_t *error);
 
-/* The human summary (a table). */
+/* The human summary: a header line, what was published, the outcomes in
+ * alphabetical order (stable from run to run), then the partitions. */
 void ww_replay_print_summary(const ww_replay_config_t *cfg, const ww_replay_summary_t *s,
                              FILE *out);
 

@@ -42,17 +42,26 @@ static void usage(FILE *out) {
             "wallet-worker %s: applies wallet commands from Kafka to MongoDB, exactly once in "
             "effect.\n\n"
             "Usage: wallet-worker [run] [options]\n"
-            "       wallet-worker replay --topic T [range] [--dry-run] [options]\n"
+            "       wallet-worker replay --topic T [range] [--publish WHAT] [--dry-run] [options]\n"
             "       wallet-worker apply --file F|- [--kind wallet|invite] [--dry-run] [--strict] [options]\n"
-            "       wallet-worker migrate [--dry-run | --check] [options]\n"
+            "       wallet-worker migrate [--dry-run | --check] [--wait-s N] [options]\n"
             "       wallet-worker doctor [--json] [--marker-age-minutes N] [options]\n"
             "       wallet-worker --help | --version\n\n"
             "Commands:\n"
             "  run      consume, apply, publish results (the default)\n"
             "  replay   process a range of a topic again, with a private consumer (the live\n"
-            "           group's offsets are untouched); idempotent: a second replay changes\n"
-            "           nothing. Replaying a dead-letter topic re-drives the original bytes.\n"
+            "           group's offsets are untouched). The database: a second replay changes\n"
+            "           nothing in it (every command is already decided: `duplicate`). Kafka:\n"
+            "           each replay publishes again what --publish selects, a second time too.\n"
+            "           Replaying a dead-letter topic re-drives the original bytes.\n"
             "             --topic T                  wallet or invite topic, or their DLQ\n"
+            "             --publish WHAT             results (default): one result event per\n"
+            "                                        message, no dead letters (the live worker\n"
+            "                                        wrote them already); both: results and\n"
+            "                                        dead letters (a DLQ re-drive that keeps\n"
+            "                                        still-invalid messages, with their original\n"
+            "                                        ww.source.* and ww.redrive.count);\n"
+            "                                        dead-letters; none: only the database\n"
             "             --from-beginning           (default) from each partition's first offset\n"
             "             --from-timestamp RFC3339   from the first message at or after it\n"
             "             --from-offsets P:O,...     only these partitions, from these offsets\n"
@@ -71,7 +80,10 @@ static void usage(FILE *out) {
             "           schema_migrations; safe when several run at once; refuses when an applied\n"
             "           migration was changed). --dry-run lists what would be done. `run` does\n"
             "           this at start unless AUTO_MIGRATE=false. --check writes nothing and\n"
-            "           exits 3 when migrations are pending, 0 when none are.\n"
+            "           exits 3 when migrations are pending, 0 when none are. It waits for an\n"
+            "           unreachable database for up to --wait-s N seconds (default 60; exit 1\n"
+            "           after), with a line on stderr every 5 s. migrate and doctor read only\n"
+            "           MONGODB_URI, DB_POOL_MAX and LOG_LEVEL; other settings are not checked.\n"
             "  doctor   read-only check of MONGODB_URI: the migrations' indexes and records,\n"
             "           the query plans of the hot queries (explain), the ledger's consistency\n"
             "           (old decision markers, negative or non-integer balances, ledger entries\n"
@@ -84,8 +96,9 @@ static void usage(FILE *out) {
             "             --dry-run                  validate and predict outcomes; write nothing\n"
             "             --max-retry-ms N           give up on a message after N ms of database\n"
             "                                        or broker failures (default 120000)\n"
-            "           A summary (per outcome, per partition, elapsed, rate) ends the run and a\n"
-            "           progress line is kept on stderr. Exit 0 only when every message was\n"
+            "           A summary (what was published: results published, dead letters written,\n"
+            "           and what was held back; outcomes in alphabetical order; per partition;\n"
+            "           elapsed, rate) ends the run and a progress line is kept on stderr. Exit 0 only when every message was\n"
             "           processed (rejections are processed; infrastructure failures are not).\n\n"
             "Options (each also read from the environment variable shown; flags win):\n",
             WW_VERSION);
@@ -158,7 +171,7 @@ static bool prepare_db(const ww_config_t *cfg, ww_db_t *db, int64_t wait_ms, int
 /* `wallet-worker migrate [--dry-run | --check]`. --check writes nothing and
  * exits 3 when migrations are pending, 0 when none are (1: the database could
  * not be checked). */
-static int migrate_cmd(const ww_config_t *cfg, bool dry_run, bool check) {
+static int migrate_cmd(const ww_config_t *cfg, bool dry_run, bool check, int wait_s) {
     ww_error_t err;
     ww_error_clear(&err);
     /* an index build on a large collection can take minutes: a long socket
@@ -174,7 +187,8 @@ static int migrate_cmd(const ww_config_t *cfg, bool dry_run, bool check) {
     }
     ww_migrate_options_t mo = {.dry_run = dry_run, .report = stdout};
     int applied = 0, status = 1;
-    int64_t deadline = ww_clock_mono_ms() + 60000;
+    int64_t started = ww_clock_mono_ms(), deadline = started + (int64_t)wait_s * 1000;
+    int64_t next_note = started; /* a progress line on the first failure, then every 5 s */
     for (;;) {
         ww_error_clear(&err);
         if (check) {
@@ -190,9 +204,18 @@ static int migrate_cmd(const ww_config_t *cfg, bool dry_run, bool check) {
             status = 0;
             break;
         }
-        if (!err.retryable || stop_requested || ww_clock_mono_ms() > deadline) {
-            fprintf(stderr, "wallet-worker: migrate: %s\n", err.message);
+        int64_t now = ww_clock_mono_ms();
+        if (!err.retryable || stop_requested || now > deadline) {
+            fprintf(stderr, "wallet-worker: migrate: %s%s\n",
+                    err.retryable && now > deadline ? "gave up waiting for the database: " : "",
+                    err.message);
             break;
+        }
+        if (now >= next_note) {
+            /* the error names the server, never the URI's credentials */
+            fprintf(stderr, "wallet-worker: migrate: waiting for the database: %lld s of %d s: "
+                    "%s\n", (long long)((now - started) / 1000), wait_s, err.message);
+            next_note = now + 5000;
         }
         ww_clock_sleep_ms(1000, &stop_requested);
     }
@@ -358,6 +381,7 @@ typedef struct {
     bool dry_run;
     bool strict; /* apply: exit 1 when any line was rejected */
     bool check;  /* migrate: exit 3 when migrations are pending */
+    int wait_s;  /* migrate: how long to wait for the database (0: 60 s) */
     ww_replay_config_t rc;
 } batch_opts_t;
 
@@ -381,6 +405,11 @@ static bool batch_flag(batch_opts_t *o, int argc, char **argv, int *i, ww_error_
     } else if (strcmp(a, "--strict") == 0 && o->is_apply) {
         o->strict = true;
         ++*i;
+    } else if (strcmp(a, "--publish") == 0 && !o->is_apply) {
+        NEEDS_VALUE();
+        if (!ww_replay_parse_publish(v, &o->rc.publish))
+            ww_error_set(bad, WW_ERR_CONFIG, 0, false,
+                         "--publish: \"%.32s\" is not results, dead-letters, both or none", v);
     } else if (strcmp(a, "--from-beginning") == 0) {
         o->rc.from = WW_FROM_BEGINNING;
         ++*i;
@@ -490,7 +519,7 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
     rc->topic = o->topic;
     rc->file = o->file;
     rc->dry_run = o->dry_run;
-    rc->publish = !o->is_apply;
+    rc->to_kafka = !o->is_apply;
     rc->workers = cfg->worker_threads;
     rc->max_line_bytes = cfg->max_message_bytes;
     rc->progress = isatty(STDERR_FILENO) || getenv("WW_PROGRESS") != NULL;
@@ -608,7 +637,10 @@ int main(int argc, char **argv) {
     ww_error_clear(&err);
     ww_config_defaults(&cfg);
     doctor_opts_t doc_opts = {.marker_age_minutes = WW_DOCTOR_DEFAULT_MARKER_AGE_MINUTES};
-    bool cfg_ok = ww_config_from_env(&cfg, &err);
+    /* migrate and doctor read the database settings only: a bad HTTP_ADDR or
+     * Kafka setting in a shared environment must not stop them */
+    ww_config_scope_t scope = is_migrate || is_doctor ? WW_CONFIG_DATABASE_TOOL : WW_CONFIG_ALL;
+    bool cfg_ok = ww_config_from_env_scoped(&cfg, scope, &err);
     while (cfg_ok && i < argc) {
         int before = i;
         cfg_ok = ww_config_from_args(&cfg, argc, argv, &i, &err);
@@ -627,6 +659,18 @@ int main(int argc, char **argv) {
             i++;
             continue;
         }
+        if (is_migrate && strcmp(argv[i], "--wait-s") == 0) {
+            const char *v = i + 1 < argc ? argv[i + 1] : "";
+            char *end = NULL;
+            long n = strtol(v, &end, 10);
+            if (!*v || *end || n < 1 || n > 86400) {
+                ww_error_set(&err, WW_ERR_CONFIG, 0, false, "--wait-s: \"%.32s\" is not 1..86400", v);
+                cfg_ok = false;
+            }
+            bo->wait_s = (int)n;
+            i += 2;
+            continue;
+        }
         if (is_batch && batch_flag(bo, argc, argv, &i, &err)) {
             cfg_ok = err.domain == WW_ERR_NONE;
             continue;
@@ -639,7 +683,8 @@ int main(int argc, char **argv) {
     if (cfg_ok && bo->is_apply && !bo->file)
         ww_error_set(&err, WW_ERR_CONFIG, 0, false, "apply: --file is required"), cfg_ok = false;
     ww_http_listen_addr_t listen_addr;
-    if (cfg_ok && ww_config_validate(&cfg, &err) && ww_db_check_uri(cfg.mongodb_uri, &err) &&
+    if (cfg_ok && ww_config_validate_scoped(&cfg, scope, &err) &&
+        ww_db_check_uri(cfg.mongodb_uri, &err) && scope == WW_CONFIG_ALL &&
         !ww_http_parse_listen(cfg.http_addr, &listen_addr, &err)) {
         char why[WW_ERROR_MSG_MAX];
         snprintf(why, sizeof why, "%s", err.message);
@@ -681,7 +726,7 @@ int main(int argc, char **argv) {
     int status;
     if (is_migrate) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN);
-        status = migrate_cmd(&cfg, bo->dry_run, bo->check);
+        status = migrate_cmd(&cfg, bo->dry_run, bo->check, bo->wait_s > 0 ? bo->wait_s : 60);
     } else if (is_doctor) {
         if (cfg.log_level == WW_LOG_INFO) ww_log_set_level(WW_LOG_WARN); /* the report says it */
         status = doctor_cmd(&cfg, &doc_opts);

@@ -355,6 +355,27 @@ size_t h_read_topic(const h_env_t *env, const char *topic, size_t want, int time
     return n;
 }
 
+int64_t h_topic_messages(const h_env_t *env, const char *topic) {
+    ww_bus_config_t bc;
+    ww_bus_config_defaults(&bc);
+    bc.brokers = env->brokers;
+    bc.group_id = NULL;
+    bc.producer = false;
+    ww_error_t err;
+    ww_bus_t *c = ww_bus_new(&bc, NULL, &err);
+    if (!c) fail_msg("watermarks: %s", err.message);
+    int32_t n = 0;
+    if (!ww_bus_partition_count(c, topic, &n, 10000, &err)) fail_msg("%s", err.message);
+    int64_t total = 0;
+    for (int32_t p = 0; p < n; p++) {
+        int64_t lo, hi;
+        if (!ww_bus_watermarks(c, topic, p, &lo, &hi, 10000, &err)) fail_msg("%s", err.message);
+        total += hi - lo;
+    }
+    ww_bus_destroy(c, 0);
+    return total;
+}
+
 int h_stack(const h_env_t *env, const char *arg) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "bash '%s' %s >/dev/null 2>&1", env->stack_sh, arg);

@@ -62,6 +62,11 @@ typedef void (*h_msg_cb)(const ww_msg_t *msg, void *ctx);
 size_t h_read_topic(const h_env_t *env, const char *topic, size_t want, int timeout_ms,
                     h_msg_cb cb, void *ctx);
 
+/* Messages in `topic` now (sum over its partitions of high - low watermark;
+ * outputs the worker waited for are acknowledged by all replicas, so they
+ * are counted). Fails the test when the broker does not answer. */
+int64_t h_topic_messages(const h_env_t *env, const char *topic);
+
 /* Documents in `collection` matching query (NULL: all); -1 when the server
  * did not answer (callers poll through outages). */
 int64_t h_count(h_env_t *env, const char *collection, const bson_t *query);

@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -238,12 +241,54 @@ static void test_migrate_refuses_a_changed_migration_and_auto_migrate_off(void *
     assert_true(h_count_in_file(err_path, "refusing to run") >= 1);
 }
 
+/* migrate validated every setting, so a bad HTTP_ADDR (which it never uses)
+ * stopped it with exit 2; and it waited for an unreachable database in
+ * silence. It reads only the database settings now, and says every few
+ * seconds how long it has waited of how long, without the URI's password. */
+static void test_migrate_ignores_unused_settings_and_reports_its_wait(void **state) {
+    (void)state;
+    reset_db();
+    const char *unused[] = {"HTTP_ADDR=bad", "KAFKA_SECURITY_PROTOCOL=nope",
+                            "WORKER_THREADS=many", NULL};
+    const char *run[] = {"migrate", NULL};
+    assert_int_equal(cli(run, unused), 0);
+    const char *doctor[] = {"doctor", NULL};
+    int st = cli(doctor, unused);
+    assert_true(st == 0 || st == 1); /* not 2: the settings were not its business */
+
+    /* a closed port: bound, then released */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    close(fd);
+    char uri[200];
+    snprintf(uri, sizeof uri, "MONGODB_URI=mongodb://wallet:s3cret-pw@127.0.0.1:%d/%s",
+             ntohs(a.sin_port), env.db_name);
+    const char *down[] = {uri, "HTTP_ADDR=bad", NULL};
+    const char *wait[] = {"migrate", "--wait-s", "12", NULL};
+    int64_t t0 = h_now_ms();
+    assert_int_equal(cli(wait, down), 1);
+    int64_t took = h_now_ms() - t0;
+    assert_true(took >= 12000 && took < 60000);
+    int lines = h_count_in_file(err_path, "wallet-worker: migrate: waiting for the database: ");
+    assert_true(lines >= 2 && lines <= 4); /* one every 5 s */
+    assert_true(h_count_in_file(err_path, " s of 12 s: ") == lines);
+    assert_int_equal(h_count_in_file(err_path, "gave up waiting for the database"), 1);
+    assert_int_equal(h_count_in_file(err_path, "s3cret-pw"), 0);
+    /* a bad value of its own is still a usage error */
+    const char *bad_wait[] = {"migrate", "--wait-s", "0", NULL};
+    assert_int_equal(cli(bad_wait, NULL), 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_migrate_empty_database_then_twice),
         cmocka_unit_test(test_migrate_drops_the_backends_old_duplicate_expiresat_index),
         cmocka_unit_test(test_migrate_two_at_once),
         cmocka_unit_test(test_migrate_refuses_a_changed_migration_and_auto_migrate_off),
+        cmocka_unit_test(test_migrate_ignores_unused_settings_and_reports_its_wait),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -369,6 +369,10 @@ static void test_replay_apply_file_with_nul_and_cr_bytes(void **state) {
     /* 4: one byte over the limit: too large */
     snprintf(key, sizeof key, "%s-n4", env.run_id);
     padded_line(f, key, o, 513, "\n");
+    /* 5: far over the limit: the rejection names its real size, not the
+     * 513 bytes kept of it */
+    snprintf(key, sizeof key, "%s-n5", env.run_id);
+    padded_line(f, key, o, 2000, "\n");
     fclose(f);
     const char *args[] = {"apply", "--file", path, NULL};
     const char *extra[] = {"WW_PROGRESS=1", "MAX_MESSAGE_BYTES=512", NULL};
@@ -377,10 +381,12 @@ static void test_replay_apply_file_with_nul_and_cr_bytes(void **state) {
     assert_int_equal(h_run_cli(&env, args, extra, NULL, out_path, err_path, 120000), 0);
     char *out = h_read_file(out_path), *errs = h_read_file(err_path);
     print_message("--- stdout\n%s--- stderr\n%s\n", out, errs);
-    char want[300];
+    char want[400];
     snprintf(want, sizeof want, "%s:1: invalid_encoding", path);
     assert_non_null(strstr(errs, want));
-    snprintf(want, sizeof want, "%s:4: too_large", path);
+    snprintf(want, sizeof want, "%s:4: too_large: message of 513 bytes is larger than 512", path);
+    assert_non_null(strstr(errs, want));
+    snprintf(want, sizeof want, "%s:5: too_large: message of 2000 bytes is larger than 512", path);
     assert_non_null(strstr(errs, want));
     snprintf(want, sizeof want, "%s-n1", env.run_id);
     assert_null(strstr(out, want));
@@ -389,10 +395,186 @@ static void test_replay_apply_file_with_nul_and_cr_bytes(void **state) {
     snprintf(want, sizeof want, "\"%s-n3\"", env.run_id);
     assert_non_null(strstr(out, want));
     assert_int_equal(summary_count(err_path, "applied"), 2);
-    assert_int_equal(summary_count(err_path, "invalid"), 2);
+    assert_int_equal(summary_count(err_path, "invalid"), 3);
+    /* apply's summary counts what it printed */
+    assert_int_equal(summary_count(err_path, "results printed"), 5);
+    assert_int_equal(summary_count(err_path, "rejections printed"), 3);
     free(out);
     free(errs);
     unlink(path);
+}
+
+/* Every replay published all its results and dead letters again, so the DLQ
+ * grew by one copy of every invalid message per replay. --publish chooses;
+ * the default (results) never writes dead letters, and the summary says what
+ * was published. Counted on the topics themselves (watermarks). */
+static void test_replay_publish_choice_decides_what_a_second_replay_adds(void **state) {
+    (void)state;
+    const char *o = "e7000000000000000000000e";
+    seed(o, 1000);
+    char topic[128];
+    snprintf(topic, sizeof topic, "it.%s.publish", env.run_id);
+    ww_error_t err;
+    assert_true(ww_bus_create_topic(env.producer, topic, 2, 15000, &err));
+    /* one key, one partition: the invalid message is seen first */
+    h_produce(&env, topic, o, "{\"type\":\"wallet.credit\"}"); /* invalid: fields missing */
+    for (int i = 0; i < 3; i++) {
+        char v[300];
+        snprintf(v, sizeof v, "{\"type\":\"wallet.credit\",\"idempotencyKey\":\"%s-p%d\","
+                 "\"ownerUserId\":\"%s\",\"amountPaise\":1}", env.run_id, i, o);
+        h_produce(&env, topic, o, v);
+    }
+    h_flush(&env);
+
+    static const struct {
+        const char *publish; /* NULL: the default */
+        bool dry_run;
+        int64_t results, dead_letters; /* what the run adds to each topic */
+        const char *outcome;           /* and its main outcome */
+    } runs[] = {
+        {NULL, false, 4, 0, "applied"},   /* the first replay applies */
+        {NULL, false, 4, 0, "duplicate"}, /* a second one adds results, never dead letters */
+        {"none", false, 0, 0, "duplicate"},
+        {"both", false, 4, 1, "duplicate"},
+        {"both", false, 4, 1, "duplicate"},
+        {"dead-letters", false, 0, 1, "duplicate"},
+        {"results", false, 4, 0, "duplicate"},
+        {"both", true, 0, 0, "duplicate"}, /* a dry run publishes nothing */
+    };
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        const char *args[10] = {"replay", "--topic", topic, "--kind", "wallet"};
+        int n = 5;
+        if (runs[r].publish) {
+            args[n++] = "--publish";
+            args[n++] = runs[r].publish;
+        }
+        if (runs[r].dry_run) args[n++] = "--dry-run";
+        args[n] = NULL;
+        int64_t results0 = h_topic_messages(&env, env.results_topic);
+        int64_t dlq0 = h_topic_messages(&env, env.dlq_topic);
+        print_message("run %zu: --publish %s%s\n", r, runs[r].publish ? runs[r].publish : "(default)",
+                      runs[r].dry_run ? " --dry-run" : "");
+        assert_int_equal(cli(args), 0);
+        assert_int_equal(h_topic_messages(&env, env.results_topic) - results0, runs[r].results);
+        assert_int_equal(h_topic_messages(&env, env.dlq_topic) - dlq0, runs[r].dead_letters);
+        /* the summary says what it published */
+        assert_int_equal(summary_count(out_path, "results published"), runs[r].results);
+        assert_int_equal(summary_count(out_path, "dead letters written"), runs[r].dead_letters);
+        assert_int_equal(summary_count(out_path, "dead letters not written"),
+                         runs[r].dead_letters ? -1 : 1);
+        assert_int_equal(summary_count(out_path, runs[r].outcome), 3);
+        assert_int_equal(summary_count(out_path, "invalid"), 1);
+        char want[80];
+        snprintf(want, sizeof want, "--publish %s)",
+                 runs[r].publish ? runs[r].publish : "results");
+        assert_int_equal(h_count_in_file(out_path, runs[r].dry_run ? "published: nothing (dry run)"
+                                                                   : want), 1);
+        /* outcomes in alphabetical order, not in the order they came */
+        char *text = h_read_file(out_path), row[40];
+        snprintf(row, sizeof row, "  %s ", runs[r].outcome);
+        char *first = strstr(text, row), *inv = strstr(text, "  invalid ");
+        assert_true(first && inv && first < inv);
+        free(text);
+    }
+    /* --publish is replay's: a bad value and apply --publish are usage errors */
+    const char *bad[] = {"replay", "--topic", topic, "--kind", "wallet", "--publish", "all", NULL};
+    assert_int_equal(cli(bad), 2);
+    const char *apply[] = {"apply", "--file", "-", "--publish", "none", NULL};
+    assert_int_equal(cli(apply), 2);
+}
+
+typedef struct {
+    int n;
+    char key[8][32], topic[8][256], partition[8][32], offset[8][32], ts[8][32], count[8][32];
+} dlq_read_t;
+
+static void copy_header(const ww_msg_t *m, const char *name, char *out, size_t cap) {
+    const void *v;
+    size_t len;
+    if (ww_msg_header(m, name, &v, &len))
+        snprintf(out, cap, "%.*s", (int)len, (const char *)v);
+    else
+        snprintf(out, cap, "-");
+}
+
+static void on_dlq(const ww_msg_t *m, void *ctx) {
+    dlq_read_t *d = ctx;
+    if (d->n >= 8) return;
+    int i = d->n++;
+    snprintf(d->key[i], sizeof d->key[i], "%.*s", (int)m->key_len, (const char *)m->key);
+    copy_header(m, "ww.source.topic", d->topic[i], sizeof d->topic[i]);
+    copy_header(m, "ww.source.partition", d->partition[i], sizeof d->partition[i]);
+    copy_header(m, "ww.source.offset", d->offset[i], sizeof d->offset[i]);
+    copy_header(m, "ww.source.timestamp", d->ts[i], sizeof d->ts[i]);
+    copy_header(m, "ww.redrive.count", d->count[i], sizeof d->count[i]);
+}
+
+/* Re-driving a dead-letter topic dead-lettered a still-invalid message again
+ * with the DLQ's own partition and offset as its source: where it first came
+ * from was lost. It keeps the original ww.source.* now, with a count of
+ * re-drives; forged headers are not trusted (the DLQ's own place then). */
+static void test_replay_redrive_keeps_the_original_source_and_counts(void **state) {
+    (void)state;
+    char dlq[128], e_dlq[160];
+    snprintf(dlq, sizeof dlq, "it.%s.redrive-dlq", env.run_id);
+    snprintf(e_dlq, sizeof e_dlq, "WALLET_DLQ_TOPIC=%s", dlq);
+    ww_error_t err;
+    assert_true(ww_bus_create_topic(env.producer, dlq, 1, 15000, &err));
+    /* A: as the live worker dead-letters; B: forged headers */
+    ww_header_t a[] = {{"ww.error.code", "invalid_json", 12},
+                       {"ww.source.topic", "wallet.commands", 15},
+                       {"ww.source.partition", "3", 1},
+                       {"ww.source.offset", "77", 2},
+                       {"ww.source.timestamp", "1700000000000", 13}};
+    ww_header_t b[] = {{"ww.source.topic", "wallet commands\n", 16},
+                       {"ww.source.partition", "-1", 2},
+                       {"ww.source.offset", "99999999999999999999999", 23},
+                       {"ww.redrive.count", "x", 1}};
+    assert_true(ww_bus_produce(env.producer, dlq, "A", 1, "{\"broken\":", 10, a, 5, NULL, &err));
+    assert_true(ww_bus_produce(env.producer, dlq, "B", 1, "{\"broken\":", 10, b, 4, NULL, &err));
+    h_flush(&env);
+
+    const char *args[] = {"replay", "--topic", dlq, "--publish", "both", NULL};
+    const char *extra[] = {e_dlq, NULL};
+    for (int run = 1; run <= 2; run++) {
+        unlink(out_path);
+        assert_int_equal(h_run_cli(&env, args, extra, NULL, out_path, err_path, 120000), 0);
+        assert_int_equal(summary_count(out_path, "dead letters written"), run == 1 ? 2 : 4);
+    }
+    /* run 1 read A, B and wrote A1, B1; run 2 read A, B, A1, B1 and wrote
+     * A2, B2 (as A1, B1) and A11, B11 (re-driven twice) */
+    dlq_read_t d;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(h_read_topic(&env, dlq, 8, 30000, on_dlq, &d), 8);
+    for (int i = 0; i < 8; i++)
+        print_message("%d key=%s source=%s/%s/%s ts=%s count=%s\n", i, d.key[i], d.topic[i],
+                      d.partition[i], d.offset[i], d.ts[i], d.count[i]);
+    /* offsets 2..7 are the dead letters; keys run on different threads, so
+     * they are checked by key and count, not by order */
+    int a_counts[3] = {0}, b_counts[3] = {0};
+    for (int i = 2; i < 8; i++) {
+        long c = strtol(d.count[i], NULL, 10);
+        assert_true(c == 1 || c == 2);
+        if (strcmp(d.key[i], "A") == 0) {
+            a_counts[c]++;
+            assert_string_equal(d.topic[i], "wallet.commands"); /* the original */
+            assert_string_equal(d.partition[i], "3");
+            assert_string_equal(d.offset[i], "77");
+            assert_string_equal(d.ts[i], "1700000000000");
+        } else {
+            assert_string_equal(d.key[i], "B");
+            b_counts[c]++;
+            /* B's forged origin is not trusted: the DLQ's own place of B (offset
+             * 1), which B1 carries on into its own re-drive */
+            assert_string_equal(d.topic[i], dlq);
+            assert_string_equal(d.partition[i], "0");
+            assert_string_equal(d.offset[i], "1");
+        }
+    }
+    assert_int_equal(a_counts[1], 2);
+    assert_int_equal(a_counts[2], 1);
+    assert_int_equal(b_counts[1], 2);
+    assert_int_equal(b_counts[2], 1);
 }
 
 int main(void) {
@@ -402,6 +584,8 @@ int main(void) {
         cmocka_unit_test(test_replay_apply_file_with_good_and_bad_lines),
         cmocka_unit_test(test_replay_apply_file_with_nul_and_cr_bytes),
         cmocka_unit_test(test_replay_apply_dry_run_and_strict_report_rejections),
+        cmocka_unit_test(test_replay_publish_choice_decides_what_a_second_replay_adds),
+        cmocka_unit_test(test_replay_redrive_keeps_the_original_source_and_counts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
