@@ -103,6 +103,8 @@ def truth(src, binary):
     main_c = strip_c_comments(read(os.path.join(src, "worker", "main.c")))
     main_exits = set()
     for stmt in re.findall(r"\breturn\s+\d+\s*;|\bstatus\s*=[^;=][^;]*;|\*fatal\s*=\s*\d+\s*;", main_c):
+        # numbers inside a call's arguments are not statuses: status = f(..., 60);
+        stmt = re.sub(r"\w+\s*\((?:[^()]|\([^()]*\))*\)", "", stmt)
         main_exits |= {int(x) for x in re.findall(r"(?<![\w.])(\d+)(?![\w.])", stmt)}
     return settings, metrics, headers, exits, main_exits
 
