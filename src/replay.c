@@ -33,6 +33,8 @@ typedef struct {
     pthread_t thread;
     engine_t *e;
     unsigned seed;
+    item_t **batch, **work;   /* cap each: taken from the ring; its undecided part */
+    ww_batch_item_t *items;   /* cap */
 } rworker_t;
 
 struct engine {
@@ -59,6 +61,7 @@ void ww_replay_config_defaults(ww_replay_config_t *cfg) {
     for (int i = 0; i < WW_REPLAY_MAX_PARTITIONS; i++) cfg->from_offsets[i] = cfg->to_offsets[i] = -1;
     cfg->max_line_bytes = 65536;
     cfg->workers = 8;
+    cfg->batch_max = 512;
     cfg->max_retry_ms = 120000;
     cfg->progress = true;
     cfg->to_kafka = true;
@@ -292,52 +295,83 @@ static void emit(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs) {
 
 /* ---- workers ------------------------------------------------------------------ */
 
-static void handle(engine_t *e, rworker_t *w, item_t *it) {
+/* One message finished (ok) or given up (!ok, err says why): its outputs and
+ * the summary. */
+static void finish(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs, bool ok,
+                   const ww_error_t *err) {
     const ww_replay_config_t *cfg = e->cfg;
-    const ww_msg_t *m = it->kafka ? it->kafka : &it->file;
-    ww_outputs_t outs;
-    memset(&outs, 0, sizeof outs);
-    ww_error_t err;
-    int64_t deadline = ww_clock_mono_ms() + cfg->max_retry_ms;
-    bool ok = false;
-    int64_t delay = 100;
-    for (;;) {
-        ww_error_clear(&err);
-        ww_outputs_clear(&outs);
-        ok = cfg->route.handle(cfg->route.ctx, m, &outs, &err);
-        if (ok) break;
-        if (!err.retryable) {
-            /* a permanent failure of this message: dead-letter it, as live */
-            ww_outputs_clear(&outs);
-            outs.outcome = "failed";
-            if (cfg->route.dlq_topic) /* a dry run discards it, apply's reports it */
-                ww_outputs_dead_letter(&outs, cfg->route.dlq_topic, m, "processing_failed",
-                                       err.message);
-            ok = true;
-            break;
-        }
-        if (*e->stop || ww_clock_mono_ms() + delay > deadline) break;
-        ww_warn("replay", "retrying", WW_INT("partition", m->partition), WW_INT("offset", m->offset),
-                WW_STR("error", err.message));
-        ww_clock_sleep_ms(delay, e->stop);
-        delay = delay * 2 > 10000 ? 10000 : delay * 2;
-        delay = delay / 2 + (int64_t)(rand_r(&w->seed) % (unsigned)(delay / 2 + 1));
-    }
-    if (ok && !cfg->dry_run) emit(e, m, &outs);
-    else if (ok) dry_run_outputs(e, m, &outs);
+    if (ok && !cfg->dry_run) emit(e, m, outs);
+    else if (ok) dry_run_outputs(e, m, outs);
     pthread_mutex_lock(&e->lock);
     if (ok) {
         e->s->processed++;
-        count_outcome(e, outs.outcome);
+        count_outcome(e, outs->outcome);
         if (!cfg->file && m->partition >= 0 && m->partition < WW_REPLAY_MAX_PARTITIONS)
             e->s->partitions[m->partition].count++;
     } else {
         e->s->not_processed++;
         ww_err("replay", "not processed", WW_INT("partition", m->partition), WW_INT("offset", m->offset),
-               WW_STR("error", err.message));
+               WW_STR("error", err->message));
     }
     pthread_mutex_unlock(&e->lock);
-    ww_outputs_clear(&outs);
+    ww_outputs_clear(outs);
+}
+
+/* A batch, as the live pipeline runs it (pipeline.h): the route's batch
+ * handler decides everything it can, the undecided part is handed back after
+ * a backoff, in order, until max_retry_ms. */
+static void handle_batch(engine_t *e, rworker_t *w, item_t **its, size_t n) {
+    const ww_replay_config_t *cfg = e->cfg;
+    ww_batch_item_t *bi = w->items;
+    int64_t deadline = ww_clock_mono_ms() + cfg->max_retry_ms;
+    int64_t delay = 100;
+    for (;;) {
+        for (size_t i = 0; i < n; i++) {
+            memset(&bi[i], 0, sizeof bi[i]);
+            bi[i].msg = its[i]->kafka ? its[i]->kafka : &its[i]->file;
+        }
+        if (cfg->route.handle_batch)
+            cfg->route.handle_batch(cfg->route.ctx, bi, n);
+        else
+            ww_handle_each(cfg->route.handle, cfg->route.ctx, bi, n);
+        size_t k = 0, first = n;
+        for (size_t i = 0; i < n; i++) {
+            ww_batch_item_t *it = &bi[i];
+            if (it->status == WW_ITEM_DONE) {
+                finish(e, it->msg, &it->outs, true, NULL);
+            } else if (it->status == WW_ITEM_FAILED) {
+                /* a permanent failure of this message: dead-letter it, as live */
+                ww_outputs_clear(&it->outs);
+                it->outs.outcome = "failed";
+                if (cfg->route.dlq_topic) /* a dry run discards it, apply's reports it */
+                    ww_outputs_dead_letter(&it->outs, cfg->route.dlq_topic, it->msg,
+                                           "processing_failed", it->error.message);
+                finish(e, it->msg, &it->outs, true, NULL);
+            } else {
+                ww_outputs_clear(&it->outs);
+                if (first == n) first = i;
+                its[k++] = its[i];
+            }
+        }
+        if (k == 0) return;
+        ww_error_t err = bi[first].error;
+        if (!err.message[0]) ww_error_set(&err, WW_ERR_INTERNAL, 0, true, "not decided");
+        if (*e->stop || ww_clock_mono_ms() + delay > deadline) {
+            for (size_t i = 0; i < k; i++) {
+                ww_outputs_t none;
+                memset(&none, 0, sizeof none);
+                finish(e, its[i]->kafka ? its[i]->kafka : &its[i]->file, &none, false, &err);
+            }
+            return;
+        }
+        ww_warn("replay", "retrying", WW_INT("partition", bi[first].msg->partition),
+                WW_INT("offset", bi[first].msg->offset), WW_UINT("messages", k),
+                WW_STR("error", err.message));
+        n = k;
+        ww_clock_sleep_ms(delay, e->stop);
+        delay = delay * 2 > 10000 ? 10000 : delay * 2;
+        delay = delay / 2 + (int64_t)(rand_r(&w->seed) % (unsigned)(delay / 2 + 1));
+    }
 }
 
 static void *rworker_main(void *arg) {
@@ -349,15 +383,22 @@ static void *rworker_main(void *arg) {
             pthread_mutex_unlock(&w->lock);
             return NULL;
         }
-        item_t *it = w->ring[w->head];
-        w->head = (w->head + 1) % w->cap;
-        w->count--;
+        /* everything waiting, up to the batch size: no linger */
+        size_t n = 0;
+        while (w->count > 0 && n < (size_t)w->cap) {
+            w->batch[n++] = w->ring[w->head];
+            w->head = (w->head + 1) % w->cap;
+            w->count--;
+        }
         pthread_cond_signal(&w->space);
         pthread_mutex_unlock(&w->lock);
-        handle(w->e, w, it);
-        ww_msg_destroy(it->kafka);
-        free(it->buf);
-        free(it);
+        memcpy(w->work, w->batch, n * sizeof *w->batch);
+        handle_batch(w->e, w, w->work, n);
+        for (size_t i = 0; i < n; i++) {
+            ww_msg_destroy(w->batch[i]->kafka);
+            free(w->batch[i]->buf);
+            free(w->batch[i]);
+        }
     }
 }
 
@@ -387,13 +428,17 @@ static bool start_workers(engine_t *e, ww_error_t *error) {
     for (int i = 0; i < e->n_workers; i++) {
         rworker_t *w = &e->w[i];
         w->e = e;
-        w->cap = 64;
+        w->cap = e->cfg->batch_max > 0 ? e->cfg->batch_max : 1;
         w->ring = calloc((size_t)w->cap, sizeof *w->ring);
+        w->batch = calloc((size_t)w->cap, sizeof *w->batch);
+        w->work = calloc((size_t)w->cap, sizeof *w->work);
+        w->items = calloc((size_t)w->cap, sizeof *w->items);
         w->seed = (unsigned)time(NULL) + (unsigned)i;
         pthread_mutex_init(&w->lock, NULL);
         pthread_cond_init(&w->cond, NULL);
         pthread_cond_init(&w->space, NULL);
-        if (!w->ring || pthread_create(&w->thread, NULL, rworker_main, w) != 0) {
+        if (!w->ring || !w->batch || !w->work || !w->items ||
+            pthread_create(&w->thread, NULL, rworker_main, w) != 0) {
             ww_error_set(error, WW_ERR_SYSTEM, 0, false, "cannot start worker threads");
             e->n_workers = i;
             return false;
@@ -413,6 +458,9 @@ static void stop_workers(engine_t *e) {
     for (int i = 0; i < e->n_workers; i++) {
         pthread_join(e->w[i].thread, NULL);
         free(e->w[i].ring);
+        free(e->w[i].batch);
+        free(e->w[i].work);
+        free(e->w[i].items);
         pthread_mutex_destroy(&e->w[i].lock);
         pthread_cond_destroy(&e->w[i].cond);
         pthread_cond_destroy(&e->w[i].space);

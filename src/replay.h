@@ -68,6 +68,7 @@ typedef struct {
     bool to_kafka;    /* produce outputs to Kafka (replay); else print them (apply) */
     ww_publish_t publish; /* to_kafka: which outputs are produced (default results) */
     int32_t workers;
+    int32_t batch_max;  /* messages a thread hands to the batch handler at once */
     int32_t max_retry_ms;
     bool progress;    /* a progress line on stderr, once a second */
 } ww_replay_config_t;

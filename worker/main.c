@@ -526,6 +526,8 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
     rc->route.topic = o->is_apply ? label : o->topic;
     rc->route.dlq_topic = wallet ? cfg->dlq_topic : cfg->invite_dlq_topic;
     rc->route.handle = wallet ? ww_wallet_handle : ww_invite_handle;
+    rc->route.handle_batch = wallet ? ww_wallet_handle_batch : ww_invite_handle_batch;
+    rc->batch_max = cfg->batch_max;
     rc->route.ctx = wallet ? (void *)&wctx : (void *)&ictx;
 
     ww_replay_summary_t *sum = calloc(1, sizeof *sum);
