@@ -23,7 +23,8 @@ struct ww_db {
 
     /* connection monitoring, written by libmongoc's monitor threads */
     pthread_mutex_t mon_lock;
-    ww_dbmon_t mon; /* which lines to log (dbmon.h) */
+    ww_dbmon_t mon;
+    bool closing; /* ww_db_destroy: the pool's own teardown is not an outage */ /* which lines to log (dbmon.h) */
     const char *topology; /* libmongoc's static name of the last topology type */
     /* A flapping connection (every failed operation resets it, the next
      * heartbeat restores it) must not flood the log: at most
@@ -192,7 +193,9 @@ static void on_topology_changed(const mongoc_apm_topology_changed_t *event) {
     pthread_mutex_lock(&db->mon_lock);
     bool was_writable = db->mon.writable;
     db->topology = mongoc_topology_description_type(td);
-    log_transition(db, ww_dbmon_topology(&db->mon, writable, ww_clock_mono_ms()), db->topology);
+    if (!db->closing)
+        log_transition(db, ww_dbmon_topology(&db->mon, writable, ww_clock_mono_ms()),
+                       db->topology);
     /* health follows every transition at once; only the log waits for an
      * outage to be over (dbmon.h) */
     if (writable && !was_writable) ww_health_set_db_state(WW_DB_CONNECTED);
@@ -457,6 +460,12 @@ ww_db_t *ww_db_new(const char *uri_string, const ww_db_options_t *opts, ww_error
 void ww_db_destroy(ww_db_t *db) {
     if (!db) return;
     if (db->pool) {
+        /* destroying the pool removes its server from the topology: say
+         * nothing about it (it would read as an outage: one `disconnected`
+         * line at every shutdown that comes soon after a reconnection) */
+        pthread_mutex_lock(&db->mon_lock);
+        db->closing = true;
+        pthread_mutex_unlock(&db->mon_lock);
         ww_health_set_db_state(WW_DB_DISCONNECTING);
         mongoc_client_pool_destroy(db->pool);
         ww_health_set_db_state(WW_DB_DISCONNECTED);
