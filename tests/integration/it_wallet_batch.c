@@ -92,7 +92,9 @@ static const char *status_of(const ww_batch_item_t *it, int64_t *balance) {
         const ww_out_t *o = &it->outs.out[i];
         if (strcmp(o->topic, env.results_topic) != 0 && strcmp(o->topic, "invite.results") != 0)
             continue;
-        json_object *root = json_tokener_parse(o->value), *v;
+        char *text = strndup(o->value, o->value_len); /* outputs are not NUL-terminated */
+        json_object *root = text ? json_tokener_parse(text) : NULL, *v;
+        free(text);
         if (!root) continue;
         if (json_object_object_get_ex(root, "status", &v))
             snprintf(st, sizeof st, "%s", json_object_get_string(v));
