@@ -688,6 +688,14 @@ bool ww_db_update_many(ww_db_t *db, const char *collection, const bson_t *filter
  * One unordered bulk is one `update` or `insert` command on the wire (below
  * maxWriteBatchSize and 48 MB: the callers' batches are far smaller). */
 
+static mongoc_bulk_operation_t *unordered_bulk(op_t *o) {
+    bson_t bopts = BSON_INITIALIZER; /* parsed at creation */
+    BSON_APPEND_BOOL(&bopts, "ordered", false);
+    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(o->coll, &bopts);
+    bson_destroy(&bopts);
+    return bulk;
+}
+
 bool ww_db_bulk_update_one(ww_db_t *db, const char *collection, const bson_t *const *filters,
                            const bson_t *const *updates, size_t n, int64_t *matched,
                            ww_error_t *error) {
@@ -695,9 +703,7 @@ bool ww_db_bulk_update_one(ww_db_t *db, const char *collection, const bson_t *co
     if (n == 0) return true;
     op_t o;
     op_begin(&o, db, collection, "bulk_update");
-    bson_t bopts = BSON_INITIALIZER;
-    BSON_APPEND_BOOL(&bopts, "ordered", false);
-    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(o.coll, &bopts);
+    mongoc_bulk_operation_t *bulk = unordered_bulk(&o);
     bson_error_t be;
     bool ok = true;
     for (size_t i = 0; ok && i < n; i++)
@@ -711,7 +717,6 @@ bool ww_db_bulk_update_one(ww_db_t *db, const char *collection, const bson_t *co
     if (!ok) translate(&be, &reply, "bulk update", error);
     bson_destroy(&reply);
     mongoc_bulk_operation_destroy(bulk);
-    bson_destroy(&bopts);
     op_end(&o);
     return ok;
 }
@@ -722,9 +727,7 @@ bool ww_db_insert_many(ww_db_t *db, const char *collection, const bson_t *const 
     if (n == 0) return true;
     op_t o;
     op_begin(&o, db, collection, "insert_many");
-    bson_t bopts = BSON_INITIALIZER;
-    BSON_APPEND_BOOL(&bopts, "ordered", false);
-    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(o.coll, &bopts);
+    mongoc_bulk_operation_t *bulk = unordered_bulk(&o);
     bson_error_t be;
     bool ok = true;
     for (size_t i = 0; ok && i < n; i++)
@@ -773,7 +776,6 @@ bool ww_db_insert_many(ww_db_t *db, const char *collection, const bson_t *const 
     }
     bson_destroy(&reply);
     mongoc_bulk_operation_destroy(bulk);
-    bson_destroy(&bopts);
     op_end(&o);
     return ok;
 }

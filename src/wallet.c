@@ -272,13 +272,9 @@ static void wallets_destroy(wallets_t *w) {
  * gain one (guarded updates require deletedAt: null), so it is not read.
  * Deciding on part of this set could miss the live wallet or a decided key:
  * more than MAX_WALLETS is a retryable error, logged, never a truncated view. */
-static bool snapshot_wallets(ww_db_t *db, const bson_oid_t *owner, wallets_t *w,
-                             ww_error_t *error) {
-    memset(w, 0, sizeof *w);
-    w->live = -1;
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, or, alt, exists;
-    BSON_APPEND_OID(&filter, "ownerUserId", owner);
-    BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &or);
+void ww_wallet_append_snapshot_filter(bson_t *filter) {
+    bson_t or, alt, exists;
+    BSON_APPEND_ARRAY_BEGIN(filter, "$or", &or);
     BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &alt);
     BSON_APPEND_NULL(&alt, "deletedAt");
     bson_append_document_end(&or, &alt);
@@ -287,7 +283,16 @@ static bool snapshot_wallets(ww_db_t *db, const bson_oid_t *owner, wallets_t *w,
     BSON_APPEND_BOOL(&exists, "$exists", true);
     bson_append_document_end(&alt, &exists);
     bson_append_document_end(&or, &alt);
-    bson_append_array_end(&filter, &or);
+    bson_append_array_end(filter, &or);
+}
+
+static bool snapshot_wallets(ww_db_t *db, const bson_oid_t *owner, wallets_t *w,
+                             ww_error_t *error) {
+    memset(w, 0, sizeof *w);
+    w->live = -1;
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
+    BSON_APPEND_OID(&filter, "ownerUserId", owner);
+    ww_wallet_append_snapshot_filter(&filter);
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
     BSON_APPEND_INT32(&sort, "_id", 1);
     bson_append_document_end(&opts, &sort);

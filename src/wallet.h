@@ -19,6 +19,7 @@
 #ifndef WW_WALLET_H
 #define WW_WALLET_H
 
+#include <bson/bson.h>
 #include <stdbool.h>
 
 #include "bus.h"
@@ -85,6 +86,10 @@ bool ww_wallet_handle(void *ctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_err
 /* The batch handler (wallet_batch.c): a whole batch decided by the planner
  * (wallet_plan.h) in a few round trips per round. */
 void ww_wallet_handle_batch(void *ctx, ww_batch_item_t *items, size_t n);
+
+/* The wallet documents a snapshot reads, besides the owner condition: the
+ * live one ({deletedAt: null}) and every one holding markers. */
+void ww_wallet_append_snapshot_filter(bson_t *filter);
 
 /* The pieces both handlers share. ww_wallet_parse: 1 = parsed into *cmd;
  * 0 = invalid, answered in outs (dead letter + result event); -1 = a

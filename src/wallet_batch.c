@@ -158,19 +158,7 @@ static bool find_in(ww_db_t *db, const char *coll, const char *field, const char
     if (n == 0) return true;
     bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
     append_in(&filter, field, vals, n, wallets);
-    if (wallets) {
-        bson_t or, alt, exists;
-        BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &or);
-        BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &alt);
-        BSON_APPEND_NULL(&alt, "deletedAt");
-        bson_append_document_end(&or, &alt);
-        BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &alt);
-        BSON_APPEND_DOCUMENT_BEGIN(&alt, MARKERS ".0", &exists);
-        BSON_APPEND_BOOL(&exists, "$exists", true);
-        bson_append_document_end(&alt, &exists);
-        bson_append_document_end(&or, &alt);
-        bson_append_array_end(&filter, &or);
-    }
+    if (wallets) ww_wallet_append_snapshot_filter(&filter);
     int64_t expect = out->limit ? (int64_t)out->limit + 1 : (int64_t)n + 1;
     BSON_APPEND_INT64(&opts, "batchSize", expect);
     bool ok = ww_db_find(db, coll, &filter, &opts, collect, out, error);
