@@ -767,7 +767,10 @@ bool ww_db_insert_many(ww_db_t *db, const char *collection, const bson_t *const 
         bool wc_errors = bson_iter_init_find(&it, &reply, "writeConcernErrors") &&
                          BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr) &&
                          bson_iter_next(&arr);
-        if (dups > 0 && others == 0 && !wc_errors) {
+        /* every document accounted for: inserted or a duplicate (a bulk
+         * split in parts that failed half-way would leave some unsent) */
+        bool complete = (size_t)reply_int(&reply, "nInserted") + dups == n;
+        if (dups > 0 && others == 0 && !wc_errors && complete) {
             ok = true;
         } else {
             for (size_t i = 0; i < n; i++) duplicate[i] = false;

@@ -1043,6 +1043,7 @@ typedef struct {
 typedef struct {
     bson_t **v;
     size_t n, cap;
+    bool over; /* out of memory: the read is incomplete */
 } idocs_t;
 
 static bool collect_invite(const bson_t *doc, void *vctx) {
@@ -1050,7 +1051,10 @@ static bool collect_invite(const bson_t *doc, void *vctx) {
     if (d->n == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 64;
         bson_t **v = realloc(d->v, cap * sizeof *v);
-        if (!v) return false;
+        if (!v) {
+            d->over = true;
+            return false;
+        }
         d->v = v;
         d->cap = cap;
     }
@@ -1075,7 +1079,37 @@ static void retry_open(ww_batch_item_t *items, ievent_t *evs, size_t n, const ww
         }
 }
 
-/* One round. 0 ok, 1 retryable error (err set). *answered counts finals. */
+static bool answer_event(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *e,
+                         const ww_invite_result_t *r, size_t *answered, ww_error_t *err) {
+    ww_batch_item_t *it = &items[e->item];
+    if (!answer(ctx, it->msg, &e->ev, r, &it->outs, &it->error)) {
+        *err = it->error;
+        return false;
+    }
+    it->status = WW_ITEM_DONE;
+    e->open = false;
+    (*answered)++;
+    return true;
+}
+
+/* True when the invite read back (by _id) records ev's eventId with its
+ * fingerprint: the transition that carried it was written. */
+static bool recorded(const idocs_t *back, const char *invite_id, const ww_invite_event_t *ev) {
+    for (size_t i = 0; i < back->n; i++) {
+        ww_invite_state_t st;
+        char id[25];
+        ww_error_t e;
+        if (!state_from_doc(back->v[i], &st, id, &e) || strcmp(id, invite_id) != 0) continue;
+        for (size_t k = 0; k < st.n_seen; k++)
+            if (strcmp(st.seen[k].event_id, ev->event_id) == 0 &&
+                strcmp(st.seen[k].fingerprint, ev->fingerprint) == 0)
+                return true;
+    }
+    return false;
+}
+
+/* One round. 0 ok, 1 retryable error, 2 another error (err set). *answered
+ * counts finals. */
 static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *evs, size_t n,
                         size_t *answered, ww_error_t *err) {
     int rc = 0;
@@ -1119,6 +1153,11 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
         bool ok = ww_db_find(ctx->db, WW_INVITES, &filter, &opts, collect_invite, &found, err);
         bson_destroy(&filter);
         bson_destroy(&opts);
+        if (ok && found.over) {
+            ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory reading a batch's invites");
+            rc = 1;
+            goto out;
+        }
         if (!ok) {
             rc = 1;
             if (!err->retryable) {
@@ -1155,7 +1194,7 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
                          "invite %s: stored status is unusable", e->ev.code);
             items[e->item].status = WW_ITEM_FAILED;
             e->open = false;
-            blocked[i] = 1; /* later events of the code wait for a re-drive order */
+            blocked[i] = 1; /* not answered below; later events of the code go on, as one at a time */
             continue;
         }
         res[i].has_invite_id = doc && res[i].invite_id[0];
@@ -1183,34 +1222,71 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
             write[i] = -2 - (int)n_upd++;
         }
     }
-    /* 3. the writes */
+    /* 3. the inserts, and their answers (before the bulk: whatever happens to
+     * it, an invite this round created is answered `applied`) */
     if (!ww_db_insert_many(ctx->db, WW_INVITES, insp, n_ins, dup, err)) {
-        rc = 1;
+        rc = err->retryable ? 1 : 2;
         goto out;
     }
-    int64_t matched = 0;
-    if (!ww_db_bulk_update_one(ctx->db, WW_INVITES, fp, up, n_upd, &matched, err)) {
-        rc = 1;
-        goto out;
-    }
-    bool all_matched = matched == (int64_t)n_upd;
-    if (!all_matched) ww_metrics_inc_retry("invite_contention");
-    /* 4. the answers that are final */
     for (size_t i = 0; i < n; i++) {
-        ievent_t *e = &evs[i];
-        if (!e->open || blocked[i]) continue;
-        if (write[i] >= 0 && dup[write[i]]) continue;       /* the code exists: next round */
-        if (write[i] <= -2 && !all_matched) continue;       /* someone moved first */
-        ww_batch_item_t *it = &items[e->item];
-        if (!answer(ctx, it->msg, &e->ev, &res[i], &it->outs, &it->error)) {
-            *err = it->error;
+        if (!evs[i].open || blocked[i]) continue;
+        if (write[i] >= 0 && !dup[write[i]] &&
+            !answer_event(ctx, items, &evs[i], &res[i], answered, err)) {
             rc = 1;
             goto out;
         }
-        it->status = WW_ITEM_DONE;
-        e->open = false;
-        (*answered)++;
     }
+    /* 4. the transitions. The reply gives only the total matched: when it
+     * is short, the touched invites are read back, and a transition is ours
+     * when its invite records this eventId with this fingerprint (an eventId
+     * is applied once). The others are decided again next round. */
+    int64_t matched = 0;
+    if (!ww_db_bulk_update_one(ctx->db, WW_INVITES, fp, up, n_upd, &matched, err)) {
+        rc = err->retryable ? 1 : 2;
+        goto out;
+    }
+    bool all_matched = matched == (int64_t)n_upd;
+    idocs_t back = {0};
+    if (!all_matched) {
+        ww_metrics_inc_retry("invite_contention");
+        bson_t filter = BSON_INITIALIZER, cond, in;
+        BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &cond);
+        BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &in);
+        char idx[16];
+        const char *ikey;
+        uint32_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (evs[i].open && write[i] <= -2) {
+                bson_oid_t id;
+                bson_oid_init_from_string(&id, res[i].invite_id);
+                bson_uint32_to_string(k++, &ikey, idx, sizeof idx);
+                BSON_APPEND_OID(&in, ikey, &id);
+            }
+        bson_append_array_end(&cond, &in);
+        bson_append_document_end(&filter, &cond);
+        bool ok = ww_db_find(ctx->db, WW_INVITES, &filter, NULL, collect_invite, &back, err);
+        bson_destroy(&filter);
+        if (ok && back.over) {
+            ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory reading invites back");
+            ok = false;
+        }
+        if (!ok) {
+            for (size_t i = 0; i < back.n; i++) bson_destroy(back.v[i]);
+            free(back.v);
+            rc = err->retryable ? 1 : 2;
+            goto out;
+        }
+    }
+    /* 5. the answers that are final */
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        ievent_t *e = &evs[i];
+        if (!e->open || blocked[i] || write[i] >= 0) continue; /* inserts: answered or next round */
+        if (write[i] <= -2 && !all_matched && !recorded(&back, res[i].invite_id, &e->ev))
+            continue; /* someone moved first: next round */
+        if (!answer_event(ctx, items, e, &res[i], answered, err)) rc = 1;
+    }
+    for (size_t i = 0; i < back.n; i++) bson_destroy(back.v[i]);
+    free(back.v);
 out:
     for (size_t i = 0; i < found.n; i++) bson_destroy(found.v[i]);
     free(found.v);
@@ -1286,8 +1362,34 @@ void ww_invite_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
             break;
         }
         size_t answered = 0;
-        if (invite_round(ctx, items, evs, m, &answered, &err) != 0) {
+        int rc = invite_round(ctx, items, evs, m, &answered, &err);
+        if (rc == 1) {
             retry_open(items, evs, m, &err);
+            break;
+        }
+        if (rc == 2) {
+            /* not infrastructure (a write error that is not a duplicate
+             * key): one event at a time, so only the event at fault is
+             * dead-lettered */
+            ww_warn("invite", "batch: deciding the batch's open events one at a time",
+                    WW_STR("error", err.message));
+            ww_batch_item_t *sub = calloc(m ? m : 1, sizeof *sub);
+            size_t k = 0;
+            if (!sub) {
+                ww_error_set(&err, WW_ERR_SYSTEM, 0, true, "out of memory");
+                retry_open(items, evs, m, &err);
+                break;
+            }
+            for (size_t i = 0; i < m; i++)
+                if (evs[i].open) sub[k++].msg = items[evs[i].item].msg;
+            ww_handle_each(ww_invite_handle, ctx, sub, k);
+            k = 0;
+            for (size_t i = 0; i < m; i++)
+                if (evs[i].open) {
+                    evs[i].open = false;
+                    items[evs[i].item] = sub[k++];
+                }
+            free(sub);
             break;
         }
         stalled = answered ? 0 : stalled + 1;

@@ -53,6 +53,13 @@ struct part {
 };
 
 typedef struct {
+    entry_t *e;
+    bool held;        /* finished; waits behind an earlier retry of its key */
+    bool go;          /* held and nothing before it holds it back: finish now */
+    ww_outputs_t outs; /* held: what it produces */
+} slot_t;
+
+typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     entry_t **ring;
@@ -62,6 +69,8 @@ typedef struct {
     unsigned seed;
     entry_t **batch, **group; /* batch_max each: taken from the ring, one route's share */
     ww_batch_item_t *items;   /* batch_max */
+    slot_t *slots;            /* batch_max: process_batch's messages */
+    ww_error_t retry_error;   /* process_batch: why the first one retries */
 } worker_t;
 
 struct ww_pipeline {
@@ -495,73 +504,112 @@ void ww_handle_each(ww_handle_fn handle, void *ctx, ww_batch_item_t *items, size
     }
 }
 
-/* Drops the entries that were revoked (or all of them once the shutdown
- * deadline passed); returns how many are left at the front of es. */
-static size_t drop_abandoned(ww_pipeline_t *p, entry_t **es, size_t n) {
-    bool stopping = atomic_load(&p->stopping);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        pthread_mutex_lock(&p->lock);
-        bool a = stopping || es[i]->abandoned;
-        pthread_mutex_unlock(&p->lock);
-        if (a)
-            finish_entry(p, es[i], NULL, false);
-        else
-            es[k++] = es[i];
-    }
-    return k;
+static bool same_key(const ww_msg_t *a, const ww_msg_t *b) {
+    return a->key && b->key && a->key_len == b->key_len && memcmp(a->key, b->key, a->key_len) == 0;
 }
 
 /* One route's share of a batch, in queue order, until every message is
- * finished, revoked or the shutdown deadline passes. */
+ * finished, revoked or the shutdown deadline passes. A message the handler
+ * finished (DONE, or FAILED and dead-lettered) while an earlier message with
+ * the same Kafka key is still to be retried is HELD, its outputs kept, and
+ * finished right after that one: a key's results and dead letters leave in
+ * offset order. */
 static void process_batch(ww_pipeline_t *p, worker_t *w, const ww_route_t *r, entry_t **es,
                           size_t n) {
     ww_batch_item_t *items = w->items;
+    slot_t *sl = w->slots;
+    for (size_t i = 0; i < n; i++) {
+        sl[i].e = es[i];
+        sl[i].held = false;
+        memset(&sl[i].outs, 0, sizeof sl[i].outs);
+    }
     for (int attempt = 0;; attempt++) {
-        n = drop_abandoned(p, es, n);
-        if (n == 0) return;
+        /* revoked, or the shutdown deadline passed: given up (outputs dropped) */
+        bool stopping = atomic_load(&p->stopping);
+        size_t k = 0;
         for (size_t i = 0; i < n; i++) {
-            memset(&items[i], 0, sizeof items[i]);
-            items[i].msg = es[i]->msg;
+            pthread_mutex_lock(&p->lock);
+            bool gone = stopping || sl[i].e->abandoned;
+            pthread_mutex_unlock(&p->lock);
+            if (gone) {
+                ww_outputs_clear(&sl[i].outs);
+                finish_entry(p, sl[i].e, NULL, false);
+            } else {
+                sl[k++] = sl[i];
+            }
         }
-        ww_metrics_observe_batch(r->topic, n);
-        if (r->handle_batch)
-            r->handle_batch(r->ctx, items, n);
-        else
-            ww_handle_each(r->handle, r->ctx, items, n);
-
-        size_t k = 0, first = n;
+        n = k;
+        if (n == 0) return;
+        /* the handler sees the messages not decided yet, in order */
+        size_t m = 0;
         for (size_t i = 0; i < n; i++) {
-            ww_batch_item_t *it = &items[i];
-            entry_t *e = es[i];
+            if (sl[i].held) continue;
+            memset(&items[m], 0, sizeof items[m]);
+            items[m].msg = sl[i].e->msg;
+            m++;
+        }
+        ww_metrics_observe_batch(r->topic, m);
+        if (r->handle_batch)
+            r->handle_batch(r->ctx, items, m);
+        else
+            ww_handle_each(r->handle, r->ctx, items, m);
+
+        size_t first = n; /* the first message to retry */
+        m = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (sl[i].held) continue;
+            ww_batch_item_t *it = &items[m++];
+            entry_t *e = sl[i].e;
             if (it->status == WW_ITEM_DONE) {
-                finish_entry(p, e, &it->outs, true);
+                sl[i].outs = it->outs;
+                sl[i].held = true;
             } else if (it->status == WW_ITEM_FAILED) {
                 ww_err("pipeline", "permanent failure: dead-lettering", WW_STR("topic", e->msg->topic),
                        WW_INT("partition", e->msg->partition), WW_INT("offset", e->msg->offset),
                        WW_STR("error", it->error.message));
                 ww_outputs_clear(&it->outs);
                 dead_letter_failure(e, &it->error);
-                ww_outputs_t outs = e->outs;
+                sl[i].outs = e->outs;
                 memset(&e->outs, 0, sizeof e->outs);
-                finish_entry(p, e, &outs, true);
+                sl[i].held = true;
             } else {
                 ww_outputs_clear(&it->outs);
-                if (first == n) first = i;
                 if (!it->error.message[0])
                     ww_error_set(&it->error, WW_ERR_INTERNAL, 0, true, "not decided");
-                es[k++] = e;
+                if (first == n) {
+                    first = i;
+                    w->retry_error = it->error;
+                }
             }
         }
-        if (k == 0) return;
-        const ww_batch_item_t *f = &items[first];
-        ww_metrics_inc_retry(ww_error_domain_name(f->error.domain));
+        /* finish what no earlier retry of its key holds back */
+        for (size_t i = 0; i < n; i++) {
+            sl[i].go = sl[i].held;
+            if (sl[i].held && first < i)
+                for (size_t j = first; j < i && sl[i].go; j++)
+                    if (!sl[j].held && same_key(sl[j].e->msg, sl[i].e->msg)) sl[i].go = false;
+        }
+        k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (sl[i].go)
+                finish_entry(p, sl[i].e, &sl[i].outs, true);
+            else
+                sl[k++] = sl[i];
+        }
+        if (first == n) return; /* nothing to retry: everything finished */
+        size_t retrying = 0;
+        for (size_t i = 0; i < k; i++) retrying += !sl[i].held;
+        const ww_msg_t *fm = NULL;
+        for (size_t i = 0; i < k && !fm; i++)
+            if (!sl[i].held) fm = sl[i].e->msg;
+        ww_metrics_inc_retry(ww_error_domain_name(w->retry_error.domain));
         int64_t delay = backoff_ms(p, attempt, &w->seed);
         if (attempt == 0 || attempt % 10 == 0)
-            ww_warn("pipeline", "retrying", WW_STR("topic", f->msg->topic),
-                    WW_INT("partition", f->msg->partition), WW_INT("offset", f->msg->offset),
-                    WW_UINT("messages", k), WW_INT("attempt", attempt + 1),
-                    WW_INT("delay_ms", delay), WW_STR("error", f->error.message));
+            ww_warn("pipeline", "retrying", WW_STR("topic", fm->topic),
+                    WW_INT("partition", fm->partition), WW_INT("offset", fm->offset),
+                    WW_UINT("messages", retrying), WW_UINT("held", k - retrying),
+                    WW_INT("attempt", attempt + 1), WW_INT("delay_ms", delay),
+                    WW_STR("error", w->retry_error.message));
         n = k;
         ww_clock_sleep_ms(delay, NULL);
     }
@@ -925,10 +973,11 @@ ww_pipeline_t *ww_pipeline_new(const ww_pipeline_config_t *cfg, const ww_route_t
         w->batch = calloc((size_t)p->batch_max, sizeof *w->batch);
         w->group = calloc((size_t)p->batch_max, sizeof *w->group);
         w->items = calloc((size_t)p->batch_max, sizeof *w->items);
+        w->slots = calloc((size_t)p->batch_max, sizeof *w->slots);
         w->seed = (unsigned)time(NULL) ^ (unsigned)(i * 7919);
         pthread_mutex_init(&w->lock, NULL);
         pthread_cond_init(&w->cond, NULL);
-        if (!w->ring || !w->batch || !w->group || !w->items || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        if (!w->ring || !w->batch || !w->group || !w->items || !w->slots || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             ww_error_set(error, WW_ERR_SYSTEM, 0, false, "cannot start worker thread %d", i);
             p->n_workers = i;
             ww_pipeline_destroy(p);
@@ -1029,6 +1078,7 @@ void ww_pipeline_destroy(ww_pipeline_t *p) {
         free(w->batch);
         free(w->group);
         free(w->items);
+        free(w->slots);
         pthread_mutex_destroy(&w->lock);
         pthread_cond_destroy(&w->cond);
     }

@@ -43,6 +43,8 @@
 #include "wallet_plan.h"
 
 #define MAX_STALLED 8 /* rounds in a row that answer nothing: retry later */
+#define MAX_ROUNDS 32 /* rounds per call: the rest is handed back (the pipeline's
+                         outputs, revokes and shutdown wait for a call to end) */
 #define MARKERS "pendingTransactions"
 
 typedef struct {
@@ -302,6 +304,7 @@ static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
     /* 2. the wallets of owners with a key to decide (or a wallet_not_found to
      * re-check: its lost markers are undone in the owner's update) */
     free(seen.slot);
+    seen.slot = NULL;
     if (!set_init(&seen, n)) goto oom;
     for (size_t j = 0; j < r->n_in; j++) {
         const ww_command_t *cmd = r->in[j].cmd;
@@ -316,6 +319,7 @@ static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
         goto db_error;
     if (r->wallets.over) {
         free(seen.slot);
+        seen.slot = NULL;
         ww_error_set(err, WW_ERR_INTERNAL, 0, false,
                      "too many wallet documents for one read: deciding one command at a time");
         return 2;
@@ -330,6 +334,7 @@ static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
     }
     r->more = calloc(r->n_keys + n_marks + 1, sizeof *r->more);
     free(seen.slot);
+    seen.slot = NULL;
     if (!r->more || !set_init(&seen, r->n_keys + n_marks)) goto oom;
     for (size_t i = 0; i < r->n_keys; i++)
         if (!set_has(&r->found, r->keys[i]) && set_add(&seen, r->keys[i]))
@@ -603,12 +608,19 @@ void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
      * first open command of each owner unless another writer keeps winning
      * (or the planner keeps deferring): after MAX_STALLED such rounds in a
      * row the rest waits for the pipeline's backoff. */
-    for (int stalled = 0;;) {
+    for (int stalled = 0, round = 0;; round++) {
         size_t open = 0;
         for (size_t i = 0; i < b.n; i++) open += b.cmds[i].open;
         if (open == 0) break;
         ww_error_t err;
         ww_error_clear(&err);
+        if (round == MAX_ROUNDS) {
+            ww_error_set(&err, WW_ERR_DB, 0, true, "%zu command(s) left after %d rounds "
+                         "(one wallet's long chain): continuing after a short pause", open,
+                         MAX_ROUNDS);
+            retry_all(&b, &err);
+            break;
+        }
         if (stalled == MAX_STALLED) {
             ww_error_set(&err, WW_ERR_DB, 0, true, "%zu command(s) still undecided after %d "
                          "rounds (contention on their wallets)", open, MAX_STALLED);
