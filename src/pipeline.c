@@ -634,12 +634,19 @@ static void *worker_main(void *arg) {
         }
         pthread_mutex_unlock(&w->lock);
         atomic_fetch_add(&p->active, 1);
+        /* each route's share, in queue order, split before any is processed:
+         * processing finishes (and may free) its entries */
+        size_t start[WW_PIPELINE_MAX_ROUTES + 1] = {0};
+        size_t m = 0;
         for (size_t r = 0; r < p->n_routes; r++) {
-            size_t m = 0;
+            start[r] = m;
             for (size_t i = 0; i < n; i++)
                 if (w->batch[i]->route == &p->routes[r]) w->group[m++] = w->batch[i];
-            if (m) process_batch(p, w, &p->routes[r], w->group, m);
         }
+        start[p->n_routes] = m;
+        for (size_t r = 0; r < p->n_routes; r++)
+            if (start[r + 1] > start[r])
+                process_batch(p, w, &p->routes[r], w->group + start[r], start[r + 1] - start[r]);
         atomic_fetch_sub(&p->active, 1);
     }
     return NULL;
@@ -949,6 +956,11 @@ void ww_pipeline_config_defaults(ww_pipeline_config_t *cfg) {
 
 ww_pipeline_t *ww_pipeline_new(const ww_pipeline_config_t *cfg, const ww_route_t *routes,
                                size_t n_routes, ww_error_t *error) {
+    if (n_routes == 0 || n_routes > WW_PIPELINE_MAX_ROUTES) {
+        ww_error_set(error, WW_ERR_CONFIG, 0, false, "between 1 and %d routes, not %zu",
+                     WW_PIPELINE_MAX_ROUTES, n_routes);
+        return NULL;
+    }
     ww_pipeline_t *p = calloc(1, sizeof *p);
     if (!p) goto oom;
     p->cfg = *cfg;

@@ -32,6 +32,7 @@
 #include "error.h"
 
 #define WW_OUT_MAX 2
+#define WW_PIPELINE_MAX_ROUTES 8 /* topics one pipeline serves */
 #define WW_OUT_HEADERS_MAX 12
 
 typedef struct {

@@ -192,7 +192,11 @@ static pid_t spawn(const h_env_t *env, const char *const *args, const char *cons
     snprintf(e_ires, sizeof e_ires, "INVITE_RESULTS_TOPIC=it.%s.invite-results", env->run_id);
     snprintf(e_idlq, sizeof e_idlq, "INVITE_DLQ_TOPIC=it.%s.invite-dlq", env->run_id);
     const char *base[] = {e_brokers, e_uri, e_http, e_cmd, e_res, e_dlq, e_group, e_iev, e_ires, e_idlq,
-                          "PATH=/usr/bin:/bin", "LOG_LEVEL=info"};
+                          "PATH=/usr/bin:/bin", "LOG_LEVEL=info",
+                          /* libmongoc creates /dev/shm/mongoc-<pid> when it is loaded; a
+                           * SIGKILLed worker leaves its file, and a later process given the
+                           * same pid prints a warning on stderr before main runs */
+                          "MONGOC_DISABLE_SHM=1"};
     char *envp[64];
     size_t n = 0;
     /* extras override the base settings of the same name */

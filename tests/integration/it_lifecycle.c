@@ -212,6 +212,8 @@ static void test_lifecycle_harness_reaps_a_failed_tests_workers(void **state) {
 }
 
 int main(void) {
+    /* the workers this test starts through `env` inherit it: see harness.c */
+    setenv("MONGOC_DISABLE_SHM", "1", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lifecycle_starts_serves_health_and_stops_on_sigterm),
         cmocka_unit_test(test_lifecycle_invalid_configuration_exits_2_naming_the_setting),
