@@ -15,7 +15,7 @@
 #               build/bench-baseline/<commit>) on the same workload in the same run, in the
 #               order baseline, new, new, baseline (--order ABBA) or baseline, new (AB):
 #               throughput, replay and latency ratios measured side by side.
-#      latency: one more run of each binary at a sustainable rate (half the new worker's
+#      latency: one more run of each binary at a sustainable rate (half the slower side's
 #               measured throughput, or --latency-rate): p50/p99 produce->result.
 #   2. ceiling: the same commands through ww_wallet_apply() directly (libmongoc, no Kafka),
 #               same threads, same routing by owner, on the same server: worker/ceiling.
@@ -51,7 +51,7 @@
 #                           before group commit); any git revision of this repository
 #   --no-baseline           skip the baseline
 #   --order ABBA|AB         baseline (A) and new (B) worker runs, in this order (default ABBA)
-#   --latency-rate R        the rate of the latency runs (default: half the new worker's
+#   --latency-rate R        the rate of the latency runs (default: half the slower side's
 #                           measured throughput)
 #   --latency, --no-latency run (the default, except with --small) or skip the latency runs
 #   --no-replay             skip the replays
@@ -359,11 +359,16 @@ for l in "${RUNS[@]}"; do
   if [[ "$l" == base* ]]; then worker_run "$l" "$BASE_WORKER" "$RATE" "$REPLAY"
   else worker_run "$l" "$WORKER" "$RATE" "$REPLAY"; fi
 done
-# latency at a sustainable rate: half the new worker's throughput, the same rate for both
+# latency at a sustainable rate, the same rate for both: half the slower side's mean
+# throughput (half load for the baseline, less for the new worker); without a baseline, half
+# the new worker's
 if ((${#LAT_RUNS[@]})); then
   if [[ -z "$LAT_RATE" ]]; then
-    LAT_RATE=$(jq -s '[.[] | select(.side == "new" and .ok) | .run.throughput_cps // 0] |
-      if length == 0 then 0 else (add / length / 2 | floor) end' "$OUT"/wr-new*.json)
+    LAT_RATE=$(jq -s '
+      def half(side): [.[] | select(.side == side and .ok) | .run.throughput_cps // 0] |
+        if length == 0 then null else (add / length / 2 | floor) end;
+      [half("new"), half("baseline")] | map(select(. != null and . > 0)) |
+      if length == 0 then 0 else min end' "$OUT"/wr-*.json)
   fi
   if ((LAT_RATE > 0)); then
     for l in "${LAT_RUNS[@]}"; do

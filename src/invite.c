@@ -45,6 +45,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "sha256.h"
+#include "strmap.h"
 
 #define SEEN "processedEvents"
 #define MAX_ATTEMPTS 32 /* guarded-write races before giving up (retryable) */
@@ -1062,13 +1063,6 @@ static bool collect_invite(const bson_t *doc, void *vctx) {
     return true;
 }
 
-static const bson_t *find_invite(const idocs_t *d, const char *code) {
-    for (size_t i = 0; i < d->n; i++) {
-        const char *c = doc_str(d->v[i], "code");
-        if (c && strcmp(c, code) == 0) return d->v[i];
-    }
-    return NULL;
-}
 
 static void retry_open(ww_batch_item_t *items, ievent_t *evs, size_t n, const ww_error_t *why) {
     for (size_t i = 0; i < n; i++)
@@ -1123,18 +1117,24 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
     const bson_t **insp = calloc(n + 1, sizeof *insp), **fp = calloc(n + 1, sizeof *fp),
                  **up = calloc(n + 1, sizeof *up);
     bool *dup = calloc(n + 1, sizeof *dup);
+    size_t *code_of = calloc(n + 1, sizeof *code_of); /* event -> index in codes */
+    size_t *stored = calloc(n + 1, sizeof *stored);   /* code -> index in found, or NONE */
+    char *pending = calloc(n + 1, 1);                 /* per code: a write or a block is pending */
+    ww_strmap_t by_code = {0};
     size_t n_codes = 0, n_ins = 0, n_upd = 0;
     if (!codes || !res || !write || !blocked || !ins || !flt || !upd || !insp || !fp || !up ||
-        !dup) {
+        !dup || !code_of || !stored || !pending || !ww_strmap_init(&by_code, n)) {
         ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory deciding a batch");
         rc = 1;
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
         if (!evs[i].open) continue;
-        bool seen = false;
-        for (size_t c = 0; c < n_codes && !seen; c++) seen = strcmp(codes[c], evs[i].ev.code) == 0;
-        if (!seen) codes[n_codes++] = evs[i].ev.code;
+        code_of[i] = ww_strmap_put(&by_code, evs[i].ev.code, n_codes);
+        if (code_of[i] == n_codes) {
+            stored[n_codes] = WW_STRMAP_NONE;
+            codes[n_codes++] = evs[i].ev.code;
+        }
     }
     /* 1. the invites */
     {
@@ -1173,54 +1173,63 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
             goto out;
         }
     }
+    for (size_t d = 0; d < found.n; d++) { /* the first invite read of each code */
+        const char *c = doc_str(found.v[d], "code");
+        size_t ci = c ? ww_strmap_get(&by_code, c) : WW_STRMAP_NONE;
+        if (ci != WW_STRMAP_NONE && stored[ci] == WW_STRMAP_NONE) stored[ci] = d;
+    }
     /* 2. decide, in order; the first state change of a code blocks the rest */
     int64_t now_ms = ww_clock_now_ms();
     for (size_t i = 0; i < n; i++) {
-        ievent_t *e = &evs[i];
         write[i] = -1;
-        if (!e->open) continue;
-        for (size_t j = 0; j < i && !blocked[i]; j++)
-            blocked[i] = (blocked[j] || write[j] != -1) && evs[j].open &&
-                         strcmp(evs[j].ev.code, e->ev.code) == 0;
-        if (blocked[i]) continue;
+        if (!evs[i].open) continue;
+        size_t ci = code_of[i];
+        if (pending[ci]) {
+            blocked[i] = 1;
+            continue;
+        }
+        ievent_t *ev = &evs[i];
+        const bson_t *doc = stored[ci] == WW_STRMAP_NONE ? NULL : found.v[stored[ci]];
         ww_invite_state_t st;
         memset(&st, 0, sizeof st);
-        const bson_t *doc = find_invite(&found, e->ev.code);
         ww_error_t serr;
         ww_error_clear(&serr);
         if (doc && !state_from_doc(doc, &st, res[i].invite_id, &serr)) {
             /* the stored invite is unusable: this event fails alone */
-            ww_error_set(&items[e->item].error, WW_ERR_DB, 0, false,
-                         "invite %s: stored status is unusable", e->ev.code);
-            items[e->item].status = WW_ITEM_FAILED;
-            e->open = false;
+            ww_error_set(&items[ev->item].error, WW_ERR_DB, 0, false,
+                         "invite %s: stored status is unusable", ev->ev.code);
+            items[ev->item].status = WW_ITEM_FAILED;
+            ev->open = false;
             blocked[i] = 1; /* not answered below; later events of the code go on, as one at a time */
-            continue;
+            goto next;
         }
         res[i].has_invite_id = doc && res[i].invite_id[0];
-        ww_invite_decide(&st, &e->ev, &res[i].decision);
-        if (res[i].decision.outcome != WW_INVITE_APPLIED) continue; /* final, below */
+        ww_invite_decide(&st, &ev->ev, &res[i].decision);
+        if (res[i].decision.outcome != WW_INVITE_APPLIED) goto next; /* final, below */
         if (res[i].decision.from == WW_INVITE_NONE) {
             bson_oid_t id;
             bson_oid_init(&id, NULL);
             bson_oid_to_string(&id, res[i].invite_id);
             res[i].has_invite_id = true;
-            build_invite(&ins[n_ins], &e->ev, &id, now_ms);
+            build_invite(&ins[n_ins], &ev->ev, &id, now_ms);
             insp[n_ins] = &ins[n_ins];
             write[i] = (int)n_ins++;
         } else if (!res[i].has_invite_id) {
-            ww_error_set(&items[e->item].error, WW_ERR_DB, 0, false,
-                         "invite %s has no ObjectId _id", e->ev.code);
-            items[e->item].status = WW_ITEM_FAILED;
-            e->open = false;
+            ww_error_set(&items[ev->item].error, WW_ERR_DB, 0, false,
+                         "invite %s has no ObjectId _id", ev->ev.code);
+            items[ev->item].status = WW_ITEM_FAILED;
+            ev->open = false;
             blocked[i] = 1;
         } else {
-            build_transition(&flt[n_upd], &upd[n_upd], res[i].invite_id, &e->ev,
+            build_transition(&flt[n_upd], &upd[n_upd], res[i].invite_id, &ev->ev,
                              res[i].decision.from, res[i].decision.to, now_ms);
             fp[n_upd] = &flt[n_upd];
             up[n_upd] = &upd[n_upd];
             write[i] = -2 - (int)n_upd++;
         }
+    next:
+        /* a later event of the code waits for this one's write */
+        if (evs[i].open && (blocked[i] || write[i] != -1)) pending[ci] = 1;
     }
     /* 3. the inserts, and their answers (before the bulk: whatever happens to
      * it, an invite this round created is answered `applied`) */
@@ -1306,6 +1315,10 @@ out:
     free(fp);
     free(up);
     free(dup);
+    free(code_of);
+    free(stored);
+    free(pending);
+    ww_strmap_destroy(&by_code);
     return rc;
 }
 
