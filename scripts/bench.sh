@@ -57,8 +57,8 @@
 #   --no-replay             skip the replays
 #   --batch N               raw bulk: commands per batch (default 512, the engine's BATCH_MAX)
 #   --keep-stack            leave the bench stack running afterwards
-# Environment: WW_BENCH_STACK_DIR (default .stack-bench), WW_BENCH_KAFKA_PORT (49092),
-#   WW_BENCH_KAFKA_CONTROLLER_PORT (49093), WW_BENCH_MONGO_PORT (57017),
+# Environment: WW_BENCH_STACK_DIR (default .stack-bench), WW_BENCH_KAFKA_PORT (29292),
+#   WW_BENCH_KAFKA_CONTROLLER_PORT (29293), WW_BENCH_MONGO_PORT (28217),
 #   WW_BENCH_CONNECT_HEAP (default "-Xms256M -Xmx2G", connect-standalone.sh's), WW_BENCH_SKIP_SETUP=1
 #   (no bootstrap; the build still runs).
 set -euo pipefail
@@ -111,9 +111,9 @@ case "$MONGO" in ferretdb | mongo-java-server) ;; *) echo "bench.sh: --mongo fer
 
 # The bench stack: never the developer's (.stack) or the tests' (.stack-test).
 export WW_STACK_DIR="${WW_BENCH_STACK_DIR:-$ROOT/.stack-bench}"
-export KAFKA_PORT="${WW_BENCH_KAFKA_PORT:-49092}"
-export KAFKA_CONTROLLER_PORT="${WW_BENCH_KAFKA_CONTROLLER_PORT:-49093}"
-export MONGO_PORT="${WW_BENCH_MONGO_PORT:-57017}"
+export KAFKA_PORT="${WW_BENCH_KAFKA_PORT:-29292}"
+export KAFKA_CONTROLLER_PORT="${WW_BENCH_KAFKA_CONTROLLER_PORT:-29293}"
+export MONGO_PORT="${WW_BENCH_MONGO_PORT:-28217}"
 export MONGO_IMPL="$MONGO"
 unset KAFKA_BROKERS MONGODB_URI
 BROKERS="127.0.0.1:$KAFKA_PORT"

@@ -15,8 +15,8 @@
 #
 # Environment (all optional):
 #   CHAOS_STACK_DIR        default <repo>/.stack-chaos (never .stack or .stack-test)
-#   CHAOS_KAFKA_PORT       59092     CHAOS_KAFKA_CONTROLLER_PORT 59093
-#   CHAOS_MONGO_PORT       57117     CHAOS_HTTP_BASE 31120 (worker sidecars use BASE..BASE+3;
+#   CHAOS_KAFKA_PORT       29392     CHAOS_KAFKA_CONTROLLER_PORT 29393
+#   CHAOS_MONGO_PORT       28317     CHAOS_HTTP_BASE 31120 (worker sidecars use BASE..BASE+3;
 #                          keep it below the ephemeral port range, or an outgoing connection
 #                          may take the port between two worker restarts)
 #   CHAOS_MONGO_IMPL       mongo-java-server (default; every fault runs on it) | ferretdb
@@ -53,9 +53,9 @@ case "$STACK_DIR" in
   "$REPO/.stack" | "$REPO/.stack-test" | "$REPO" | / | "$HOME")
     echo "chaos: refusing to use $STACK_DIR as the chaos stack" >&2; exit 2 ;;
 esac
-KAFKA_PORT=${CHAOS_KAFKA_PORT:-59092}
-KAFKA_CONTROLLER_PORT=${CHAOS_KAFKA_CONTROLLER_PORT:-59093}
-MONGO_PORT=${CHAOS_MONGO_PORT:-57117}
+KAFKA_PORT=${CHAOS_KAFKA_PORT:-29392}
+KAFKA_CONTROLLER_PORT=${CHAOS_KAFKA_CONTROLLER_PORT:-29393}
+MONGO_PORT=${CHAOS_MONGO_PORT:-28317}
 HTTP_BASE=${CHAOS_HTTP_BASE:-31120}
 MONGO_IMPL=${CHAOS_MONGO_IMPL:-mongo-java-server}
 case "$MONGO_IMPL" in

@@ -109,9 +109,9 @@ FUZZ_SECONDS="${WW_FUZZ_SECONDS:-60}"
 
 if [ "$UNIT_ONLY" = 0 ]; then
   export WW_STACK_DIR="${WW_TEST_STACK_DIR:-$ROOT/.stack-test}"
-  export KAFKA_PORT="${WW_TEST_KAFKA_PORT:-39092}"
-  export KAFKA_CONTROLLER_PORT="${WW_TEST_KAFKA_CONTROLLER_PORT:-39093}"
-  export MONGO_PORT="${WW_TEST_MONGO_PORT:-47017}"
+  export KAFKA_PORT="${WW_TEST_KAFKA_PORT:-29092}"
+  export KAFKA_CONTROLLER_PORT="${WW_TEST_KAFKA_CONTROLLER_PORT:-29093}"
+  export MONGO_PORT="${WW_TEST_MONGO_PORT:-28017}"
   trap '"$ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
   for impl in ferretdb mongo-java-server; do
     say "integration tests: Kafka + $impl"
