@@ -259,9 +259,12 @@ round_trips() {
   { curl -s -m 5 "http://$WORKER_HTTP/metrics" 2>/dev/null || true; } | awk '
     /^wallet_worker_db_round_trips_total[{ ]/ {
       op = "all"; if (match($0, /op="[^"]*"/)) op = substr($0, RSTART + 4, RLENGTH - 5)
-      v[op] += $NF; n++ }
+      v["rt:" op] += $NF; n++ }
+    /^wallet_worker_db_operation_duration_seconds_(sum|count)[{ ]/ {
+      op = "all"; if (match($0, /operation="[^"]*"/)) op = substr($0, RSTART + 11, RLENGTH - 12)
+      k = ($0 ~ /_sum/) ? "s:" : "n:"; v[k op] += $NF }
     END { if (!n) { print "null"; exit }
-          printf "{"; sep = ""; for (k in v) { printf "%s\"%s\":%.0f", sep, k, v[k]; sep = "," }
+          printf "{"; sep = ""; for (k in v) { printf "%s\"%s\":%.6f", sep, k, v[k]; sep = "," }
           print "}" }'
 }
 
@@ -306,12 +309,21 @@ worker_run() {
     --argjson problems "$(printf '%s\n' "${problems[@]+"${problems[@]}"}" | jq -Rsc 'split("\n") | map(select(length > 0))')" '
     (.commands // 0) as $n |
     (if $rt1 == null then null   # a labelled counter may have no series before the first command
-     else $rt1 | with_entries(.value -= (($rt0 // {})[.key] // 0)) end) as $rt |
+     else $rt1 | with_entries(.value -= (($rt0 // {})[.key] // 0)) end) as $all |
+    (if $all == null then null
+     else $all | with_entries(select(.key | startswith("rt:")) | .key |= .[3:] | .value |= round) end) as $rt |
+    (if $all == null then null
+     else [$all | to_entries[] | select(.key | startswith("s:")) | .key[2:] as $op |
+           {key: $op, value: {calls: ($all["n:" + $op] // 0 | round), seconds: (.value * 1000 | round / 1000),
+                              ms_per_call: (if ($all["n:" + $op] // 0) > 0
+                                            then (.value / $all["n:" + $op] * 1e4 | round / 10) else null end)}}] |
+           from_entries end) as $dbt |
     { label: $lbl, side: $side, binary: $bin, ok: ($problems | length == 0), problems: $problems,
       seed_s: ($seed[0].seed_s // null),
       run: (. + {process_cpu_s_total: $cpu_total}),
       cpu_us_per_command: (if (.worker_cpu_s // -1) >= 0 and $n > 0 then (.worker_cpu_s * 1e6 / $n | round) else null end),
       db_round_trips: $rt,
+      db_time: $dbt,
       db_round_trips_per_command: (if $rt == null or $n == 0 then null
         else ((($rt | add) // 0) / $n * 1000 | round) / 1000 end),
       replay: $replay }' "$OUT/run-$label.json" >"$OUT/wr-$label.json"
