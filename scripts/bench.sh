@@ -263,6 +263,7 @@ round_trips() {
     /^wallet_worker_db_operation_duration_seconds_(sum|count)[{ ]/ {
       op = "all"; if (match($0, /operation="[^"]*"/)) op = substr($0, RSTART + 11, RLENGTH - 12)
       k = ($0 ~ /_sum/) ? "s:" : "n:"; v[k op] += $NF }
+    /^wallet_worker_batch_size_(sum|count)[{ ]/ { v[($0 ~ /_sum/) ? "b:sum" : "b:count"] += $NF }
     END { if (!n) { print "null"; exit }
           printf "{"; sep = ""; for (k in v) { printf "%s\"%s\":%.6f", sep, k, v[k]; sep = "," }
           print "}" }'
@@ -318,12 +319,17 @@ worker_run() {
                               ms_per_call: (if ($all["n:" + $op] // 0) > 0
                                             then (.value / $all["n:" + $op] * 1e4 | round / 10) else null end)}}] |
            from_entries end) as $dbt |
+    (if $all == null or ($all["b:count"] // 0) == 0 then null
+     else {calls: ($all["b:count"] | round), mean_size: ($all["b:sum"] / $all["b:count"] * 10 | round / 10),
+           rounds_per_call: (if ($all["n:insert_many"] // 0) > 0
+                             then ($all["n:insert_many"] / $all["b:count"] * 100 | round / 100) else null end)} end) as $bat |
     { label: $lbl, side: $side, binary: $bin, ok: ($problems | length == 0), problems: $problems,
       seed_s: ($seed[0].seed_s // null),
       run: (. + {process_cpu_s_total: $cpu_total}),
       cpu_us_per_command: (if (.worker_cpu_s // -1) >= 0 and $n > 0 then (.worker_cpu_s * 1e6 / $n | round) else null end),
       db_round_trips: $rt,
       db_time: $dbt,
+      batches: $bat,
       db_round_trips_per_command: (if $rt == null or $n == 0 then null
         else ((($rt | add) // 0) / $n * 1000 | round) / 1000 end),
       replay: $replay }' "$OUT/run-$label.json" >"$OUT/wr-$label.json"

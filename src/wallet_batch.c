@@ -1,16 +1,19 @@
 /* wallet_batch.c: the I/O shell around the pure wallet planner.
  *
- * A batch of wallet commands is decided in rounds. One round is at most five
+ * A batch of wallet commands is decided in rounds. One round is at most six
  * round trips, whatever the batch's size:
- *   1. the ledger, for every open command's key ($in);
+ *   1. (ledger first only) the ledger, for every open command's key ($in);
  *   2. the wallets of the owners that still need deciding ($in; the live
  *      ones and those holding markers, as the per-message snapshot);
- *   3. the ledger again, AFTER the wallets, for the keys step 1 did not find
- *      and every marker's key (Invariant B: a marker is trusted as "entry
- *      missing" only on a ledger read made after it was seen);
+ *   3. the ledger, AFTER the wallets, for the keys not found yet and every
+ *      marker's key (Invariant B: a marker is trusted as "entry missing"
+ *      only on a ledger read made after it was seen);
  *   4. one unordered bulk of guarded updates, at most one per wallet,
  *      carrying every marker the round decided for it;
- *   5. one unordered insertMany of the ledger entries.
+ *   5. one unordered insertMany of the ledger entries;
+ *   6. the prune of the markers whose entries step 5 stored.
+ * Step 1 is skipped (snapshot first) while recent rounds found few of their
+ * keys in the ledger: see ledger_first().
  * The plan (wallet_plan.h) says which result depends on which update and
  * which entry. A result is final, and answered, once both are written: its
  * update matched and its entry was stored under its own _id. Everything else
@@ -265,15 +268,37 @@ static void round_clear(round_t *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* How the facts are read. Ledger first (3 reads): the ledger for the keys,
+ * the wallets of the owners with a key not found (or found as
+ * wallet_not_found), the ledger again for the keys not found and the
+ * markers; a round of duplicates (a replay) then costs one read. Snapshot
+ * first (2 reads): the wallets of every owner, then the ledger for every key
+ * and marker; a round of new commands saves a read. Both read the ledger
+ * after the wallets for every key they decide (Invariant B). The choice
+ * follows the share of keys found in the ledger by recent rounds (an
+ * estimate shared by the process's workers; a wrong guess costs a read,
+ * never a decision). */
+static atomic_uint found_permille; /* recent rounds' keys found in the ledger, per mille */
+
+static bool ledger_first(void) { return atomic_load_explicit(&found_permille, memory_order_relaxed) >= 500; }
+
+static void note_found(size_t found, size_t keys) {
+    if (keys == 0) return;
+    unsigned now = (unsigned)(found * 1000 / keys), old = atomic_load_explicit(&found_permille, memory_order_relaxed);
+    atomic_store_explicit(&found_permille, (old + now) / 2, memory_order_relaxed);
+}
+
 /* Steps 1-3: the facts for the open commands. 0 ok, 1 retryable error, 2 other error. */
 static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
     size_t n = b->n;
+    bool first_ledger = ledger_first();
     r->keys = calloc(n, sizeof *r->keys);
     r->owners = calloc(n, sizeof *r->owners);
     r->in = calloc(n, sizeof *r->in);
     r->in_cmd = calloc(n, sizeof *r->in_cmd);
-    strset_t seen;
+    strset_t seen, wnf; /* wnf: keys found as wallet_not_found */
     memset(&seen, 0, sizeof seen);
+    memset(&wnf, 0, sizeof wnf);
     if (!r->keys || !r->owners || !r->in || !r->in_cmd || !set_init(&seen, n) ||
         !set_init(&r->found, n))
         goto oom;
@@ -289,11 +314,11 @@ static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
         r->in_cmd[r->n_in++] = i;
         if (set_add(&seen, c->cmd.idempotency_key)) r->keys[r->n_keys++] = c->cmd.idempotency_key;
     }
-    /* 1. the ledger for the keys */
-    if (!find_in(b->ctx->db, WW_TRANSACTIONS, "idempotencyKey", r->keys, r->n_keys, false,
+    /* 1. ledger first: the ledger for the keys */
+    if (first_ledger &&
+        !find_in(b->ctx->db, WW_TRANSACTIONS, "idempotencyKey", r->keys, r->n_keys, false,
                  &r->ledger, err))
         goto db_error;
-    strset_t wnf; /* keys found as wallet_not_found */
     if (!set_init(&wnf, r->ledger.n)) goto oom;
     for (size_t i = 0; i < r->ledger.n; i++) {
         const char *k = doc_str(r->ledger.v[i], "idempotencyKey");
@@ -313,6 +338,7 @@ static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
         if (need && set_add(&seen, cmd->owner_user_id)) r->owners[r->n_owners++] = cmd->owner_user_id;
     }
     free(wnf.slot);
+    wnf.slot = NULL;
     r->wallets.limit = r->n_owners * (WW_WALLET_PLAN_MAX_WALLETS + 1) + 1;
     if (!find_in(b->ctx->db, WW_WALLETS, "ownerUserId", r->owners, r->n_owners, true, &r->wallets,
                  err))
@@ -354,14 +380,32 @@ static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
     }
     free(seen.slot);
     seen.slot = NULL;
+    size_t before = r->ledger.n;
     r->ledger.limit = 0;
     if (!find_in(b->ctx->db, WW_TRANSACTIONS, "idempotencyKey", r->more, r->n_more, false,
                  &r->ledger, err))
         return err->retryable ? 1 : 2;
     if (r->ledger.over) goto oom;
+    /* the share of the round's keys that were already in the ledger */
+    size_t found = 0;
+    if (first_ledger) {
+        found = before;
+    } else {
+        strset_t keys;
+        if (set_init(&keys, r->n_keys)) {
+            for (size_t i = 0; i < r->n_keys; i++) set_add(&keys, r->keys[i]);
+            for (size_t i = 0; i < r->ledger.n; i++) {
+                const char *k = doc_str(r->ledger.v[i], "idempotencyKey");
+                found += k && set_has(&keys, k);
+            }
+            free(keys.slot);
+        }
+    }
+    note_found(found, r->n_keys);
     return 0;
 oom:
     free(seen.slot);
+    free(wnf.slot);
     ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory reading a batch's facts");
     return 1;
 db_error:
