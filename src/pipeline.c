@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "engine.h"
 #include "command.h"
 #include "sha256.h"
 #include "health.h"
@@ -52,27 +53,6 @@ struct part {
     part_t *next;
 };
 
-typedef struct {
-    entry_t *e;
-    bool held;        /* finished; waits behind an earlier retry of its key */
-    bool go;          /* held and nothing before it holds it back: finish now */
-    ww_outputs_t outs; /* held: what it produces */
-} slot_t;
-
-typedef struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    entry_t **ring;
-    int cap, head, count;
-    pthread_t thread;
-    struct ww_pipeline *p;
-    unsigned seed;
-    entry_t **batch, **group; /* batch_max each: taken from the ring, one route's share */
-    ww_batch_item_t *items;   /* batch_max */
-    slot_t *slots;            /* batch_max: process_batch's messages */
-    ww_error_t retry_error;   /* process_batch: why the first one retries */
-} worker_t;
-
 struct ww_pipeline {
     ww_pipeline_config_t cfg;
     ww_route_t *routes;
@@ -86,14 +66,11 @@ struct ww_pipeline {
     entry_t *redo;
     bool paused;
 
-    worker_t *workers;
-    int n_workers;
-    int batch_max;
+    ww_engine_t *engine;  /* the workers */
     atomic_bool quit;     /* workers exit */
     atomic_bool stopping; /* shutdown deadline passed: give up retries, drop late outputs */
     bool workers_joined;
     atomic_uint_fast64_t done_count;
-    atomic_int active; /* workers inside process() */
     int64_t unkeyed_warned_at, unkeyed_since_warn; /* poll thread */
 };
 
@@ -290,14 +267,6 @@ static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
 
 /* ---- workers -------------------------------------------------------------- */
 
-static int64_t backoff_ms(ww_pipeline_t *p, int attempt, unsigned *seed) {
-    int64_t d = p->cfg.retry_base_ms;
-    for (int i = 0; i < attempt && d < p->cfg.retry_max_ms; i++) d *= 2;
-    if (d > p->cfg.retry_max_ms) d = p->cfg.retry_max_ms;
-    /* full jitter on the upper half: spreads retries of many workers */
-    return d / 2 + (int64_t)(rand_r(seed) % (unsigned)(d / 2 + 1));
-}
-
 bool ww_message_precheck(const ww_msg_t *msg, int32_t max_bytes, ww_error_t *error) {
     if (!msg->value || msg->value_len == 0) {
         ww_error_set(error, WW_ERR_INPUT, WW_COMMAND_INVALID_JSON, false, "empty message");
@@ -433,15 +402,6 @@ ww_out_t *ww_outputs_dead_letter(ww_outputs_t *outs, const char *dlq_topic, cons
     return o;
 }
 
-static void dead_letter_failure(entry_t *e, const ww_error_t *err) {
-    const ww_msg_t *m = e->msg;
-    if (!ww_outputs_dead_letter(&e->outs, e->route->dlq_topic, m, "processing_failed",
-                                err->message))
-        return;
-    ww_metrics_inc_dead_letter(m->topic, "processing_failed");
-    ww_metrics_inc_processed(m->topic, "failed");
-}
-
 /* Settles a processed (or given-up) entry: takes over its outputs and
  * produces them, or drops it when it was not finished. */
 static void finish_entry(ww_pipeline_t *p, entry_t *e, ww_outputs_t *outs, bool finished) {
@@ -479,205 +439,40 @@ static void finish_entry(ww_pipeline_t *p, entry_t *e, ww_outputs_t *outs, bool 
     pthread_mutex_unlock(&p->lock);
 }
 
-void ww_handle_each(ww_handle_fn handle, void *ctx, ww_batch_item_t *items, size_t n) {
-    size_t i = 0;
-    for (; i < n; i++) {
-        ww_batch_item_t *it = &items[i];
-        ww_error_clear(&it->error);
-        ww_outputs_clear(&it->outs);
-        if (handle(ctx, it->msg, &it->outs, &it->error)) {
-            it->status = WW_ITEM_DONE;
-            continue;
-        }
-        ww_outputs_clear(&it->outs);
-        if (!it->error.retryable) {
-            it->status = WW_ITEM_FAILED;
-            continue;
-        }
-        it->status = WW_ITEM_RETRY;
-        break;
+/* ---- the engine's sink ------------------------------------------------------ */
+
+/* The engine's verdict on an entry: produce its outputs, or drop it (revoked,
+ * shutting down: the offset stays unstored). */
+static void engine_finish(void *ctx, void *item, const ww_msg_t *msg, ww_outputs_t *outs,
+                          ww_engine_end_t end, const ww_error_t *error) {
+    ww_pipeline_t *p = ctx;
+    entry_t *e = item;
+    (void)error;
+    if (end == WW_ENGINE_FAILED && outs->n > 0) {
+        ww_metrics_inc_dead_letter(msg->topic, "processing_failed");
+        ww_metrics_inc_processed(msg->topic, "failed");
     }
-    /* after a retryable failure nothing later runs: the key order holds */
-    for (size_t j = i + 1; j < n; j++) {
-        items[j].status = WW_ITEM_RETRY;
-        items[j].error = items[i].error;
-    }
+    bool finished = end == WW_ENGINE_DONE || end == WW_ENGINE_FAILED;
+    finish_entry(p, e, finished ? outs : NULL, finished);
 }
 
-static bool same_key(const ww_msg_t *a, const ww_msg_t *b) {
-    return a->key && b->key && a->key_len == b->key_len && memcmp(a->key, b->key, a->key_len) == 0;
-}
-
-/* One route's share of a batch, in queue order, until every message is
- * finished, revoked or the shutdown deadline passes. A message the handler
- * finished (DONE, or FAILED and dead-lettered) while an earlier message with
- * the same Kafka key is still to be retried is HELD, its outputs kept, and
- * finished right after that one: a key's results and dead letters leave in
- * offset order. */
-static void process_batch(ww_pipeline_t *p, worker_t *w, const ww_route_t *r, entry_t **es,
-                          size_t n) {
-    ww_batch_item_t *items = w->items;
-    slot_t *sl = w->slots;
-    for (size_t i = 0; i < n; i++) {
-        sl[i].e = es[i];
-        sl[i].held = false;
-        memset(&sl[i].outs, 0, sizeof sl[i].outs);
-    }
-    for (int attempt = 0;; attempt++) {
-        /* revoked, or the shutdown deadline passed: given up (outputs dropped) */
-        bool stopping = atomic_load(&p->stopping);
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++) {
-            pthread_mutex_lock(&p->lock);
-            bool gone = stopping || sl[i].e->abandoned;
-            pthread_mutex_unlock(&p->lock);
-            if (gone) {
-                ww_outputs_clear(&sl[i].outs);
-                finish_entry(p, sl[i].e, NULL, false);
-            } else {
-                sl[k++] = sl[i];
-            }
-        }
-        n = k;
-        if (n == 0) return;
-        /* the handler sees the messages not decided yet, in order */
-        size_t m = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (sl[i].held) continue;
-            memset(&items[m], 0, sizeof items[m]);
-            items[m].msg = sl[i].e->msg;
-            m++;
-        }
-        ww_metrics_observe_batch(r->topic, m);
-        if (r->handle_batch)
-            r->handle_batch(r->ctx, items, m);
-        else
-            ww_handle_each(r->handle, r->ctx, items, m);
-
-        size_t first = n; /* the first message to retry */
-        m = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (sl[i].held) continue;
-            ww_batch_item_t *it = &items[m++];
-            entry_t *e = sl[i].e;
-            if (it->status == WW_ITEM_DONE) {
-                sl[i].outs = it->outs;
-                sl[i].held = true;
-            } else if (it->status == WW_ITEM_FAILED) {
-                ww_err("pipeline", "permanent failure: dead-lettering", WW_STR("topic", e->msg->topic),
-                       WW_INT("partition", e->msg->partition), WW_INT("offset", e->msg->offset),
-                       WW_STR("error", it->error.message));
-                ww_outputs_clear(&it->outs);
-                dead_letter_failure(e, &it->error);
-                sl[i].outs = e->outs;
-                memset(&e->outs, 0, sizeof e->outs);
-                sl[i].held = true;
-            } else {
-                ww_outputs_clear(&it->outs);
-                if (!it->error.message[0])
-                    ww_error_set(&it->error, WW_ERR_INTERNAL, 0, true, "not decided");
-                if (first == n) {
-                    first = i;
-                    w->retry_error = it->error;
-                }
-            }
-        }
-        /* finish what no earlier retry of its key holds back */
-        for (size_t i = 0; i < n; i++) {
-            sl[i].go = sl[i].held;
-            if (sl[i].held && first < i)
-                for (size_t j = first; j < i && sl[i].go; j++)
-                    if (!sl[j].held && same_key(sl[j].e->msg, sl[i].e->msg)) sl[i].go = false;
-        }
-        k = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (sl[i].go)
-                finish_entry(p, sl[i].e, &sl[i].outs, true);
-            else
-                sl[k++] = sl[i];
-        }
-        if (first == n) return; /* nothing to retry: everything finished */
-        size_t retrying = 0;
-        for (size_t i = 0; i < k; i++) retrying += !sl[i].held;
-        const ww_msg_t *fm = NULL;
-        for (size_t i = 0; i < k && !fm; i++)
-            if (!sl[i].held) fm = sl[i].e->msg;
-        ww_metrics_inc_retry(ww_error_domain_name(w->retry_error.domain));
-        int64_t delay = backoff_ms(p, attempt, &w->seed);
-        if (attempt == 0 || attempt % 10 == 0)
-            ww_warn("pipeline", "retrying", WW_STR("topic", fm->topic),
-                    WW_INT("partition", fm->partition), WW_INT("offset", fm->offset),
-                    WW_UINT("messages", retrying), WW_UINT("held", k - retrying),
-                    WW_INT("attempt", attempt + 1), WW_INT("delay_ms", delay),
-                    WW_STR("error", w->retry_error.message));
-        n = k;
-        ww_clock_sleep_ms(delay, NULL);
-    }
-}
-
-static void *worker_main(void *arg) {
-    worker_t *w = arg;
-    ww_pipeline_t *p = w->p;
-    for (;;) {
-        pthread_mutex_lock(&w->lock);
-        while (w->count == 0 && !atomic_load(&p->quit)) pthread_cond_wait(&w->cond, &w->lock);
-        if (w->count == 0) {
-            pthread_mutex_unlock(&w->lock);
-            break;
-        }
-        /* everything waiting, up to batch_max: no linger */
-        size_t n = 0;
-        while (w->count > 0 && n < (size_t)p->batch_max) {
-            w->batch[n++] = w->ring[w->head];
-            w->head = (w->head + 1) % w->cap;
-            w->count--;
-        }
-        pthread_mutex_unlock(&w->lock);
-        atomic_fetch_add(&p->active, 1);
-        /* each route's share, in queue order, split before any is processed:
-         * processing finishes (and may free) its entries */
-        size_t start[WW_PIPELINE_MAX_ROUTES + 1] = {0};
-        size_t m = 0;
-        for (size_t r = 0; r < p->n_routes; r++) {
-            start[r] = m;
-            for (size_t i = 0; i < n; i++)
-                if (w->batch[i]->route == &p->routes[r]) w->group[m++] = w->batch[i];
-        }
-        start[p->n_routes] = m;
-        for (size_t r = 0; r < p->n_routes; r++)
-            if (start[r + 1] > start[r])
-                process_batch(p, w, &p->routes[r], w->group + start[r], start[r + 1] - start[r]);
-        atomic_fetch_sub(&p->active, 1);
-    }
-    return NULL;
+/* Revoked, or the shutdown deadline passed: given up (outputs dropped). */
+static bool engine_gone(void *ctx, void *item) {
+    ww_pipeline_t *p = ctx;
+    entry_t *e = item;
+    if (atomic_load(&p->stopping)) return true;
+    pthread_mutex_lock(&p->lock);
+    bool gone = e->abandoned;
+    pthread_mutex_unlock(&p->lock);
+    return gone;
 }
 
 /* ---- dispatch -------------------------------------------------------------- */
 
-static uint32_t hash_key(const ww_msg_t *m) {
-    uint32_t h = 2166136261u;
-    const unsigned char *k = m->key;
-    size_t n = m->key_len;
-    if (!k) {
-        k = (const unsigned char *)&m->partition;
-        n = sizeof m->partition;
-    }
-    for (size_t i = 0; i < n; i++) h = (h ^ k[i]) * 16777619u;
-    return h;
-}
-
+/* Under p->lock; false when the worker's queue is full. */
 static bool dispatch(ww_pipeline_t *p, entry_t *e) {
-    worker_t *w = &p->workers[hash_key(e->msg) % (uint32_t)p->n_workers];
-    pthread_mutex_lock(&w->lock);
-    if (w->count == w->cap) {
-        pthread_mutex_unlock(&w->lock);
-        return false;
-    }
-    w->ring[(w->head + w->count) % w->cap] = e;
-    w->count++;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-    return true;
+    return ww_engine_submit(p->engine, e, e->msg, (size_t)(e->route - p->routes), e->msg->key,
+                            e->msg->key_len, false);
 }
 
 static const ww_route_t *route_for(ww_pipeline_t *p, const char *topic) {
@@ -972,29 +767,15 @@ ww_pipeline_t *ww_pipeline_new(const ww_pipeline_config_t *cfg, const ww_route_t
     p->n_routes = n_routes;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->changed, NULL);
-    p->n_workers = cfg->workers > 0 ? cfg->workers : 1;
-    p->batch_max = cfg->batch_max > 0 ? cfg->batch_max : 1;
-    p->workers = calloc((size_t)p->n_workers, sizeof *p->workers);
-    if (!p->workers) goto oom;
-    for (int i = 0; i < p->n_workers; i++) {
-        worker_t *w = &p->workers[i];
-        w->p = p;
-        w->cap = cfg->queue_depth > 0 ? cfg->queue_depth : 64;
-        if (w->cap < p->batch_max) w->cap = p->batch_max;
-        w->ring = calloc((size_t)w->cap, sizeof *w->ring);
-        w->batch = calloc((size_t)p->batch_max, sizeof *w->batch);
-        w->group = calloc((size_t)p->batch_max, sizeof *w->group);
-        w->items = calloc((size_t)p->batch_max, sizeof *w->items);
-        w->slots = calloc((size_t)p->batch_max, sizeof *w->slots);
-        w->seed = (unsigned)time(NULL) ^ (unsigned)(i * 7919);
-        pthread_mutex_init(&w->lock, NULL);
-        pthread_cond_init(&w->cond, NULL);
-        if (!w->ring || !w->batch || !w->group || !w->items || !w->slots || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
-            ww_error_set(error, WW_ERR_SYSTEM, 0, false, "cannot start worker thread %d", i);
-            p->n_workers = i;
-            ww_pipeline_destroy(p);
-            return NULL;
-        }
+    ww_engine_config_t ec = {.name = "pipeline", .workers = cfg->workers,
+                             .queue_depth = cfg->queue_depth, .batch_max = cfg->batch_max,
+                             .retry_base_ms = p->cfg.retry_base_ms,
+                             .retry_max_ms = p->cfg.retry_max_ms};
+    ww_engine_sink_t sink = {.ctx = p, .finish = engine_finish, .gone = engine_gone};
+    p->engine = ww_engine_new(&ec, p->routes, n_routes, &sink, error);
+    if (!p->engine) {
+        ww_pipeline_destroy(p);
+        return NULL;
     }
     return p;
 oom:
@@ -1059,42 +840,19 @@ void ww_pipeline_stop_workers(ww_pipeline_t *p) {
     if (!p || p->workers_joined) return;
     atomic_store(&p->stopping, true);
     atomic_store(&p->quit, true);
-    for (int i = 0; i < p->n_workers; i++) {
-        worker_t *w = &p->workers[i];
-        pthread_mutex_lock(&w->lock);
-        pthread_cond_broadcast(&w->cond);
-        pthread_mutex_unlock(&w->lock);
-    }
-    int busy = atomic_load(&p->active);
+    int busy = p->engine ? ww_engine_busy(p->engine) : 0;
     if (busy)
         ww_info("pipeline", "waiting for worker thread(s) still inside a handler (at most "
                 "the database socket timeout); their late outputs are dropped", WW_INT("busy", busy));
-    for (int i = 0; i < p->n_workers; i++) {
-        worker_t *w = &p->workers[i];
-        pthread_join(w->thread, NULL);
-        /* queued entries never started: drop their worker reference */
-        pthread_mutex_lock(&p->lock);
-        for (int k = 0; k < w->count; k++) entry_unref(w->ring[(w->head + k) % w->cap]);
-        w->count = 0;
-        pthread_mutex_unlock(&p->lock);
-    }
+    /* queued entries are dropped by the workers (stopping), each through finish_entry */
+    ww_engine_stop(p->engine);
     p->workers_joined = true;
 }
 
 void ww_pipeline_destroy(ww_pipeline_t *p) {
     if (!p) return;
     ww_pipeline_stop_workers(p);
-    for (int i = 0; i < p->n_workers; i++) {
-        worker_t *w = &p->workers[i];
-        free(w->ring);
-        free(w->batch);
-        free(w->group);
-        free(w->items);
-        free(w->slots);
-        pthread_mutex_destroy(&w->lock);
-        pthread_cond_destroy(&w->cond);
-    }
-    free(p->workers);
+    ww_engine_destroy(p->engine);
     pthread_mutex_lock(&p->lock);
     /* outputs still waiting to be produced again hold their entry */
     for (entry_t *e = p->redo, *next; e; e = next) {

@@ -1,7 +1,9 @@
 /* pipeline.h: the consume -> process -> produce engine.
  *
  * DESIGN
- * - One polling thread (the caller of ww_pipeline_run) and N worker threads.
+ * - One polling thread (the caller of ww_pipeline_run) and N worker threads
+ *   (the batch engine, engine.h, shared with replay and apply; the pipeline
+ *   is its sink: it produces what a message finished with and commits).
  *   A message goes to worker hash(key) % N, so one key (an ownerUserId, an
  *   invite code) is always handled by one thread, in offset order, while
  *   different keys run concurrently (that is what the connection pool is

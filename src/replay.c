@@ -12,38 +12,27 @@
 
 #include "bus.h"
 #include "clock.h"
+#include "engine.h"
 #include "lines.h"
 #include "log.h"
 
+/* One message in flight: owned by the run until the engine finishes it. */
 typedef struct {
     ww_msg_t *kafka; /* owned Kafka message, or NULL */
     ww_msg_t file;   /* a file line (value owned in buf) */
     char *buf;
-    uint32_t route_hash;
+    const void *key; /* the order key (in kafka, buf or file.offset), or NULL */
+    size_t key_len;
 } item_t;
 
-typedef struct engine engine_t;
+typedef struct run run_t;
 
-typedef struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond, space;
-    item_t **ring;
-    int cap, head, count;
-    bool closed;
-    pthread_t thread;
-    engine_t *e;
-    unsigned seed;
-    item_t **batch, **work;   /* cap each: taken from the ring; its undecided part */
-    ww_batch_item_t *items;   /* cap */
-} rworker_t;
-
-struct engine {
+struct run {
     const ww_replay_config_t *cfg;
     ww_replay_summary_t *s;
     volatile int *stop;
     ww_bus_t *producer;
-    rworker_t *w;
-    int n_workers;
+    ww_engine_t *eng; /* the workers: the live pipeline's batch engine */
     pthread_mutex_t lock; /* summary and stdout/stderr */
     atomic_long inflight;        /* produced, not yet acknowledged */
     atomic_long delivery_failed;
@@ -110,7 +99,7 @@ bad:
 
 /* ---- summary ---------------------------------------------------------------- */
 
-static void count_outcome(engine_t *e, const char *name) {
+static void count_outcome(run_t *e, const char *name) {
     ww_replay_summary_t *s = e->s;
     if (!name) name = "processed";
     for (size_t i = 0; i < s->n_outcomes; i++)
@@ -190,7 +179,7 @@ void ww_replay_print_summary(const ww_replay_config_t *cfg, const ww_replay_summ
 /* ---- outputs ------------------------------------------------------------------ */
 
 static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {
-    engine_t *e = ctx;
+    run_t *e = ctx;
     if (error) {
         atomic_fetch_add(&e->delivery_failed, 1);
         ww_err("replay", "output not delivered", WW_STR("error", error->message));
@@ -213,11 +202,11 @@ static const char *header(const ww_out_t *o, const char *name, size_t *len) {
 
 /* apply: a dead letter is printed as FILE:LINE: code: reason and counted as a
  * rejected line; false when o is not a dead letter. Called with e->lock held. */
-static bool is_dead_letter(const engine_t *e, const ww_out_t *o) {
+static bool is_dead_letter(const run_t *e, const ww_out_t *o) {
     return e->cfg->route.dlq_topic && strcmp(o->topic, e->cfg->route.dlq_topic) == 0;
 }
 
-static bool print_rejection(engine_t *e, const ww_msg_t *m, const ww_out_t *o) {
+static bool print_rejection(run_t *e, const ww_msg_t *m, const ww_out_t *o) {
     const ww_replay_config_t *cfg = e->cfg;
     if (!is_dead_letter(e, o)) return false;
     size_t cl, rl;
@@ -232,7 +221,7 @@ static bool print_rejection(engine_t *e, const ww_msg_t *m, const ww_out_t *o) {
 
 /* A dry run: outputs are discarded (counted as held back), but apply's
  * rejections are reported exactly as the real run reports them. */
-static void dry_run_outputs(engine_t *e, const ww_msg_t *m, const ww_outputs_t *outs) {
+static void dry_run_outputs(run_t *e, const ww_msg_t *m, const ww_outputs_t *outs) {
     pthread_mutex_lock(&e->lock);
     for (size_t i = 0; i < outs->n; i++) {
         const ww_out_t *o = &outs->out[i];
@@ -245,7 +234,7 @@ static void dry_run_outputs(engine_t *e, const ww_msg_t *m, const ww_outputs_t *
     pthread_mutex_unlock(&e->lock);
 }
 
-static void emit(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs) {
+static void emit(run_t *e, const ww_msg_t *m, ww_outputs_t *outs) {
     const ww_replay_config_t *cfg = e->cfg;
     for (size_t i = 0; i < outs->n; i++) {
         ww_out_t *o = &outs->out[i];
@@ -297,7 +286,7 @@ static void emit(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs) {
 
 /* One message finished (ok) or given up (!ok, err says why): its outputs and
  * the summary. */
-static void finish(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs, bool ok,
+static void finish(run_t *e, const ww_msg_t *m, ww_outputs_t *outs, bool ok,
                    const ww_error_t *err) {
     const ww_replay_config_t *cfg = e->cfg;
     if (ok && !cfg->dry_run) emit(e, m, outs);
@@ -317,159 +306,50 @@ static void finish(engine_t *e, const ww_msg_t *m, ww_outputs_t *outs, bool ok,
     ww_outputs_clear(outs);
 }
 
-/* A batch, as the live pipeline runs it (pipeline.h): the route's batch
- * handler decides everything it can, the undecided part is handed back after
- * a backoff, in order, until max_retry_ms. */
-static void handle_batch(engine_t *e, rworker_t *w, item_t **its, size_t n) {
+/* The engine's sink: a message is over (decided, dead-lettered, or given up
+ * after max_retry_ms of retryable failures or at *stop). */
+static void engine_finish(void *ctx, void *item, const ww_msg_t *msg, ww_outputs_t *outs,
+                          ww_engine_end_t end, const ww_error_t *error) {
+    run_t *e = ctx;
+    item_t *it = item;
+    bool ok = end == WW_ENGINE_DONE || end == WW_ENGINE_FAILED;
+    ww_error_t why;
+    if (!ok && !error) {
+        ww_error_set(&why, WW_ERR_INTERNAL, 0, false, "given up");
+        error = &why;
+    }
+    finish(e, msg, outs, ok, error);
+    ww_msg_destroy(it->kafka);
+    free(it->buf);
+    free(it);
+}
+
+/* Queues it for the workers; blocks while its worker's queue is full (no
+ * group here: nobody to keep polling for). */
+static void dispatch(run_t *e, item_t *it) {
+    const ww_msg_t *m = it->kafka ? it->kafka : &it->file;
+    ww_engine_submit(e->eng, it, m, 0, it->key, it->key_len, true);
+}
+
+static bool start_workers(run_t *e, ww_error_t *error) {
     const ww_replay_config_t *cfg = e->cfg;
-    ww_batch_item_t *bi = w->items;
-    int64_t deadline = ww_clock_mono_ms() + cfg->max_retry_ms;
-    int64_t delay = 100;
-    for (;;) {
-        for (size_t i = 0; i < n; i++) {
-            memset(&bi[i], 0, sizeof bi[i]);
-            bi[i].msg = its[i]->kafka ? its[i]->kafka : &its[i]->file;
-        }
-        if (cfg->route.handle_batch)
-            cfg->route.handle_batch(cfg->route.ctx, bi, n);
-        else
-            ww_handle_each(cfg->route.handle, cfg->route.ctx, bi, n);
-        size_t k = 0, first = n;
-        for (size_t i = 0; i < n; i++) {
-            ww_batch_item_t *it = &bi[i];
-            if (it->status == WW_ITEM_DONE) {
-                finish(e, it->msg, &it->outs, true, NULL);
-            } else if (it->status == WW_ITEM_FAILED) {
-                /* a permanent failure of this message: dead-letter it, as live */
-                ww_outputs_clear(&it->outs);
-                it->outs.outcome = "failed";
-                if (cfg->route.dlq_topic) /* a dry run discards it, apply's reports it */
-                    ww_outputs_dead_letter(&it->outs, cfg->route.dlq_topic, it->msg,
-                                           "processing_failed", it->error.message);
-                finish(e, it->msg, &it->outs, true, NULL);
-            } else {
-                ww_outputs_clear(&it->outs);
-                if (first == n) first = i;
-                its[k++] = its[i];
-            }
-        }
-        if (k == 0) return;
-        ww_error_t err = bi[first].error;
-        if (!err.message[0]) ww_error_set(&err, WW_ERR_INTERNAL, 0, true, "not decided");
-        if (*e->stop || ww_clock_mono_ms() + delay > deadline) {
-            for (size_t i = 0; i < k; i++) {
-                ww_outputs_t none;
-                memset(&none, 0, sizeof none);
-                finish(e, its[i]->kafka ? its[i]->kafka : &its[i]->file, &none, false, &err);
-            }
-            return;
-        }
-        ww_warn("replay", "retrying", WW_INT("partition", bi[first].msg->partition),
-                WW_INT("offset", bi[first].msg->offset), WW_UINT("messages", k),
-                WW_STR("error", err.message));
-        n = k;
-        ww_clock_sleep_ms(delay, e->stop);
-        delay = delay * 2 > 10000 ? 10000 : delay * 2;
-        delay = delay / 2 + (int64_t)(rand_r(&w->seed) % (unsigned)(delay / 2 + 1));
-    }
+    ww_engine_config_t ec = {
+        .name = "replay",
+        .workers = cfg->workers,
+        .queue_depth = cfg->batch_max,
+        .batch_max = cfg->batch_max,
+        .retry_base_ms = 100,
+        .retry_max_ms = 10000,
+        /* 0 = give up at the first failure (the engine's 0 means never) */
+        .retry_deadline_ms = cfg->max_retry_ms > 0 ? cfg->max_retry_ms : 1,
+        .interrupt = e->stop,
+    };
+    ww_engine_sink_t sink = {.ctx = e, .finish = engine_finish};
+    e->eng = ww_engine_new(&ec, &cfg->route, 1, &sink, error);
+    return e->eng != NULL;
 }
 
-static void *rworker_main(void *arg) {
-    rworker_t *w = arg;
-    for (;;) {
-        pthread_mutex_lock(&w->lock);
-        while (w->count == 0 && !w->closed) pthread_cond_wait(&w->cond, &w->lock);
-        if (w->count == 0) {
-            pthread_mutex_unlock(&w->lock);
-            return NULL;
-        }
-        /* everything waiting, up to the batch size: no linger */
-        size_t n = 0;
-        while (w->count > 0 && n < (size_t)w->cap) {
-            w->batch[n++] = w->ring[w->head];
-            w->head = (w->head + 1) % w->cap;
-            w->count--;
-        }
-        pthread_cond_signal(&w->space);
-        pthread_mutex_unlock(&w->lock);
-        memcpy(w->work, w->batch, n * sizeof *w->batch);
-        handle_batch(w->e, w, w->work, n);
-        for (size_t i = 0; i < n; i++) {
-            ww_msg_destroy(w->batch[i]->kafka);
-            free(w->batch[i]->buf);
-            free(w->batch[i]);
-        }
-    }
-}
-
-static uint32_t fnv(const void *data, size_t n) {
-    uint32_t h = 2166136261u;
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
-    return h;
-}
-
-/* Blocks while the worker's queue is full (no group here: nobody to keep
- * polling for). */
-static void dispatch(engine_t *e, item_t *it) {
-    rworker_t *w = &e->w[it->route_hash % (uint32_t)e->n_workers];
-    pthread_mutex_lock(&w->lock);
-    while (w->count == w->cap) pthread_cond_wait(&w->space, &w->lock);
-    w->ring[(w->head + w->count) % w->cap] = it;
-    w->count++;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
-static bool start_workers(engine_t *e, ww_error_t *error) {
-    e->n_workers = e->cfg->workers > 0 ? e->cfg->workers : 1;
-    e->w = calloc((size_t)e->n_workers, sizeof *e->w);
-    if (!e->w) return false;
-    for (int i = 0; i < e->n_workers; i++) {
-        rworker_t *w = &e->w[i];
-        w->e = e;
-        w->cap = e->cfg->batch_max > 0 ? e->cfg->batch_max : 1;
-        w->ring = calloc((size_t)w->cap, sizeof *w->ring);
-        w->batch = calloc((size_t)w->cap, sizeof *w->batch);
-        w->work = calloc((size_t)w->cap, sizeof *w->work);
-        w->items = calloc((size_t)w->cap, sizeof *w->items);
-        w->seed = (unsigned)time(NULL) + (unsigned)i;
-        pthread_mutex_init(&w->lock, NULL);
-        pthread_cond_init(&w->cond, NULL);
-        pthread_cond_init(&w->space, NULL);
-        if (!w->ring || !w->batch || !w->work || !w->items ||
-            pthread_create(&w->thread, NULL, rworker_main, w) != 0) {
-            ww_error_set(error, WW_ERR_SYSTEM, 0, false, "cannot start worker threads");
-            e->n_workers = i;
-            return false;
-        }
-    }
-    return true;
-}
-
-static void stop_workers(engine_t *e) {
-    for (int i = 0; i < e->n_workers; i++) {
-        rworker_t *w = &e->w[i];
-        pthread_mutex_lock(&w->lock);
-        w->closed = true;
-        pthread_cond_broadcast(&w->cond);
-        pthread_mutex_unlock(&w->lock);
-    }
-    for (int i = 0; i < e->n_workers; i++) {
-        pthread_join(e->w[i].thread, NULL);
-        free(e->w[i].ring);
-        free(e->w[i].batch);
-        free(e->w[i].work);
-        free(e->w[i].items);
-        pthread_mutex_destroy(&e->w[i].lock);
-        pthread_cond_destroy(&e->w[i].cond);
-        pthread_cond_destroy(&e->w[i].space);
-    }
-    free(e->w);
-    e->w = NULL;
-}
-
-static void progress(engine_t *e, int64_t started, uint64_t done_bytes, uint64_t total_bytes) {
+static void progress(run_t *e, int64_t started, uint64_t done_bytes, uint64_t total_bytes) {
     pthread_mutex_lock(&e->lock);
     uint64_t processed = e->s->processed + e->s->not_processed;
     uint64_t total = e->s->total;
@@ -490,7 +370,7 @@ static void progress(engine_t *e, int64_t started, uint64_t done_bytes, uint64_t
 
 /* ---- sources -------------------------------------------------------------------- */
 
-static bool run_topic(engine_t *e, ww_error_t *error) {
+static bool run_topic(run_t *e, ww_error_t *error) {
     const ww_replay_config_t *cfg = e->cfg;
     ww_replay_summary_t *s = e->s;
     ww_bus_config_t bc;
@@ -567,7 +447,8 @@ static bool run_topic(engine_t *e, ww_error_t *error) {
                     goto out;
                 }
                 it->kafka = m;
-                it->route_hash = m->key ? fnv(m->key, m->key_len) : fnv(&p, sizeof p);
+                it->key = m->key; /* none: by partition, as live */
+                it->key_len = m->key_len;
                 dispatch(e, it);
             }
         } else if (eofp >= 0 && eofp < n && !done[eofp] && eofo >= end[eofp]) {
@@ -588,9 +469,9 @@ out:
     return ok;
 }
 
-/* The key a line is routed by: its ownerUserId or code string when there is
+/* The key a line is ordered by: its ownerUserId or code string when there is
  * one (keeps one wallet's or invite's lines in order), else the whole line. */
-static uint32_t route_line(const char *line, size_t len) {
+static void line_key(item_t *it, const char *line, size_t len) {
     static const char *const fields[] = {"\"ownerUserId\"", "\"code\""};
     for (size_t f = 0; f < 2; f++) {
         const char *k = memmem(line, len, fields[f], strlen(fields[f]));
@@ -598,12 +479,17 @@ static uint32_t route_line(const char *line, size_t len) {
         const char *q = memchr(k + strlen(fields[f]), '"', len - (size_t)(k - line) - strlen(fields[f]));
         if (!q) continue;
         const char *qe = memchr(q + 1, '"', len - (size_t)(q + 1 - line));
-        if (qe) return fnv(q + 1, (size_t)(qe - q - 1));
+        if (qe) {
+            it->key = q + 1;
+            it->key_len = (size_t)(qe - q - 1);
+            return;
+        }
     }
-    return fnv(line, len);
+    it->key = line;
+    it->key_len = len;
 }
 
-static bool run_file(engine_t *e, ww_error_t *error) {
+static bool run_file(run_t *e, ww_error_t *error) {
     const ww_replay_config_t *cfg = e->cfg;
     bool is_stdin = strcmp(cfg->file, "-") == 0;
     FILE *f = is_stdin ? stdin : fopen(cfg->file, "rb");
@@ -658,7 +544,12 @@ static bool run_file(engine_t *e, ww_error_t *error) {
         it->file.value_len = line.len;
         it->file.full_len = line.real_len; /* a too_large rejection names the real size */
         it->file.timestamp_ms = -1;
-        it->route_hash = line.too_long ? (uint32_t)line.number : route_line(it->buf, line.len);
+        if (line.too_long) { /* only its first bytes are kept: ordered by nothing */
+            it->key = &it->file.offset;
+            it->key_len = sizeof it->file.offset;
+        } else {
+            line_key(it, it->buf, line.len);
+        }
         dispatch(e, it);
         if (cfg->progress && ww_clock_mono_ms() >= next_progress) {
             progress(e, started, done_bytes, total_bytes);
@@ -673,7 +564,7 @@ static bool run_file(engine_t *e, ww_error_t *error) {
 bool ww_replay_run(const ww_replay_config_t *cfg, ww_replay_summary_t *summary,
                    volatile int *stop, ww_error_t *error) {
     memset(summary, 0, sizeof *summary);
-    engine_t e;
+    run_t e;
     memset(&e, 0, sizeof e);
     e.cfg = cfg;
     e.s = summary;
@@ -693,7 +584,7 @@ bool ww_replay_run(const ww_replay_config_t *cfg, ww_replay_summary_t *summary,
     }
     if (!start_workers(&e, error)) goto out;
     ok = cfg->file ? run_file(&e, error) : run_topic(&e, error);
-    stop_workers(&e);
+    ww_engine_stop(e.eng); /* every queued message finished */
     if (e.producer) {
         /* every output acknowledged before we report success */
         int64_t deadline = ww_clock_mono_ms() + 60000;
@@ -713,7 +604,7 @@ bool ww_replay_run(const ww_replay_config_t *cfg, ww_replay_summary_t *summary,
         fputc('\n', stderr);
     }
 out:
-    if (e.w) stop_workers(&e);
+    ww_engine_destroy(e.eng);
     ww_bus_destroy(e.producer, 10000);
     summary->elapsed_ms = ww_clock_mono_ms() - t0;
     if (*stop && summary->total > summary->processed + summary->not_processed)

@@ -5,15 +5,23 @@
  * makes it usable. A private consumer (no group: the live group's committed
  * offsets are never touched) reads each partition from its start offset to
  * its end offset (exclusive; by default the high watermark when the replay
- * starts), or a file line by line. Messages go to N threads by key (one key in
- * order, keys in parallel) like the live pipeline. `replay` produces the
+ * starts), or a file line by line. Messages run on the live pipeline's batch
+ * engine (engine.h): N threads, one key in order and keys in parallel, batches
+ * of up to batch_max for the route's batch handler, the undecided part retried
+ * with the same backoff, and a message decided while an earlier one of its key
+ * retries held behind it. The key is the Kafka key (the partition when there
+ * is none); for a file line, its ownerUserId or code string (the whole line
+ * when it has neither, the line number for a line over the limit). A
+ * permanent failure of one message dead-letters it (processing_failed), as
+ * live. `replay` produces the
  * outputs `publish` selects (result events, dead letters, both or none) to
  * Kafka as live and counts the rest as held back; `apply` without Kafka
  * writes results to stdout as NDJSON and rejections to stderr with line
  * numbers.
- * Infrastructure failures are retried with backoff for up to max_retry_ms per
- * message; a message still failing then is counted as not processed, and the
- * run exits non-zero. */
+ * Infrastructure failures are retried with backoff (100 ms doubling to 10 s,
+ * jitter) for up to max_retry_ms per message, counted from that message's
+ * first failure (0: no retry); a message still failing then, or when *stop is
+ * set, is counted as not processed, and the run exits non-zero. */
 #ifndef WW_REPLAY_H
 #define WW_REPLAY_H
 
@@ -68,8 +76,9 @@ typedef struct {
     bool to_kafka;    /* produce outputs to Kafka (replay); else print them (apply) */
     ww_publish_t publish; /* to_kafka: which outputs are produced (default results) */
     int32_t workers;
-    int32_t batch_max;  /* messages a thread hands to the batch handler at once */
-    int32_t max_retry_ms;
+    int32_t batch_max;  /* messages a thread hands to the batch handler at once
+                           (also each thread's queue) */
+    int32_t max_retry_ms; /* per message, from its first retryable failure */
     bool progress;    /* a progress line on stderr, once a second */
 } ww_replay_config_t;
 
