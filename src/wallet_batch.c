@@ -786,13 +786,13 @@ static bool dry_guard_matches(const bson_t *filter, const bson_t *doc) {
     return true;
 }
 
-/* doc with update's $set applied (the only operator the planner uses). */
+/* doc with update's $set applied (the only operator the planner uses),
+ * appended to out (empty). */
 static bool dry_apply_set(const bson_t *doc, const bson_t *update, bson_t *out) {
     bson_iter_t u, it, s;
     uint32_t len;
     const uint8_t *data;
     bson_t set;
-    bson_init(out);
     if (!bson_iter_init_find(&u, update, "$set") || !BSON_ITER_HOLDS_DOCUMENT(&u)) return false;
     bson_iter_document(&u, &len, &data);
     if (!bson_init_static(&set, data, len) || !bson_iter_init(&it, doc)) return false;
