@@ -657,15 +657,6 @@ static bool load_state(ww_db_t *db, const ww_invite_event_t *ev, ww_invite_state
     return true;
 }
 
-bool ww_invite_predict(ww_db_t *db, const ww_invite_event_t *ev, ww_invite_result_t *r,
-                       ww_error_t *error) {
-    memset(r, 0, sizeof *r);
-    ww_invite_state_t st;
-    if (!load_state(db, ev, &st, r, error)) return false;
-    ww_invite_decide(&st, ev, &r->decision);
-    return true;
-}
-
 bool ww_invite_apply(ww_db_t *db, const ww_invite_event_t *ev, int64_t now_ms,
                      ww_invite_result_t *r, ww_error_t *error) {
     memset(r, 0, sizeof *r);
@@ -973,12 +964,18 @@ bool ww_invite_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_er
     }
 
     ww_invite_result_t r;
-    if (ctx->dry_run) {
-        if (!ww_invite_predict(ctx->db, &ev, &r, error)) return false;
-        outs->outcome = r.decision.outcome == WW_INVITE_NOT_FOUND
-                            ? "invite_not_found"
-                            : ww_invite_outcome_name(r.decision.outcome);
-        return true;
+    if (ctx->dry_run) { /* one prediction engine: the batch's, over the run's overlay */
+        ww_batch_item_t it;
+        memset(&it, 0, sizeof it);
+        it.msg = msg;
+        ww_invite_handle_batch(ctx, &it, 1);
+        if (it.status == WW_ITEM_DONE) {
+            *outs = it.outs;
+            return true;
+        }
+        ww_outputs_clear(&it.outs);
+        if (error) *error = it.error;
+        return false;
     }
     if (!ww_invite_apply(ctx->db, &ev, ww_clock_now_ms(), &r, error)) return false;
     return answer(ctx, msg, &ev, &r, outs, error);
@@ -1322,12 +1319,11 @@ out:
     return rc;
 }
 
+static void dry_invite_batch(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *evs,
+                             size_t n);
+
 void ww_invite_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
     ww_invite_ctx_t *ctx = vctx;
-    if (ctx->dry_run) {
-        ww_handle_each(ww_invite_handle, ctx, items, n);
-        return;
-    }
     ievent_t *evs = calloc(n ? n : 1, sizeof *evs);
     if (!evs) {
         for (size_t i = 0; i < n; i++) {
@@ -1361,6 +1357,11 @@ void ww_invite_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
             ww_error_set(&items[j].error, WW_ERR_SYSTEM, 0, true, "out of memory");
         }
         break;
+    }
+    if (ctx->dry_run) {
+        dry_invite_batch(ctx, items, evs, m);
+        free(evs);
+        return;
     }
     for (int stalled = 0;;) {
         size_t open = 0;
@@ -1408,4 +1409,156 @@ void ww_invite_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
         stalled = answered ? 0 : stalled + 1;
     }
     free(evs);
+}
+
+/* ---- dry runs ------------------------------------------------------------------------------
+ * The events in order, each decided by ww_invite_decide against the state a
+ * real run would find: the stored invite (one $in read for the batch's
+ * codes, before the lock), or the state this run's predictions left it in
+ * ("I:" + code in ctx->dry, which wins). An applied event's change is
+ * recorded there, as the insert or guarded transition would have written
+ * it, so a `used` after its `created` in the same file (or a later batch,
+ * or another worker) is predicted as the real run decides it. A full
+ * overlay stops the predictions (not_predicted, with the reason). */
+
+#define DRY_INVITE "I:"
+
+static void dry_not_predicted(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *evs,
+                              size_t n, const char *why) {
+    for (size_t i = 0; i < n; i++) {
+        if (!evs[i].open) continue;
+        ww_batch_item_t *it = &items[evs[i].item];
+        evs[i].open = false;
+        ww_outputs_clear(&it->outs);
+        if (!add_dead_letter(&it->outs, ctx->dlq_topic, it->msg, "not_predicted", why)) {
+            it->status = WW_ITEM_RETRY;
+            ww_error_set(&it->error, WW_ERR_SYSTEM, 0, true, "out of memory");
+            continue;
+        }
+        it->outs.outcome = "not_predicted";
+        it->status = WW_ITEM_DONE;
+    }
+}
+
+/* The state after an applied decision, as the write would leave it. */
+static void dry_record(ww_invite_state_t *st, const ww_invite_event_t *ev,
+                       const ww_invite_decision_t *d) {
+    if (d->from == WW_INVITE_NONE) {
+        memset(st, 0, sizeof *st);
+        memcpy(st->parent_code, ev->parent_code, sizeof st->parent_code);
+        memcpy(st->role, ev->role, sizeof st->role);
+        st->has_expires_at = true;
+        st->expires_at_ms = ev->expires_at_ms;
+        st->has_created_by = ev->has_created_by;
+        memcpy(st->created_by_user_id, ev->created_by_user_id, sizeof st->created_by_user_id);
+    }
+    st->status = d->to;
+    if (ev->type == WW_INVITE_USED) {
+        st->has_used_by = true;
+        memcpy(st->used_by_user_id, ev->used_by_user_id, sizeof st->used_by_user_id);
+    }
+    if (st->n_seen < WW_INVITE_EVENTS_MAX) {
+        memcpy(st->seen[st->n_seen].event_id, ev->event_id, sizeof st->seen[0].event_id);
+        memcpy(st->seen[st->n_seen].fingerprint, ev->fingerprint, sizeof st->seen[0].fingerprint);
+        st->n_seen++;
+    }
+}
+
+static void dry_invite_batch(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *evs,
+                             size_t n) {
+    ww_error_t err;
+    ww_error_clear(&err);
+    if (!ctx->dry) {
+        dry_not_predicted(ctx, items, evs, n, "dry run without its prediction state (internal "
+                          "error)");
+        return;
+    }
+    idocs_t found = {0};
+    const char **codes = calloc(n + 1, sizeof *codes);
+    size_t n_codes = 0;
+    if (!codes) {
+        ww_error_set(&err, WW_ERR_SYSTEM, 0, true, "out of memory");
+        retry_open(items, evs, n, &err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool seen = false;
+        for (size_t c = 0; c < n_codes && !seen; c++) seen = strcmp(codes[c], evs[i].ev.code) == 0;
+        if (evs[i].open && !seen) codes[n_codes++] = evs[i].ev.code;
+    }
+    bson_t filter = BSON_INITIALIZER, cond, in;
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "code", &cond);
+    BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &in);
+    char idx[16];
+    const char *ikey;
+    for (size_t c = 0; c < n_codes; c++) {
+        bson_uint32_to_string((uint32_t)c, &ikey, idx, sizeof idx);
+        BSON_APPEND_UTF8(&in, ikey, codes[c]);
+    }
+    bson_append_array_end(&cond, &in);
+    bson_append_document_end(&filter, &cond);
+    bool ok = n_codes == 0 ||
+              ww_db_find(ctx->db, WW_INVITES, &filter, NULL, collect_invite, &found, &err);
+    bson_destroy(&filter);
+    free(codes);
+    if (ok && found.over) {
+        ww_error_set(&err, WW_ERR_SYSTEM, 0, true, "out of memory reading a batch's invites");
+        ok = false;
+    }
+    if (!ok) {
+        for (size_t i = 0; i < n; i++)
+            if (evs[i].open && !err.retryable) { /* as a real run: each event fails alone */
+                evs[i].open = false;
+                items[evs[i].item].status = WW_ITEM_FAILED;
+                items[evs[i].item].error = err;
+            }
+        retry_open(items, evs, n, &err);
+        goto out;
+    }
+    ww_overlay_lock(ctx->dry);
+    for (size_t i = 0; i < n; i++) {
+        ievent_t *e = &evs[i];
+        ww_batch_item_t *it = &items[e->item];
+        if (!e->open) continue;
+        if (ww_overlay_full(ctx->dry)) break;
+        char key[8 + WW_INVITE_CODE_MAX + 1], id[25];
+        snprintf(key, sizeof key, DRY_INVITE "%s", e->ev.code);
+        ww_invite_state_t st;
+        memset(&st, 0, sizeof st);
+        size_t len = 0;
+        const void *known = ww_overlay_get(ctx->dry, key, &len);
+        const bson_t *doc = find_invite(&found, e->ev.code);
+        if (known && len == sizeof st) {
+            memcpy(&st, known, sizeof st);
+        } else if (doc && !state_from_doc(doc, &st, id, &err)) {
+            ww_error_set(&it->error, WW_ERR_DB, 0, false, "invite %s: stored status is unusable",
+                         e->ev.code);
+            it->status = WW_ITEM_FAILED;
+            e->open = false;
+            continue;
+        }
+        ww_invite_decision_t d;
+        ww_invite_decide(&st, &e->ev, &d);
+        if (d.outcome == WW_INVITE_APPLIED) {
+            if (!ww_overlay_reserve(ctx->dry, ww_overlay_cost(key, sizeof st))) break;
+            dry_record(&st, &e->ev, &d);
+            if (!ww_overlay_put(ctx->dry, key, &st, sizeof st)) break;
+        }
+        it->outs.outcome = d.outcome == WW_INVITE_NOT_FOUND ? "invite_not_found"
+                                                           : ww_invite_outcome_name(d.outcome);
+        it->status = WW_ITEM_DONE;
+        e->open = false;
+    }
+    bool full = ww_overlay_full(ctx->dry);
+    ww_overlay_unlock(ctx->dry);
+    if (full) {
+        char why[160];
+        snprintf(why, sizeof why, "the dry run's memory for predicted writes is full (%zu bytes): "
+                 "this and every later event are not predicted; dry-run a shorter range or file",
+                 ww_overlay_max_bytes(ctx->dry));
+        dry_not_predicted(ctx, items, evs, n, why);
+    }
+out:
+    for (size_t i = 0; i < found.n; i++) bson_destroy(found.v[i]);
+    free(found.v);
 }

@@ -21,6 +21,7 @@
 #include "db.h"
 #include "error.h"
 #include "json.h"
+#include "overlay.h"
 #include "pipeline.h"
 
 #define WW_INVITES "invites"
@@ -165,10 +166,6 @@ bool ww_invite_apply(ww_db_t *db, const ww_invite_event_t *ev, int64_t now_ms,
 /* Marks active invites whose expiresAt <= now_ms as expired, at most `batch`
  * per round trip, until none is left or `max_rounds` rounds ran. *expired
  * gets the number changed. Idempotent and safe with several workers. */
-/* What ww_invite_apply would decide now, reading only (replay --dry-run). */
-bool ww_invite_predict(ww_db_t *db, const ww_invite_event_t *ev, ww_invite_result_t *r,
-                       ww_error_t *error);
-
 bool ww_invite_sweep(ww_db_t *db, int64_t now_ms, int32_t batch, int max_rounds,
                      int64_t *expired, ww_error_t *error);
 
@@ -180,6 +177,10 @@ typedef struct {
     const char *dlq_topic;
     int32_t max_message_bytes;
     bool dry_run; /* predict outcomes read-only; no writes, no outputs */
+    /* dry run: the invite states the run's predictions made (overlay.h),
+     * read over the stored ones by every later event of the run; borrowed.
+     * NULL in a dry run: every event is answered not_predicted. */
+    ww_overlay_t *dry;
 } ww_invite_ctx_t;
 
 /* The pipeline handler for the invite events topic (ctx: ww_invite_ctx_t). */
@@ -187,7 +188,10 @@ bool ww_invite_handle(void *ctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_err
 
 /* The batch handler: a batch of events decided in rounds of at most three
  * round trips (invites $in, one insertMany, one bulk of guarded transitions);
- * the same decisions as ww_invite_handle one event at a time. */
+ * the same decisions as ww_invite_handle one event at a time. A dry run
+ * decides the same way against the stored invites with ctx->dry laid over
+ * them, records the changes there, and produces nothing (outs.outcome only);
+ * ww_invite_handle's dry run is a batch of one. */
 void ww_invite_handle_batch(void *ctx, ww_batch_item_t *items, size_t n);
 
 /* ---- the sweeper thread ---------------------------------------------------------- */

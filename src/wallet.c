@@ -831,75 +831,6 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
     return false;
 }
 
-bool ww_wallet_predict(ww_db_t *db, const ww_command_t *cmd, ww_wallet_result_t *r,
-                       ww_error_t *error) {
-    memset(r, 0, sizeof *r);
-    r->amount_paise = cmd->amount_paise;
-    bson_oid_t owner;
-    bson_oid_init_from_string(&owner, cmd->owner_user_id);
-    bson_t entry;
-    bool found, ok = true;
-    if (!find_ledger(db, cmd->idempotency_key, &entry, &found, error)) return false;
-    if (found) {
-        ok = answer_repeat(cmd, &entry, r, error);
-        bson_destroy(&entry);
-        return ok;
-    }
-    wallets_t w;
-    markers_t ms;
-    ms.n = 0;
-    if (!snapshot_wallets(db, &owner, &w, error)) return false;
-    if (!collect_markers(&w, &ms, error)) {
-        wallets_destroy(&w);
-        return false;
-    }
-    for (size_t i = 0; i < ms.n && ok; i++) {
-        if (strcmp(ms.m[i].key, cmd->idempotency_key) != 0) continue;
-        const char *fp = doc_str(&ms.m[i].doc, "fingerprint");
-        if (fp && strcmp(fp, cmd->fingerprint) == 0) {
-            ok = result_from_ledger(&ms.m[i].doc, r, error);
-            r->outcome = r->original;
-            set_rejection(r, r->outcome);
-        } else {
-            ok = answer_repeat(cmd, &ms.m[i].doc, r, error);
-        }
-        markers_destroy(&ms);
-        wallets_destroy(&w);
-        return ok;
-    }
-    if (w.live < 0) {
-        r->outcome = WW_OUTCOME_WALLET_NOT_FOUND;
-    } else {
-        int64_t balance = 0;
-        if (!doc_int(&w.docs[w.live], "availablePaise", &balance)) {
-            ww_error_set(error, WW_ERR_DB, 0, false,
-                         "wallet %s: availablePaise is missing or not an exact integer",
-                         cmd->owner_user_id);
-            ok = false;
-        } else {
-            bson_oid_t wid;
-            doc_oid(&w.docs[w.live], "_id", &wid);
-            bson_oid_to_string(&wid, r->wallet_id);
-            r->has_wallet = true;
-            r->has_balance = true;
-            r->balance_after_paise = balance;
-            if (cmd->type == WW_COMMAND_DEBIT && balance < cmd->amount_paise) {
-                r->outcome = WW_OUTCOME_INSUFFICIENT_FUNDS;
-            } else if (cmd->type == WW_COMMAND_CREDIT && balance > BALANCE_MAX - cmd->amount_paise) {
-                r->outcome = WW_OUTCOME_INVALID;
-            } else {
-                r->outcome = WW_OUTCOME_APPLIED;
-                r->balance_after_paise = cmd->type == WW_COMMAND_DEBIT ? balance - cmd->amount_paise
-                                                                       : balance + cmd->amount_paise;
-            }
-        }
-    }
-    set_rejection(r, r->outcome);
-    markers_destroy(&ms);
-    wallets_destroy(&w);
-    return ok;
-}
-
 /* ---- the handler: bytes in, result event (and dead letter) out --------------------- */
 
 static void add_str_or_null(json_object *o, const char *k, bool has, const char *v) {
@@ -1076,16 +1007,24 @@ oom:
 
 bool ww_wallet_handle(void *vctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_error_t *error) {
     ww_wallet_ctx_t *ctx = vctx;
+    if (ctx->dry_run) { /* one prediction engine: the planner over the run's overlay */
+        ww_batch_item_t it;
+        memset(&it, 0, sizeof it);
+        it.msg = msg;
+        ww_wallet_handle_batch(ctx, &it, 1);
+        if (it.status == WW_ITEM_DONE) {
+            *outs = it.outs;
+            return true;
+        }
+        ww_outputs_clear(&it.outs);
+        if (error) *error = it.error;
+        return false;
+    }
     ww_command_t cmd;
     int parsed = ww_wallet_parse(ctx, msg, &cmd, outs, error);
     if (parsed <= 0) return parsed == 0;
 
     ww_wallet_result_t r;
-    if (ctx->dry_run) {
-        if (!ww_wallet_predict(ctx->db, &cmd, &r, error)) return false;
-        outs->outcome = ww_outcome_name(r.outcome);
-        return true;
-    }
     ww_error_t aerr;
     ww_error_clear(&aerr);
     if (!ww_wallet_apply(ctx->db, &cmd, msg->topic, msg->partition, msg->offset, &r, &aerr)) {

@@ -26,6 +26,7 @@
 #include "command.h"
 #include "db.h"
 #include "error.h"
+#include "overlay.h"
 #include "pipeline.h"
 
 #define WW_WALLETS "wallets"
@@ -64,6 +65,11 @@ typedef struct {
     const char *dlq_topic;
     int32_t max_message_bytes;
     bool dry_run; /* predict outcomes read-only; no writes, no outputs */
+    /* dry run: what the run's predictions "wrote" so far (overlay.h), read
+     * over the database by every later prediction of the run; borrowed, one
+     * per run, shared by its workers. NULL in a dry run: nothing is
+     * predicted (every command is answered not_predicted). */
+    ww_overlay_t *dry;
 } ww_wallet_ctx_t;
 
 /* Applies one parsed command. Returns false with a retryable error when the
@@ -72,19 +78,16 @@ typedef struct {
 bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, int32_t partition,
                      int64_t offset, ww_wallet_result_t *result, ww_error_t *error);
 
-/* Predicts what ww_wallet_apply would decide, reading only: the ledger, the
- * owner's wallets and their markers. Against the current state, so it does
- * not see the effects of commands before it that were not applied. */
-bool ww_wallet_predict(ww_db_t *db, const ww_command_t *cmd, ww_wallet_result_t *result,
-                       ww_error_t *error);
-
 /* The pipeline handler for the wallet commands topic (ctx: ww_wallet_ctx_t),
- * one message at a time (apply --dry-run, DB_TRANSACTIONS=on, the batch
- * shell's fallback). */
+ * one message at a time (DB_TRANSACTIONS=on, the batch shell's fallback; a
+ * dry run goes through the batch handler with a batch of one). */
 bool ww_wallet_handle(void *ctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_error_t *error);
 
 /* The batch handler (wallet_batch.c): a whole batch decided by the planner
- * (wallet_plan.h) in a few round trips per round. */
+ * (wallet_plan.h) in a few round trips per round. A dry run (ctx->dry_run)
+ * plans the same rounds from the same reads with ctx->dry laid over them,
+ * and records the plans' writes there instead of in the database: each
+ * item's outs.outcome is the predicted outcome, and nothing is produced. */
 void ww_wallet_handle_batch(void *ctx, ww_batch_item_t *items, size_t n);
 
 /* The wallet documents a snapshot reads, besides the owner condition: the

@@ -611,32 +611,29 @@ out:
     return rc;
 }
 
-void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
-    ww_wallet_ctx_t *ctx = vctx;
-    if (ctx->dry_run || ww_db_use_transactions(ctx->db)) {
-        /* predictions and the transactional mode stay one message at a time */
-        ww_handle_each(ww_wallet_handle, ctx, items, n);
-        return;
-    }
-    bcmd_t *cmds = calloc(n ? n : 1, sizeof *cmds);
-    if (!cmds) {
+/* Parses the batch: invalid messages answered (DONE), the others open in
+ * b->cmds. False when memory ran out (every item RETRY or answered). */
+static bool parse_batch(batch_t *b, ww_batch_item_t *items, size_t n) {
+    b->cmds = calloc(n ? n : 1, sizeof *b->cmds);
+    if (!b->cmds) {
         for (size_t i = 0; i < n; i++) {
             items[i].status = WW_ITEM_RETRY;
             ww_error_set(&items[i].error, WW_ERR_SYSTEM, 0, true, "out of memory");
         }
-        return;
+        return false;
     }
-    batch_t b = {.ctx = ctx, .items = items, .cmds = cmds, .n = 0};
+    b->items = items;
+    b->n = 0;
     for (size_t i = 0; i < n; i++) {
         ww_batch_item_t *it = &items[i];
-        bcmd_t *c = &cmds[b.n];
-        int parsed = ww_wallet_parse(ctx, it->msg, &c->cmd, &it->outs, &it->error);
+        bcmd_t *c = &b->cmds[b->n];
+        int parsed = ww_wallet_parse(b->ctx, it->msg, &c->cmd, &it->outs, &it->error);
         if (parsed == 0) {
             it->status = WW_ITEM_DONE;
         } else if (parsed > 0) {
             c->item = i;
             c->open = true;
-            b.n++;
+            b->n++;
         } else {
             /* out of memory: this one and everything after it later (order) */
             for (size_t j = i; j < n; j++) {
@@ -647,6 +644,25 @@ void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
             break;
         }
     }
+    return true;
+}
+
+static void dry_handle_batch(ww_wallet_ctx_t *ctx, ww_batch_item_t *items, size_t n);
+
+void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
+    ww_wallet_ctx_t *ctx = vctx;
+    if (ctx->dry_run) {
+        dry_handle_batch(ctx, items, n);
+        return;
+    }
+    if (ww_db_use_transactions(ctx->db)) {
+        /* the transactional mode stays one message at a time */
+        ww_handle_each(ww_wallet_handle, ctx, items, n);
+        return;
+    }
+    batch_t b = {.ctx = ctx};
+    if (!parse_batch(&b, items, n)) return;
+    bcmd_t *cmds = b.cmds;
 
     /* Rounds until everything is answered. A round answers at least the
      * first open command of each owner unless another writer keeps winning
@@ -712,4 +728,316 @@ void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
         }
     }
     free(cmds);
+}
+
+/* ---- dry runs: the same rounds, written to the run's overlay ----------------------
+ * A dry run reads what a real round reads (the three reads above: the
+ * database is never written, so it holds what it held when the run began),
+ * lays over it what the run's earlier predictions "wrote" (ctx->dry: ledger
+ * entries under "L:" + key, wallet documents under "W:" + _id), plans with
+ * the same planner, and records the plan's writes in the overlay as the
+ * database would have taken them: each guarded update checked against the
+ * document it would find, an entry refused when its key is taken. The
+ * answers follow the real round's rule, and what is left is planned again
+ * next round, so later commands (of this batch or of later ones, on any
+ * worker) are decided exactly as the real run decides them. Not done: the
+ * markers' housekeeping prune (the next planned update drops markers whose
+ * entries exist, and the planner ignores them meanwhile).
+ * The overlay is locked from the merge to the last write of a round; the
+ * database reads happen before, outside the lock. A full overlay (its cap,
+ * WW_OVERLAY_MAX_BYTES) stops the predictions: every command not yet
+ * answered, in this batch and in every later one, is answered
+ * `not_predicted` with the reason (apply prints it as a rejected line). */
+
+#define DRY_LEDGER "L:"
+#define DRY_WALLET "W:"
+
+static const bson_t *dry_get(ww_overlay_t *ov, const char *prefix, const char *name,
+                             bson_t *view) {
+    char key[8 + WW_COMMAND_KEY_MAX + 1];
+    snprintf(key, sizeof key, "%s%s", prefix, name);
+    size_t len = 0;
+    const uint8_t *data = ww_overlay_get(ov, key, &len);
+    return data && bson_init_static(view, data, len) ? view : NULL;
+}
+
+static bool doc_id_hex(const bson_t *doc, char out[25]) {
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_OID(&it)) return false;
+    bson_oid_to_string(bson_iter_oid(&it), out);
+    return true;
+}
+
+/* The overlay over a round's facts (lock held): the wallets it holds
+ * replace the stored ones, its entries join the ledger read for the
+ * commands' keys and every marker's key. False when memory runs out. */
+static bool dry_merge(ww_overlay_t *ov, round_t *r) {
+    bson_t view;
+    for (size_t w = 0; w < r->wallets.n; w++) {
+        char id[25];
+        if (!doc_id_hex(r->wallets.v[w], id) || !dry_get(ov, DRY_WALLET, id, &view)) continue;
+        bson_t *copy = bson_copy(&view);
+        if (!copy) return false;
+        bson_destroy(r->wallets.v[w]);
+        r->wallets.v[w] = copy;
+    }
+    for (size_t i = 0; i < r->n_keys; i++)
+        if (dry_get(ov, DRY_LEDGER, r->keys[i], &view) && (!collect(&view, &r->ledger) ||
+                                                         r->ledger.over))
+            return false;
+    for (size_t w = 0; w < r->wallets.n; w++) {
+        bson_iter_t it, arr, mk;
+        if (!(bson_iter_init_find(&it, r->wallets.v[w], MARKERS) && BSON_ITER_HOLDS_ARRAY(&it) &&
+              bson_iter_recurse(&it, &arr)))
+            continue;
+        while (bson_iter_next(&arr)) {
+            if (!BSON_ITER_HOLDS_DOCUMENT(&arr) || !bson_iter_recurse(&arr, &mk) ||
+                !bson_iter_find(&mk, "idempotencyKey") || !BSON_ITER_HOLDS_UTF8(&mk))
+                continue;
+            if (dry_get(ov, DRY_LEDGER, bson_iter_utf8(&mk, NULL), &view) &&
+                (!collect(&view, &r->ledger) || r->ledger.over))
+                return false;
+        }
+    }
+    return true;
+}
+
+/* Whether doc matches a guard of the planner's: every field equal, a null
+ * matching a missing field (what the server would do with these filters). */
+static bool dry_guard_matches(const bson_t *filter, const bson_t *doc) {
+    bson_iter_t f, d;
+    if (!bson_iter_init(&f, filter)) return false;
+    while (bson_iter_next(&f)) {
+        bool has = bson_iter_init_find(&d, doc, bson_iter_key(&f));
+        if (BSON_ITER_HOLDS_NULL(&f)) {
+            if (has && !BSON_ITER_HOLDS_NULL(&d)) return false;
+        } else if (!has) {
+            return false;
+        } else if (BSON_ITER_HOLDS_OID(&f)) {
+            if (!BSON_ITER_HOLDS_OID(&d) || !bson_oid_equal(bson_iter_oid(&f), bson_iter_oid(&d)))
+                return false;
+        } else if (BSON_ITER_HOLDS_NUMBER(&f)) {
+            if (!BSON_ITER_HOLDS_NUMBER(&d)) return false;
+            if (BSON_ITER_HOLDS_DOUBLE(&d)) {
+                if (bson_iter_double(&d) != (double)bson_iter_as_int64(&f)) return false;
+            } else if (bson_iter_as_int64(&d) != bson_iter_as_int64(&f)) {
+                return false;
+            }
+        } else {
+            return false; /* not a guard the planner builds */
+        }
+    }
+    return true;
+}
+
+/* doc with update's $set applied (the only operator the planner uses),
+ * appended to out (empty). */
+static bool dry_apply_set(const bson_t *doc, const bson_t *update, bson_t *out) {
+    bson_iter_t u, it, s;
+    uint32_t len;
+    const uint8_t *data;
+    bson_t set;
+    if (!bson_iter_init_find(&u, update, "$set") || !BSON_ITER_HOLDS_DOCUMENT(&u)) return false;
+    bson_iter_document(&u, &len, &data);
+    if (!bson_init_static(&set, data, len) || !bson_iter_init(&it, doc)) return false;
+    while (bson_iter_next(&it)) {
+        const char *k = bson_iter_key(&it);
+        if (bson_iter_init_find(&s, &set, k))
+            bson_append_iter(out, k, -1, &s);
+        else
+            bson_append_iter(out, k, -1, &it);
+    }
+    if (!bson_iter_init(&it, &set)) return false;
+    while (bson_iter_next(&it))
+        if (!bson_iter_init_find(&s, doc, bson_iter_key(&it)))
+            bson_append_iter(out, bson_iter_key(&it), -1, &it);
+    return true;
+}
+
+/* What a dry run answers for a decided command: its predicted outcome (a
+ * `failed` one as the pipeline's processing_failed dead letter). */
+static void dry_answer(batch_t *b, bcmd_t *c, const ww_wallet_plan_result_t *pr) {
+    ww_batch_item_t *it = &b->items[c->item];
+    if (pr->dead_letter) {
+        it->status = WW_ITEM_FAILED;
+        ww_error_set(&it->error, WW_ERR_DB, 0, false, "%s", pr->result.error_message);
+    } else {
+        it->status = WW_ITEM_DONE;
+        it->outs.outcome = ww_outcome_name(pr->result.outcome);
+    }
+    c->open = false;
+}
+
+/* Every open command: not predicted, why (reported as a rejected line). */
+static void dry_not_predicted(batch_t *b, const char *why) {
+    for (size_t i = 0; i < b->n; i++) {
+        bcmd_t *c = &b->cmds[i];
+        if (!c->open) continue;
+        ww_batch_item_t *it = &b->items[c->item];
+        c->open = false;
+        ww_outputs_clear(&it->outs);
+        if (!ww_outputs_dead_letter(&it->outs, b->ctx->dlq_topic, it->msg, "not_predicted", why)) {
+            it->status = WW_ITEM_RETRY;
+            ww_error_set(&it->error, WW_ERR_SYSTEM, 0, true, "out of memory");
+            continue;
+        }
+        it->outs.outcome = "not_predicted";
+        it->status = WW_ITEM_DONE;
+    }
+}
+
+/* The plan's writes into the overlay, as the database would take them, and
+ * the answers that are final (lock held). 0 ok, 1 out of memory, 3 full. */
+static int dry_write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan,
+                                size_t *answered) {
+    ww_overlay_t *ov = b->ctx->dry;
+    int rc = 1;
+    bson_t **after = calloc(plan->n_updates + 1, sizeof *after);
+    bool *stored = calloc(plan->n_inserts + 1, sizeof *stored);
+    char key[8 + WW_COMMAND_KEY_MAX + 1];
+    if (!after || !stored) goto out;
+    bool all_matched = true;
+    size_t need = 0;
+    for (size_t i = 0; i < plan->n_updates; i++) {
+        const ww_wallet_plan_update_t *u = &plan->updates[i];
+        const bson_t *cur = NULL;
+        char id[25];
+        for (size_t w = 0; w < r->wallets.n && !cur; w++)
+            if (doc_id_hex(r->wallets.v[w], id) && strcmp(id, u->wallet_id) == 0)
+                cur = r->wallets.v[w];
+        if (!cur || !dry_guard_matches(&u->filter, cur)) {
+            all_matched = false;
+            continue;
+        }
+        after[i] = bson_new();
+        if (!after[i] || !dry_apply_set(cur, &u->update, after[i])) goto out;
+        snprintf(key, sizeof key, DRY_WALLET "%s", u->wallet_id);
+        need += ww_overlay_cost(key, after[i]->len);
+    }
+    for (size_t i = 0; i < plan->n_inserts; i++) {
+        const ww_wallet_plan_insert_t *in = &plan->inserts[i];
+        snprintf(key, sizeof key, DRY_LEDGER "%s", in->key);
+        stored[i] = (in->update < 0 || all_matched) && !ww_overlay_get(ov, key, NULL);
+        if (stored[i]) need += ww_overlay_cost(key, in->doc.len);
+    }
+    rc = 3;
+    if (!ww_overlay_reserve(ov, need)) goto out;
+    for (size_t i = 0; i < plan->n_updates; i++) {
+        if (!after[i]) continue;
+        snprintf(key, sizeof key, DRY_WALLET "%s", plan->updates[i].wallet_id);
+        if (!ww_overlay_put(ov, key, bson_get_data(after[i]), after[i]->len)) goto out;
+    }
+    for (size_t i = 0; i < plan->n_inserts; i++) {
+        if (!stored[i]) continue;
+        snprintf(key, sizeof key, DRY_LEDGER "%s", plan->inserts[i].key);
+        if (!ww_overlay_put(ov, key, bson_get_data(&plan->inserts[i].doc),
+                            plan->inserts[i].doc.len))
+            goto out;
+    }
+    for (size_t j = 0; j < r->n_in; j++) {
+        const ww_wallet_plan_result_t *pr = &plan->results[j];
+        bcmd_t *c = &b->cmds[r->in_cmd[j]];
+        if (pr->status != WW_WALLET_PLAN_DECIDED || !c->open) continue;
+        if (pr->update >= 0 && !all_matched) continue;
+        if (pr->entry >= 0 && !stored[pr->entry]) continue;
+        dry_answer(b, c, pr);
+        (*answered)++;
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; after && i < plan->n_updates; i++) bson_destroy(after[i]);
+    free(after);
+    free(stored);
+    return rc;
+}
+
+/* One dry round. 0 ok, 1 retryable error, 2 cannot be predicted (err), 3
+ * the overlay is full. */
+static int dry_round(batch_t *b, size_t *answered, ww_error_t *err) {
+    ww_overlay_t *ov = b->ctx->dry;
+    round_t r;
+    memset(&r, 0, sizeof r);
+    ww_wallet_plan_t plan;
+    memset(&plan, 0, sizeof plan);
+    int rc = read_facts(b, &r, err);
+    if (rc != 0) goto out;
+    ww_overlay_lock(ov);
+    if (ww_overlay_full(ov)) {
+        rc = 3;
+    } else if (!dry_merge(ov, &r)) {
+        ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory reading a batch's facts");
+        rc = 1;
+    } else {
+        ww_wallet_plan_facts_t facts = {
+            .cmds = r.in, .n_cmds = r.n_in,
+            .ledger = (const bson_t *const *)r.ledger.v, .n_ledger = r.ledger.n,
+            .wallets = (const bson_t *const *)r.wallets.v, .n_wallets = r.wallets.n,
+            .owners = r.owners, .n_owners = r.n_owners,
+            .now_ms = ww_clock_now_ms(),
+        };
+        if (!ww_wallet_plan(&facts, &plan, err)) rc = err->retryable ? 1 : 2;
+    }
+    if (rc == 0) {
+        for (size_t j = 0; j < r.n_in; j++)
+            if (plan.results[j].status == WW_WALLET_PLAN_RETRY) {
+                ww_error_t why;
+                ww_error_set(&why, WW_ERR_DB, 0, true, "%s", plan.results[j].reason);
+                retry_from(b, r.in_cmd[j], &why);
+            }
+        rc = dry_write_and_answer(b, &r, &plan, answered);
+        if (rc == 1) ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory predicting a batch");
+    }
+    ww_overlay_unlock(ov);
+out:
+    ww_wallet_plan_destroy(&plan);
+    round_clear(&r);
+    return rc;
+}
+
+static void dry_handle_batch(ww_wallet_ctx_t *ctx, ww_batch_item_t *items, size_t n) {
+    batch_t b = {.ctx = ctx};
+    if (!parse_batch(&b, items, n)) return;
+    char why[WW_ERROR_MSG_MAX + 64];
+    if (!ctx->dry) {
+        dry_not_predicted(&b, "dry run without its prediction state (internal error)");
+        free(b.cmds);
+        return;
+    }
+    for (int stalled = 0, round = 0;; round++) {
+        size_t open = 0;
+        for (size_t i = 0; i < b.n; i++) open += b.cmds[i].open;
+        if (open == 0) break;
+        ww_error_t err;
+        ww_error_clear(&err);
+        if (round == MAX_ROUNDS || stalled == MAX_STALLED) { /* as a real run: later */
+            ww_error_set(&err, WW_ERR_DB, 0, true, "%zu command(s) left after %d rounds: "
+                         "continuing after a short pause", open, round);
+            retry_all(&b, &err);
+            break;
+        }
+        size_t answered = 0;
+        int rc = dry_round(&b, &answered, &err);
+        stalled = answered ? 0 : stalled + 1;
+        if (rc == 1) {
+            retry_all(&b, &err);
+            break;
+        }
+        if (rc == 2) {
+            snprintf(why, sizeof why, "the dry run cannot predict this command: %s", err.message);
+            dry_not_predicted(&b, why);
+            break;
+        }
+        if (rc == 3) {
+            snprintf(why, sizeof why, "the dry run's memory for predicted writes is full (%zu "
+                     "bytes): this and every later command are not predicted; dry-run a "
+                     "shorter range or file", ww_overlay_max_bytes(ctx->dry));
+            static atomic_flag said = ATOMIC_FLAG_INIT; /* once per process (one run) */
+            if (!atomic_flag_test_and_set(&said))
+                ww_err("wallet", "dry run: prediction memory full; not predicting further "
+                       "commands", WW_UINT("max_bytes", ww_overlay_max_bytes(ctx->dry)));
+            dry_not_predicted(&b, why);
+            break;
+        }
+    }
+    free(b.cmds);
 }

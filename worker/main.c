@@ -475,6 +475,7 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
         return 2;
     }
     int status = 1;
+    ww_overlay_t *dry = NULL;
     ww_db_options_t dbo;
     ww_db_options_defaults(&dbo);
     dbo.pool_max = cfg->db_pool_max;
@@ -500,12 +501,20 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
         snprintf(label, sizeof label, "file:%s", strcmp(o->file, "-") == 0 ? "stdin"
                                                   : base ? base + 1 : o->file);
     }
+    /* a dry run's predictions "write" here, for the whole run (overlay.h) */
+    dry = o->dry_run ? ww_overlay_new(0) : NULL;
+    if (o->dry_run && !dry) {
+        fprintf(stderr, "wallet-worker: out of memory\n");
+        goto done;
+    }
     ww_wallet_ctx_t wctx = {.db = db, .results_topic = cfg->results_topic,
                             .dlq_topic = cfg->dlq_topic,
-                            .max_message_bytes = cfg->max_message_bytes, .dry_run = o->dry_run};
+                            .max_message_bytes = cfg->max_message_bytes, .dry_run = o->dry_run,
+                            .dry = dry};
     ww_invite_ctx_t ictx = {.db = db, .results_topic = cfg->invite_results_topic,
                             .dlq_topic = cfg->invite_dlq_topic,
-                            .max_message_bytes = cfg->max_message_bytes, .dry_run = o->dry_run};
+                            .max_message_bytes = cfg->max_message_bytes, .dry_run = o->dry_run,
+                            .dry = dry};
     ww_replay_config_t *rc = &o->rc;
     ww_bus_config_t kafka;
     ww_bus_config_defaults(&kafka);
@@ -543,6 +552,7 @@ static int batch(const ww_config_t *cfg, batch_opts_t *o) {
     }
     free(sum);
 done:
+    ww_overlay_destroy(dry);
     ww_db_destroy(db);
     return status;
 }

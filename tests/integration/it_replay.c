@@ -11,6 +11,7 @@
 
 #include "clock.h"
 #include "harness.h"
+#include "invite.h"
 #include "migrate.h"
 #include "wallet.h"
 
@@ -58,10 +59,11 @@ static void send(const char *key, const char *owner, const char *type, long amou
 
 static const char *const DIGEST[] = {WW_WALLETS, WW_TRANSACTIONS};
 
-static int cli(const char *const *args) {
+/* Runs the CLI with WW_PROGRESS=1 and up to two more settings (NULL: none). */
+static int cli_with(const char *const *args, const char *set1, const char *set2) {
     unlink(out_path);
     unlink(err_path);
-    const char *extra[] = {"WW_PROGRESS=1", NULL};
+    const char *extra[] = {"WW_PROGRESS=1", set1, set2, NULL};
     int st = h_run_cli(&env, args, extra, NULL, out_path, err_path, 120000);
     char *o = h_read_file(out_path), *e = h_read_file(err_path);
     print_message("replay exit %d\n--- stdout\n%s--- stderr (tail)\n%s\n", st, o ? o : "",
@@ -70,6 +72,8 @@ static int cli(const char *const *args) {
     free(e);
     return st;
 }
+
+static int cli(const char *const *args) { return cli_with(args, NULL, NULL); }
 
 /* "  applied    12" in the summary */
 static long summary_count(const char *path, const char *outcome) {
@@ -330,6 +334,166 @@ static void test_replay_apply_dry_run_and_strict_report_rejections(void **state)
     unlink(good);
 }
 
+/* The summary's outcome table ("name count" lines after the "outcome"
+ * header), one "name=count;" per outcome: the same text for the same counts. */
+static char *outcome_table(const char *path) {
+    char *text = h_read_file(path);
+    assert_non_null(text);
+    const char *p = strstr(text, "  outcome ");
+    assert_non_null(p);
+    p = strchr(p, '\n');
+    char *out = calloc(1, 4096);
+    size_t n = 0;
+    while (p && p[1] == ' ' && p[2] == ' ' && p[3] >= 'a' && p[3] <= 'z') {
+        char name[64];
+        long count = 0;
+        const char *q = p + 3;
+        size_t len = strcspn(q, " ");
+        if (len >= sizeof name) break;
+        memcpy(name, q, len);
+        name[len] = '\0';
+        count = strtol(q + len, NULL, 10);
+        n += (size_t)snprintf(out + n, 4096 - n, "%s=%ld;", name, count);
+        p = strchr(q, '\n');
+    }
+    free(text);
+    return out;
+}
+
+static void line(FILE *f, const char *key, const char *owner, const char *type, long amount) {
+    fprintf(f, "{\"type\":\"wallet.%s\",\"idempotencyKey\":\"%s-%s\",\"ownerUserId\":\"%s\","
+            "\"amountPaise\":%ld}\n", type, env.run_id, key, owner, amount);
+}
+
+/* A dry run predicted each command alone against the stored state, so the
+ * commands of one file ignored each other: a debit after the credit that
+ * pays for it was predicted insufficient_funds, the same key twice applied
+ * twice, two debits that do not both fit both applied, a conflicting repeat
+ * applied, a second wallet_not_found not a duplicate. The dry run must
+ * predict what the real apply of the same file then does (in one batch and
+ * one command per batch), and write nothing. */
+static void test_replay_apply_dry_run_predicts_what_apply_does(void **state) {
+    (void)state;
+    const char *oa = "e700000000000000000000aa", *ob = "e700000000000000000000bb",
+               *oc = "e700000000000000000000cc", *od = "e700000000000000000000dd",
+               *oe = "e700000000000000000000ee"; /* no wallet */
+    seed(oa, 0);
+    seed(ob, 1000);
+    seed(oc, 1000);
+    seed(od, 1000);
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/ww-it-%s-predict.ndjson", env.run_id);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    line(f, "dr1", oa, "credit", 500); /* pays for the next one */
+    line(f, "dr2", oa, "debit", 300);
+    line(f, "dr3", ob, "debit", 100);
+    line(f, "dr3", ob, "debit", 100); /* the same command again: duplicate */
+    line(f, "dr4", oc, "debit", 700);
+    line(f, "dr5", oc, "debit", 700); /* does not fit after dr4 */
+    line(f, "dr6", od, "debit", 50);
+    line(f, "dr6", od, "debit", 60);  /* same key, other content: conflict */
+    line(f, "dr7", oe, "debit", 10);  /* wallet_not_found */
+    line(f, "dr7", oe, "debit", 10);  /* ... then a duplicate of it */
+    fclose(f);
+    char *before = h_digest(&env, DIGEST, 2, NULL);
+
+    const char *dry[] = {"apply", "--file", path, "--dry-run", NULL};
+    assert_int_equal(cli(dry), 0);
+    char *dry_batch = outcome_table(err_path);
+    assert_int_equal(cli_with(dry, "BATCH_MAX=1", "WORKER_THREADS=1"), 0);
+    char *dry_single = outcome_table(err_path);
+    char *after_dry = h_digest(&env, DIGEST, 2, NULL);
+    assert_string_equal(before, after_dry); /* nothing written */
+
+    const char *real[] = {"apply", "--file", path, NULL};
+    assert_int_equal(cli(real), 0);
+    assert_int_equal(summary_count(err_path, "applied"), 5);
+    assert_int_equal(summary_count(err_path, "duplicate"), 2);
+    assert_int_equal(summary_count(err_path, "insufficient_funds"), 1);
+    assert_int_equal(summary_count(err_path, "conflict"), 1);
+    assert_int_equal(summary_count(err_path, "wallet_not_found"), 1);
+    char *applied = outcome_table(err_path);
+    assert_string_equal(dry_batch, applied);
+    assert_string_equal(dry_single, applied);
+
+    /* again, after it was applied: everything is decided already */
+    char *before2 = h_digest(&env, DIGEST, 2, NULL);
+    assert_int_equal(cli(dry), 0);
+    char *dry_again = outcome_table(err_path);
+    char *after2 = h_digest(&env, DIGEST, 2, NULL);
+    assert_string_equal(before2, after2);
+    assert_int_equal(cli(real), 0);
+    assert_int_equal(summary_count(err_path, "duplicate"), 9);
+    char *applied_again = outcome_table(err_path);
+    assert_string_equal(dry_again, applied_again);
+    free(before);
+    free(after_dry);
+    free(dry_batch);
+    free(dry_single);
+    free(applied);
+    free(before2);
+    free(after2);
+    free(dry_again);
+    free(applied_again);
+    unlink(path);
+}
+
+/* The same for invite events: an invite created earlier in the file was
+ * "not found" for the events after it. */
+static void test_replay_apply_invite_dry_run_predicts_what_apply_does(void **state) {
+    (void)state;
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/ww-it-%s-invites.ndjson", env.run_id);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    const char *r = env.run_id;
+    fprintf(f, "{\"type\":\"invite.created\",\"eventId\":\"%s-e1\",\"code\":\"%s-C1\","
+            "\"parentCode\":\"ROOT\",\"role\":\"agent\",\"expiresAt\":\"2099-01-01T00:00:00Z\"}\n",
+            r, r);
+    for (int i = 0; i < 2; i++) /* the second one: duplicate */
+        fprintf(f, "{\"type\":\"invite.used\",\"eventId\":\"%s-e2\",\"code\":\"%s-C1\","
+                "\"usedByUserId\":\"5f0000000000000000000009\","
+                "\"occurredAt\":\"2030-01-01T00:00:00Z\"}\n", r, r);
+    fprintf(f, "{\"type\":\"invite.revoked\",\"eventId\":\"%s-e3\",\"code\":\"%s-C1\","
+            "\"occurredAt\":\"2030-01-02T00:00:00Z\"}\n", r, r); /* after used: rejected */
+    fprintf(f, "{\"type\":\"invite.used\",\"eventId\":\"%s-e4\",\"code\":\"%s-C2\","
+            "\"usedByUserId\":\"5f0000000000000000000009\","
+            "\"occurredAt\":\"2030-01-01T00:00:00Z\"}\n", r, r); /* no such invite */
+    fprintf(f, "{\"type\":\"invite.created\",\"eventId\":\"%s-e5\",\"code\":\"%s-C3\","
+            "\"parentCode\":\"ROOT\",\"role\":\"agent\",\"expiresAt\":\"2099-01-01T00:00:00Z\"}\n",
+            r, r);
+    fprintf(f, "{\"type\":\"invite.created\",\"eventId\":\"%s-e6\",\"code\":\"%s-C3\","
+            "\"parentCode\":\"ROOT\",\"role\":\"admin\",\"expiresAt\":\"2099-01-01T00:00:00Z\"}\n",
+            r, r); /* the same code, another role: conflict */
+    fclose(f);
+    static const char *const INV[] = {WW_INVITES};
+    char *before = h_digest(&env, INV, 1, NULL);
+    const char *dry[] = {"apply", "--kind", "invite", "--file", path, "--dry-run", NULL};
+    assert_int_equal(cli(dry), 0);
+    char *dry_batch = outcome_table(err_path);
+    assert_int_equal(cli_with(dry, "BATCH_MAX=1", "WORKER_THREADS=1"), 0);
+    char *dry_single = outcome_table(err_path);
+    char *after_dry = h_digest(&env, INV, 1, NULL);
+    assert_string_equal(before, after_dry);
+
+    const char *real[] = {"apply", "--kind", "invite", "--file", path, NULL};
+    assert_int_equal(cli(real), 0);
+    assert_int_equal(summary_count(err_path, "applied"), 3);
+    assert_int_equal(summary_count(err_path, "duplicate"), 1);
+    assert_int_equal(summary_count(err_path, "rejected"), 2);
+    assert_int_equal(summary_count(err_path, "invite_not_found"), 1);
+    char *applied = outcome_table(err_path);
+    assert_string_equal(dry_batch, applied);
+    assert_string_equal(dry_single, applied);
+    free(before);
+    free(after_dry);
+    free(dry_batch);
+    free(dry_single);
+    free(applied);
+    unlink(path);
+}
+
 /* Writes one command line padded with spaces (JSON whitespace) to `size`
  * bytes, then `end` (a line terminator). */
 static void padded_line(FILE *f, const char *key, const char *owner, size_t size,
@@ -584,6 +748,8 @@ int main(void) {
         cmocka_unit_test(test_replay_apply_file_with_good_and_bad_lines),
         cmocka_unit_test(test_replay_apply_file_with_nul_and_cr_bytes),
         cmocka_unit_test(test_replay_apply_dry_run_and_strict_report_rejections),
+        cmocka_unit_test(test_replay_apply_dry_run_predicts_what_apply_does),
+        cmocka_unit_test(test_replay_apply_invite_dry_run_predicts_what_apply_does),
         cmocka_unit_test(test_replay_publish_choice_decides_what_a_second_replay_adds),
         cmocka_unit_test(test_replay_redrive_keeps_the_original_source_and_counts),
     };

@@ -333,11 +333,71 @@ static void test_invite_batch_same_code_in_order(void **state) {
     free(m);
 }
 
+#define O4 "5f0000000000000000000004"
+
+/* A dry run keeps what its predictions wrote in memory, bounded: once the
+ * cap is reached, the command in hand and every later one are answered
+ * not_predicted with the reason (a dead letter for apply to print), never
+ * predicted from a partial picture; and nothing is written. */
+static void test_wallet_batch_dry_run_memory_cap(void **state) {
+    (void)state;
+    make_wallet(O4, 1000);
+    enum { N = 30 };
+    msgbuf_t *m = calloc(N, sizeof *m);
+    ww_batch_item_t *items = calloc(N, sizeof *items);
+    ww_overlay_t *dry = ww_overlay_new(8192);
+    assert_non_null(dry);
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536,
+                           .dry_run = true, .dry = dry};
+    int first_refused = -1;
+    for (int i = 0; i < N; i++) { /* one batch each: later batches see earlier ones */
+        char k[16];
+        snprintf(k, sizeof k, "cap%d", i);
+        wallet_msg(&m[i], i, "wallet.debit", k, O4, 100);
+        items[i].msg = &m[i].msg;
+        ww_wallet_handle_batch(&ctx, &items[i], 1);
+        assert_int_equal(items[i].status, WW_ITEM_DONE);
+        const char *want = first_refused >= 0 ? "not_predicted"
+                           : i < 10           ? "applied"
+                                              : "insufficient_funds";
+        if (first_refused < 0 && strcmp(items[i].outs.outcome, "not_predicted") == 0) {
+            first_refused = i;
+            want = "not_predicted";
+        }
+        if (strcmp(items[i].outs.outcome, want) != 0)
+            fail_msg("item %d: %s, want %s", i, items[i].outs.outcome, want);
+        if (first_refused >= 0) { /* reported: a dead letter naming the reason */
+            assert_int_equal(items[i].outs.n, 1);
+            assert_string_equal(items[i].outs.out[0].topic, env.dlq_topic);
+        } else {
+            assert_int_equal(items[i].outs.n, 0); /* a dry run produces nothing */
+        }
+        ww_outputs_clear(&items[i].outs);
+    }
+    /* the cap was reached after some predictions, not at once */
+    assert_true(first_refused > 1);
+    assert_true(ww_overlay_full(dry));
+    assert_true(ww_overlay_bytes(dry) <= 8192);
+    size_t markers;
+    assert_int_equal(live_balance(O4, &markers), 1000);
+    assert_int_equal(markers, 0);
+    bson_oid_t owner;
+    bson_oid_init_from_string(&owner, O4);
+    bson_t *q = BCON_NEW("ownerUserId", BCON_OID(&owner));
+    assert_int_equal(h_count(&env, WW_TRANSACTIONS, q), 0);
+    bson_destroy(q);
+    ww_overlay_destroy(dry);
+    free(items);
+    free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wallet_batch_in_batch_interactions),
         cmocka_unit_test(test_wallet_batch_hot_wallet_many_rounds),
         cmocka_unit_test(test_invite_batch_same_code_in_order),
+        cmocka_unit_test(test_wallet_batch_dry_run_memory_cap),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
