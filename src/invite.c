@@ -1515,6 +1515,16 @@ static void dry_invite_batch(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ieven
         retry_open(items, evs, n, &err);
         goto out;
     }
+    ww_strmap_t by_code; /* code -> the first invite read with it */
+    if (!ww_strmap_init(&by_code, found.n)) {
+        ww_error_set(&err, WW_ERR_SYSTEM, 0, true, "out of memory reading a batch's invites");
+        retry_open(items, evs, n, &err);
+        goto out;
+    }
+    for (size_t d = 0; d < found.n; d++) {
+        const char *c = doc_str(found.v[d], "code");
+        if (c) ww_strmap_put(&by_code, c, d);
+    }
     ww_overlay_lock(ctx->dry);
     for (size_t i = 0; i < n; i++) {
         ievent_t *e = &evs[i];
@@ -1527,7 +1537,8 @@ static void dry_invite_batch(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ieven
         memset(&st, 0, sizeof st);
         size_t len = 0;
         const void *known = ww_overlay_get(ctx->dry, key, &len);
-        const bson_t *doc = find_invite(&found, e->ev.code);
+        size_t at = ww_strmap_get(&by_code, e->ev.code);
+        const bson_t *doc = at == WW_STRMAP_NONE ? NULL : found.v[at];
         if (known && len == sizeof st) {
             memcpy(&st, known, sizeof st);
         } else if (doc && !state_from_doc(doc, &st, id, &err)) {
@@ -1551,6 +1562,7 @@ static void dry_invite_batch(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ieven
     }
     bool full = ww_overlay_full(ctx->dry);
     ww_overlay_unlock(ctx->dry);
+    ww_strmap_destroy(&by_code);
     if (full) {
         char why[160];
         snprintf(why, sizeof why, "the dry run's memory for predicted writes is full (%zu bytes): "
