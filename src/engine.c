@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "fnv.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -54,12 +55,7 @@ struct ww_engine {
     bool joined;
 };
 
-uint32_t ww_engine_hash(const void *data, size_t n) {
-    uint32_t h = 2166136261u;
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
-    return h;
-}
+uint32_t ww_engine_hash(const void *data, size_t n) { return ww_fnv1a(data, n); }
 
 static int64_t backoff_ms(const ww_engine_t *eng, int attempt, unsigned *seed) {
     int64_t d = eng->cfg.retry_base_ms;

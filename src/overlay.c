@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fnv.h"
+
 typedef struct {
     char *key; /* NULL: empty slot */
     void *data;
@@ -48,11 +50,7 @@ void ww_overlay_destroy(ww_overlay_t *ov) {
 void ww_overlay_lock(ww_overlay_t *ov) { pthread_mutex_lock(&ov->lock); }
 void ww_overlay_unlock(ww_overlay_t *ov) { pthread_mutex_unlock(&ov->lock); }
 
-static uint32_t hash(const char *k) {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (; *k; k++) h = (h ^ (unsigned char)*k) * 16777619u;
-    return h;
-}
+static uint32_t hash(const char *k) { return ww_fnv1a_str(k); }
 
 static size_t find(const slot_t *slot, size_t cap, const char *key) {
     size_t i = hash(key) & (cap - 1);

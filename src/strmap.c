@@ -4,11 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint32_t hash(const char *k) {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (; *k; k++) h = (h ^ (unsigned char)*k) * 16777619u;
-    return h;
-}
+#include "fnv.h"
+
+static uint32_t hash(const char *k) { return ww_fnv1a_str(k); }
 
 bool ww_strmap_init(ww_strmap_t *m, size_t max) {
     memset(m, 0, sizeof *m);

@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "fnv.h"
 #include "log.h"
 #include "metrics.h"
 #include "wallet.h"
@@ -109,11 +110,7 @@ static bool set_init(strset_t *s, size_t n) {
     return s->slot != NULL;
 }
 
-static uint32_t str_hash(const char *k, size_t len) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)k[i]) * 16777619u;
-    return h;
-}
+static uint32_t str_hash(const char *k, size_t len) { return ww_fnv1a(k, len); }
 
 /* Adds s; true when it was not there. The set must not be full (sized for n). */
 static bool set_add(strset_t *s, const char *k) {
