@@ -688,24 +688,26 @@ bool ww_db_update_many(ww_db_t *db, const char *collection, const bson_t *filter
  * One unordered bulk is one `update` or `insert` command on the wire (below
  * maxWriteBatchSize and 48 MB: the callers' batches are far smaller). */
 
-static mongoc_bulk_operation_t *unordered_bulk(op_t *o) {
+static mongoc_bulk_operation_t *unordered_bulk(mongoc_collection_t *coll,
+                                               mongoc_client_session_t *session,
+                                               bson_error_t *be) {
     bson_t bopts = BSON_INITIALIZER; /* parsed at creation */
     BSON_APPEND_BOOL(&bopts, "ordered", false);
-    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(o->coll, &bopts);
+    mongoc_bulk_operation_t *bulk = NULL;
+    if (!session || mongoc_client_session_append(session, &bopts, be))
+        bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &bopts);
     bson_destroy(&bopts);
     return bulk;
 }
 
-bool ww_db_bulk_update_one(ww_db_t *db, const char *collection, const bson_t *const *filters,
-                           const bson_t *const *updates, size_t n, int64_t *matched,
-                           ww_error_t *error) {
-    *matched = 0;
-    if (n == 0) return true;
-    op_t o;
-    op_begin(&o, db, collection, "bulk_update");
-    mongoc_bulk_operation_t *bulk = unordered_bulk(&o);
+/* One unordered bulk of updateOne on coll (in session's transaction when
+ * session is set); *matched is the reply's total nMatched. */
+static bool bulk_update_on(mongoc_collection_t *coll, mongoc_client_session_t *session,
+                           const bson_t *const *filters, const bson_t *const *updates, size_t n,
+                           int64_t *matched, ww_error_t *error) {
     bson_error_t be;
-    bool ok = true;
+    mongoc_bulk_operation_t *bulk = unordered_bulk(coll, session, &be);
+    bool ok = bulk != NULL;
     for (size_t i = 0; ok && i < n; i++)
         ok = mongoc_bulk_operation_update_one_with_opts(bulk, filters[i], updates[i], NULL, &be);
     bson_t reply = BSON_INITIALIZER;
@@ -716,28 +718,29 @@ bool ww_db_bulk_update_one(ww_db_t *db, const char *collection, const bson_t *co
     }
     if (!ok) translate(&be, &reply, "bulk update", error);
     bson_destroy(&reply);
-    mongoc_bulk_operation_destroy(bulk);
-    op_end(&o);
+    if (bulk) mongoc_bulk_operation_destroy(bulk);
     return ok;
 }
 
-bool ww_db_insert_many(ww_db_t *db, const char *collection, const bson_t *const *docs, size_t n,
-                       bool *duplicate, ww_error_t *error) {
-    for (size_t i = 0; i < n; i++) duplicate[i] = false;
-    if (n == 0) return true;
-    op_t o;
-    op_begin(&o, db, collection, "insert_many");
-    mongoc_bulk_operation_t *bulk = unordered_bulk(&o);
+/* One unordered bulk of inserts on coll (in session's transaction when
+ * session is set). Duplicate keys are per document (duplicate[i]); any other
+ * write error, or a reply that does not account for every document, fails. */
+static bool insert_many_on(mongoc_collection_t *coll, mongoc_client_session_t *session,
+                           const bson_t *const *docs, size_t n, bool *duplicate,
+                           ww_error_t *error) {
     bson_error_t be;
-    bool ok = true;
+    mongoc_bulk_operation_t *bulk = unordered_bulk(coll, session, &be);
+    bool ok = bulk != NULL;
     for (size_t i = 0; ok && i < n; i++)
         ok = mongoc_bulk_operation_insert_with_opts(bulk, docs[i], NULL, &be);
     bson_t reply = BSON_INITIALIZER;
+    bool executed = false;
     if (ok) {
         bson_destroy(&reply);
         ok = mongoc_bulk_operation_execute(bulk, &reply, &be) != 0;
+        executed = true;
     }
-    if (!ok) {
+    if (!ok && executed) {
         /* Write errors are per document. Duplicate keys are answers (the
          * caller reads the stored entry back); any other error fails the
          * call, and so does a reply without writeErrors (network, write
@@ -776,9 +779,33 @@ bool ww_db_insert_many(ww_db_t *db, const char *collection, const bson_t *const 
             for (size_t i = 0; i < n; i++) duplicate[i] = false;
             translate(&be, &reply, "insertMany", error);
         }
+    } else if (!ok) {
+        translate(&be, &reply, "insertMany", error);
     }
     bson_destroy(&reply);
-    mongoc_bulk_operation_destroy(bulk);
+    if (bulk) mongoc_bulk_operation_destroy(bulk);
+    return ok;
+}
+
+bool ww_db_bulk_update_one(ww_db_t *db, const char *collection, const bson_t *const *filters,
+                           const bson_t *const *updates, size_t n, int64_t *matched,
+                           ww_error_t *error) {
+    *matched = 0;
+    if (n == 0) return true;
+    op_t o;
+    op_begin(&o, db, collection, "bulk_update");
+    bool ok = bulk_update_on(o.coll, NULL, filters, updates, n, matched, error);
+    op_end(&o);
+    return ok;
+}
+
+bool ww_db_insert_many(ww_db_t *db, const char *collection, const bson_t *const *docs, size_t n,
+                       bool *duplicate, ww_error_t *error) {
+    for (size_t i = 0; i < n; i++) duplicate[i] = false;
+    if (n == 0) return true;
+    op_t o;
+    op_begin(&o, db, collection, "insert_many");
+    bool ok = insert_many_on(o.coll, NULL, docs, n, duplicate, error);
     op_end(&o);
     return ok;
 }
@@ -915,6 +942,29 @@ bool ww_db_txn_insert_one(ww_db_txn_t *txn, const char *collection, const bson_t
     }
     bson_destroy(&reply);
     bson_destroy(&opts);
+    mongoc_collection_destroy(coll);
+    return ok;
+}
+
+bool ww_db_txn_bulk_update_one(ww_db_txn_t *txn, const char *collection,
+                               const bson_t *const *filters, const bson_t *const *updates,
+                               size_t n, int64_t *matched, ww_error_t *error) {
+    *matched = 0;
+    if (n == 0) return true;
+    mongoc_collection_t *coll =
+        mongoc_client_get_collection(txn->client, txn->db->db_name, collection);
+    bool ok = bulk_update_on(coll, txn->session, filters, updates, n, matched, error);
+    mongoc_collection_destroy(coll);
+    return ok;
+}
+
+bool ww_db_txn_insert_many(ww_db_txn_t *txn, const char *collection, const bson_t *const *docs,
+                           size_t n, bool *duplicate, ww_error_t *error) {
+    for (size_t i = 0; i < n; i++) duplicate[i] = false;
+    if (n == 0) return true;
+    mongoc_collection_t *coll =
+        mongoc_client_get_collection(txn->client, txn->db->db_name, collection);
+    bool ok = insert_many_on(coll, txn->session, docs, n, duplicate, error);
     mongoc_collection_destroy(coll);
     return ok;
 }

@@ -98,6 +98,14 @@ bool ww_db_txn_update_one(ww_db_txn_t *txn, const char *collection, const bson_t
                           const bson_t *update, int64_t *matched, ww_error_t *error);
 bool ww_db_txn_insert_one(ww_db_txn_t *txn, const char *collection, const bson_t *doc,
                           bool *duplicate, ww_error_t *error);
+/* The bulk forms of ww_db_bulk_update_one / ww_db_insert_many inside the
+ * transaction. A duplicate key is reported per document as outside, but the
+ * server has aborted the transaction by then: the caller aborts too. */
+bool ww_db_txn_bulk_update_one(ww_db_txn_t *txn, const char *collection,
+                               const bson_t *const *filters, const bson_t *const *updates,
+                               size_t n, int64_t *matched, ww_error_t *error);
+bool ww_db_txn_insert_many(ww_db_txn_t *txn, const char *collection, const bson_t *const *docs,
+                           size_t n, bool *duplicate, ww_error_t *error);
 
 /* Finds one document. On success *found says whether one matched and, when
  * it did, `out` is initialised with a copy (the caller destroys it). */

@@ -518,6 +518,73 @@ out:
     free(up);
 }
 
+/* DB_TRANSACTIONS=on: a round's guarded updates and ledger entries commit
+ * together or not at all (one transaction per round, so one per batch in
+ * the common one-round case). There is no crash window between them, and a
+ * lost guard or a taken key aborts everything the round wrote: the round's
+ * commands are all planned again from fresh reads, as after a short bulk.
+ * NOT EXERCISED BY THE TEST SUITE: no server it runs against has
+ * transactions (docs/testing.md). */
+typedef struct {
+    const bson_t *const *f, *const *u;
+    size_t n_updates;
+    const bson_t *const *docs;
+    size_t n_docs;
+    bool *dup;
+    bool lost; /* a guard lost or an entry's key was taken: aborted, re-plan */
+} txn_writes_t;
+
+static bool txn_writes(ww_db_txn_t *txn, void *vctx, ww_error_t *err) {
+    txn_writes_t *t = vctx;
+    t->lost = false; /* the callback is run again on a transient error */
+    int64_t matched = 0;
+    if (!ww_db_txn_bulk_update_one(txn, WW_WALLETS, t->f, t->u, t->n_updates, &matched, err))
+        return false;
+    if (matched != (int64_t)t->n_updates) {
+        t->lost = true;
+        ww_error_set(err, WW_ERR_DB, 0, false, "%lld of %zu guarded updates matched",
+                     (long long)matched, t->n_updates);
+        return false;
+    }
+    if (!ww_db_txn_insert_many(txn, WW_TRANSACTIONS, t->docs, t->n_docs, t->dup, err))
+        return false;
+    for (size_t i = 0; i < t->n_docs; i++)
+        if (t->dup[i]) {
+            t->lost = true;
+            ww_error_set(err, WW_ERR_DB, WW_DB_DUPLICATE_KEY, false,
+                         "a ledger entry's idempotencyKey is taken");
+            return false;
+        }
+    return true;
+}
+
+/* Steps 4-5 in one transaction. 0 ok (*all_matched says whether anything
+ * was written; slot[] -1 for every entry when not), 1 retryable, 2 other. */
+static int write_in_transaction(batch_t *b, const ww_wallet_plan_t *plan, const bson_t **f,
+                                const bson_t **u, const bson_t **docs, int *slot,
+                                bool *all_matched, ww_error_t *err) {
+    bool *dupd = calloc(plan->n_inserts + 1, sizeof *dupd);
+    if (!dupd) {
+        ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory writing a batch");
+        return 1;
+    }
+    for (size_t i = 0; i < plan->n_inserts; i++) {
+        slot[i] = (int)i;
+        docs[i] = &plan->inserts[i].doc;
+    }
+    txn_writes_t t = {f, u, plan->n_updates, docs, plan->n_inserts, dupd, false};
+    bool ok = ww_db_with_transaction(b->ctx->db, txn_writes, &t, err);
+    free(dupd);
+    *all_matched = ok;
+    if (ok) return 0;
+    if (!t.lost) return err->retryable ? 1 : 2;
+    ww_info("wallet", "batch: transaction aborted (another writer moved first); re-planning",
+            WW_STR("why", err->message), WW_UINT("updates", plan->n_updates));
+    for (size_t i = 0; i < plan->n_inserts; i++) slot[i] = -1;
+    ww_error_clear(err);
+    return 0;
+}
+
 /* Steps 4-6 and the answers. 0 ok, 1 retryable error, 2 other error. */
 static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan,
                             size_t *answered, ww_error_t *err) {
@@ -537,12 +604,18 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
         f[i] = &plan->updates[i].filter;
         u[i] = &plan->updates[i].update;
     }
+    bool all_matched = false;
+    if (ww_db_use_transactions(b->ctx->db)) {
+        rc = write_in_transaction(b, plan, f, u, docs, slot, &all_matched, err);
+        if (rc != 0) goto out;
+        goto written;
+    }
     int64_t matched = 0;
     if (!ww_db_bulk_update_one(b->ctx->db, WW_WALLETS, f, u, plan->n_updates, &matched, err)) {
         rc = err->retryable ? 1 : 2;
         goto out;
     }
-    bool all_matched = matched == (int64_t)plan->n_updates;
+    all_matched = matched == (int64_t)plan->n_updates;
     if (plan->n_updates) fault_point_after_update();
     if (!all_matched)
         ww_info("wallet", "batch: another writer moved first; re-planning from fresh reads",
@@ -580,6 +653,7 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
             ww_info("wallet", "completed an interrupted command", WW_STR("key", plan->inserts[i].key));
     }
     free(dupd);
+written:
     if (all_matched) prune_markers(b, plan, slot, dup);
     /* the answers that are final */
     for (size_t j = 0; j < r->n_in; j++) {
@@ -650,11 +724,6 @@ void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
     ww_wallet_ctx_t *ctx = vctx;
     if (ctx->dry_run) {
         dry_handle_batch(ctx, items, n);
-        return;
-    }
-    if (ww_db_use_transactions(ctx->db)) {
-        /* the transactional mode stays one message at a time */
-        ww_handle_each(ww_wallet_handle, ctx, items, n);
         return;
     }
     batch_t b = {.ctx = ctx};
