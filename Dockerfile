@@ -27,6 +27,10 @@ RUN apt-get update \
 COPY --from=build /src/build/wallet-worker /usr/local/bin/wallet-worker
 USER 10001
 ENV HTTP_ADDR=0.0.0.0:8080
+# libmongoc's shared-memory counters (/dev/shm/mongoc-<pid>) serve only its mongoc-stat
+# tool; a killed worker leaves the file behind, and a later process with the same pid
+# warns about it before main. Off.
+ENV MONGOC_DISABLE_SHM=1
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD curl -fsS http://127.0.0.1:8080/livez || exit 1

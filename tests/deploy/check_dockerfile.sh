@@ -22,6 +22,8 @@ for pkg in $(sed -n '/AS build/,/^FROM/p' Dockerfile | grep -o '[a-z0-9.+-]*-dev
   if grep -q -- "$pkg" scripts/bootstrap.sh; then echo "ok: $pkg is installed by bootstrap too"
   else echo "FAIL: the Dockerfile builds with $pkg, which scripts/bootstrap.sh does not install"; fail=1; fi
 done
+grep -q '^ENV MONGOC_DISABLE_SHM=1' Dockerfile && echo "ok: libmongoc's shared-memory counters off" \
+  || { echo "FAIL: no ENV MONGOC_DISABLE_SHM=1 (a killed worker leaves /dev/shm/mongoc-<pid>)"; fail=1; }
 grep -q '^USER 10001' Dockerfile && echo "ok: runs as a non-root user" || { echo "FAIL: no non-root USER"; fail=1; }
 sed -e ':a' -e '/\\$/{N;s/\\\n//;ba}' Dockerfile | grep -q 'HEALTHCHECK.*livez' && echo "ok: HEALTHCHECK on /livez" || { echo "FAIL: no HEALTHCHECK on /livez"; fail=1; }
 # .dockerignore keeps local builds and stacks out of the build context, and none of what
