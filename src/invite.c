@@ -1099,6 +1099,33 @@ static bool recorded(const idocs_t *back, const char *invite_id, const ww_invite
     return false;
 }
 
+/* The invites of codes ($in), into found. False on a read error (err set);
+ * running out of memory is a retryable error. */
+static bool read_invites(ww_invite_ctx_t *ctx, const char *const *codes, size_t n_codes,
+                         idocs_t *found, ww_error_t *err) {
+    if (n_codes == 0) return true;
+    bson_t filter = BSON_INITIALIZER, cond, in, opts = BSON_INITIALIZER;
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "code", &cond);
+    BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &in);
+    char idx[16];
+    const char *ikey;
+    for (size_t c = 0; c < n_codes; c++) {
+        bson_uint32_to_string((uint32_t)c, &ikey, idx, sizeof idx);
+        BSON_APPEND_UTF8(&in, ikey, codes[c]);
+    }
+    bson_append_array_end(&cond, &in);
+    bson_append_document_end(&filter, &cond);
+    BSON_APPEND_INT64(&opts, "batchSize", (int64_t)n_codes + 1);
+    bool ok = ww_db_find(ctx->db, WW_INVITES, &filter, &opts, collect_invite, found, err);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    if (ok && found->over) {
+        ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory reading a batch's invites");
+        ok = false;
+    }
+    return ok;
+}
+
 /* One round. 0 ok, 1 retryable error, 2 another error (err set). *answered
  * counts finals. */
 static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *evs, size_t n,
@@ -1135,26 +1162,7 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
     }
     /* 1. the invites */
     {
-        bson_t filter = BSON_INITIALIZER, cond, in, opts = BSON_INITIALIZER;
-        BSON_APPEND_DOCUMENT_BEGIN(&filter, "code", &cond);
-        BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &in);
-        char idx[16];
-        const char *ikey;
-        for (size_t c = 0; c < n_codes; c++) {
-            bson_uint32_to_string((uint32_t)c, &ikey, idx, sizeof idx);
-            BSON_APPEND_UTF8(&in, ikey, codes[c]);
-        }
-        bson_append_array_end(&cond, &in);
-        bson_append_document_end(&filter, &cond);
-        BSON_APPEND_INT64(&opts, "batchSize", (int64_t)n_codes + 1);
-        bool ok = ww_db_find(ctx->db, WW_INVITES, &filter, &opts, collect_invite, &found, err);
-        bson_destroy(&filter);
-        bson_destroy(&opts);
-        if (ok && found.over) {
-            ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory reading a batch's invites");
-            rc = 1;
-            goto out;
-        }
+        bool ok = read_invites(ctx, codes, n_codes, &found, err);
         if (!ok) {
             rc = 1;
             if (!err->retryable) {
@@ -1475,36 +1483,20 @@ static void dry_invite_batch(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ieven
     }
     idocs_t found = {0};
     const char **codes = calloc(n + 1, sizeof *codes);
+    ww_strmap_t by_code; /* code -> the first invite read with it */
+    memset(&by_code, 0, sizeof by_code);
     size_t n_codes = 0;
-    if (!codes) {
+    if (!codes || !ww_strmap_init(&by_code, n)) {
+        free(codes);
         ww_error_set(&err, WW_ERR_SYSTEM, 0, true, "out of memory");
         retry_open(items, evs, n, &err);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        bool seen = false;
-        for (size_t c = 0; c < n_codes && !seen; c++) seen = strcmp(codes[c], evs[i].ev.code) == 0;
-        if (evs[i].open && !seen) codes[n_codes++] = evs[i].ev.code;
-    }
-    bson_t filter = BSON_INITIALIZER, cond, in;
-    BSON_APPEND_DOCUMENT_BEGIN(&filter, "code", &cond);
-    BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &in);
-    char idx[16];
-    const char *ikey;
-    for (size_t c = 0; c < n_codes; c++) {
-        bson_uint32_to_string((uint32_t)c, &ikey, idx, sizeof idx);
-        BSON_APPEND_UTF8(&in, ikey, codes[c]);
-    }
-    bson_append_array_end(&cond, &in);
-    bson_append_document_end(&filter, &cond);
-    bool ok = n_codes == 0 ||
-              ww_db_find(ctx->db, WW_INVITES, &filter, NULL, collect_invite, &found, &err);
-    bson_destroy(&filter);
+    for (size_t i = 0; i < n; i++)
+        if (evs[i].open && ww_strmap_put(&by_code, evs[i].ev.code, n_codes) == n_codes)
+            codes[n_codes++] = evs[i].ev.code;
+    bool ok = read_invites(ctx, codes, n_codes, &found, &err);
     free(codes);
-    if (ok && found.over) {
-        ww_error_set(&err, WW_ERR_SYSTEM, 0, true, "out of memory reading a batch's invites");
-        ok = false;
-    }
     if (!ok) {
         for (size_t i = 0; i < n; i++)
             if (evs[i].open && !err.retryable) { /* as a real run: each event fails alone */
@@ -1515,7 +1507,8 @@ static void dry_invite_batch(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ieven
         retry_open(items, evs, n, &err);
         goto out;
     }
-    ww_strmap_t by_code; /* code -> the first invite read with it */
+    /* the map now says code -> index in found (NONE: no invite) */
+    ww_strmap_destroy(&by_code);
     if (!ww_strmap_init(&by_code, found.n)) {
         ww_error_set(&err, WW_ERR_SYSTEM, 0, true, "out of memory reading a batch's invites");
         retry_open(items, evs, n, &err);
@@ -1531,7 +1524,7 @@ static void dry_invite_batch(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ieven
         ww_batch_item_t *it = &items[e->item];
         if (!e->open) continue;
         if (ww_overlay_full(ctx->dry)) break;
-        char key[8 + WW_INVITE_CODE_MAX + 1], id[25];
+        char key[8 + WW_INVITE_CODE_MAX + 1], id[25] = "";
         snprintf(key, sizeof key, DRY_INVITE "%s", e->ev.code);
         ww_invite_state_t st;
         memset(&st, 0, sizeof st);
@@ -1550,6 +1543,22 @@ static void dry_invite_batch(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ieven
         }
         ww_invite_decision_t d;
         ww_invite_decide(&st, &e->ev, &d);
+        if (d.outcome == WW_INVITE_APPLIED && d.from != WW_INVITE_NONE && !known && doc &&
+            !id[0]) {
+            /* as the real run: a stored invite without an ObjectId _id fails */
+            ww_error_set(&it->error, WW_ERR_DB, 0, false, "invite %s has no ObjectId _id",
+                         e->ev.code);
+            it->status = WW_ITEM_FAILED;
+            e->open = false;
+            continue;
+        }
+        if (d.outcome == WW_INVITE_NOT_FOUND &&
+            !add_dead_letter(&it->outs, ctx->dlq_topic, it->msg, d.error_code, d.error_message)) {
+            it->status = WW_ITEM_RETRY; /* out of memory */
+            ww_error_set(&it->error, WW_ERR_SYSTEM, 0, true, "out of memory");
+            e->open = false;
+            continue;
+        }
         if (d.outcome == WW_INVITE_APPLIED) {
             if (!ww_overlay_reserve(ctx->dry, ww_overlay_cost(key, sizeof st))) break;
             dry_record(&st, &e->ev, &d);
@@ -1571,6 +1580,7 @@ static void dry_invite_batch(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ieven
         dry_not_predicted(ctx, items, evs, n, why);
     }
 out:
+    ww_strmap_destroy(&by_code);
     for (size_t i = 0; i < found.n; i++) bson_destroy(found.v[i]);
     free(found.v);
 }

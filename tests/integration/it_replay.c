@@ -441,6 +441,16 @@ static void test_replay_apply_dry_run_predicts_what_apply_does(void **state) {
 
 /* The same for invite events: an invite created earlier in the file was
  * "not found" for the events after it. */
+/* How many times needle occurs in the file at path. */
+static int occurrences(const char *path, const char *needle) {
+    char *text = h_read_file(path);
+    assert_non_null(text);
+    int n = 0;
+    for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle)) n++;
+    free(text);
+    return n;
+}
+
 static void test_replay_apply_invite_dry_run_predicts_what_apply_does(void **state) {
     (void)state;
     char path[256];
@@ -470,15 +480,21 @@ static void test_replay_apply_invite_dry_run_predicts_what_apply_does(void **sta
     static const char *const INV[] = {WW_INVITES};
     char *before = h_digest(&env, INV, 1, NULL);
     const char *dry[] = {"apply", "--kind", "invite", "--file", path, "--dry-run", NULL};
+    /* the rejection line the real run prints, FILE:LINE: code: reason */
+    char rejection[320];
+    snprintf(rejection, sizeof rejection, "%s:5: invite_not_found:", path);
     assert_int_equal(cli(dry), 0);
     char *dry_batch = outcome_table(err_path);
+    assert_int_equal(occurrences(err_path, rejection), 1);
     assert_int_equal(cli_with(dry, "BATCH_MAX=1", "WORKER_THREADS=1"), 0);
     char *dry_single = outcome_table(err_path);
+    assert_int_equal(occurrences(err_path, rejection), 1);
     char *after_dry = h_digest(&env, INV, 1, NULL);
     assert_string_equal(before, after_dry);
 
     const char *real[] = {"apply", "--kind", "invite", "--file", path, NULL};
     assert_int_equal(cli(real), 0);
+    assert_int_equal(occurrences(err_path, rejection), 1);
     assert_int_equal(summary_count(err_path, "applied"), 3);
     assert_int_equal(summary_count(err_path, "duplicate"), 1);
     assert_int_equal(summary_count(err_path, "rejected"), 2);
