@@ -74,8 +74,10 @@ ww_engine_t *ww_engine_new(const ww_engine_config_t *cfg, const ww_route_t *rout
  * same lifetime) for routes[route]. key/key_len: the order key (NULL: none;
  * dispatched by msg->partition and never held behind another message), it
  * must live as long as the item. When the worker's queue is full: waits for
- * room when `wait`, else returns false (the caller keeps the item). Safe to
- * call under the caller's own locks (takes only the worker's). */
+ * room when `wait`, else returns false (the caller keeps the item). With
+ * wait=false it is safe under the caller's own locks (it takes only the
+ * worker's); with wait=true it may block until the sink finished items, so
+ * never hold a lock the sink takes. */
 bool ww_engine_submit(ww_engine_t *eng, void *item, const ww_msg_t *msg, size_t route,
                       const void *key, size_t key_len, bool wait);
 

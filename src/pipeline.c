@@ -67,7 +67,7 @@ struct ww_pipeline {
     bool paused;
 
     ww_engine_t *engine;  /* the workers */
-    atomic_bool quit;     /* workers exit */
+    atomic_bool quit;     /* shutting down: produce nothing more */
     atomic_bool stopping; /* shutdown deadline passed: give up retries, drop late outputs */
     bool workers_joined;
     atomic_uint_fast64_t done_count;

@@ -87,7 +87,9 @@ bool ww_wallet_handle(void *ctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_err
  * (wallet_plan.h) in a few round trips per round. A dry run (ctx->dry_run)
  * plans the same rounds from the same reads with ctx->dry laid over them,
  * and records the plans' writes there instead of in the database: each
- * item's outs.outcome is the predicted outcome, and nothing is produced. */
+ * item's outs.outcome is the predicted outcome; the only outputs are the
+ * dead letters the real run would write (invalid, not_predicted), for
+ * apply to report; nothing is published. */
 void ww_wallet_handle_batch(void *ctx, ww_batch_item_t *items, size_t n);
 
 /* The wallet documents a snapshot reads, besides the owner condition: the

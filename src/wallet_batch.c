@@ -537,6 +537,7 @@ typedef struct {
 static bool txn_writes(ww_db_txn_t *txn, void *vctx, ww_error_t *err) {
     txn_writes_t *t = vctx;
     t->lost = false; /* the callback is run again on a transient error */
+    memset(t->dup, 0, t->n_docs * sizeof *t->dup);
     int64_t matched = 0;
     if (!ww_db_txn_bulk_update_one(txn, WW_WALLETS, t->f, t->u, t->n_updates, &matched, err))
         return false;
@@ -1025,6 +1026,12 @@ static int dry_round(batch_t *b, size_t *answered, ww_error_t *err) {
     memset(&r, 0, sizeof r);
     ww_wallet_plan_t plan;
     memset(&plan, 0, sizeof plan);
+    /* a full overlay predicts nothing more: no need to read (or to wait
+     * for an unreachable database) first */
+    ww_overlay_lock(ov);
+    bool full = ww_overlay_full(ov);
+    ww_overlay_unlock(ov);
+    if (full) return 3;
     int rc = read_facts(b, &r, err);
     if (rc != 0) goto out;
     ww_overlay_lock(ov);
