@@ -516,7 +516,7 @@ ALL=$(jq -nc --arg run "$RUN" --arg mongo "$MONGO" --arg server "${SERVER_VERSIO
     small: ($small == 1), server: $mongo, server_detail: $server, machine: $machine,
     worker_threads: $threads, seed_s: ($n1.seed_s // null),
     worker: (($n1.run // {}) + {cpu_us_per_command: $n1.cpu_us_per_command,
-      db_round_trips: $n1.db_round_trips, db_round_trips_per_command: $n1.db_round_trips_per_command,
+      db_round_trips: $n1.db_round_trips, db_time: $n1.db_time, batches: $n1.batches, db_round_trips_per_command: $n1.db_round_trips_per_command,
       replay: $n1.replay}),
     worker_throughput_cps_mean: (if $wt == null then null else ($wt | round) end),
     ceiling: $c,
