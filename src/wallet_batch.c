@@ -1,6 +1,6 @@
 /* wallet_batch.c: the I/O shell around the pure wallet planner.
  *
- * A batch of wallet commands is decided in rounds. One round is at most six
+ * A batch of wallet commands is decided in rounds. One round is at most five
  * round trips, whatever the batch's size:
  *   1. (ledger first only) the ledger, for every open command's key ($in);
  *   2. the wallets of the owners that still need deciding ($in; the live
@@ -11,7 +11,8 @@
  *   4. one unordered bulk of guarded updates, at most one per wallet,
  *      carrying every marker the round decided for it;
  *   5. one unordered insertMany of the ledger entries;
- *   6. the prune of the markers whose entries step 5 stored.
+ *   (6.) the prune of the markers whose entries step 5 stored, owed by the
+ *      thread and sent inside its next bulk of step 4 (no round trip).
  * Step 1 is skipped (snapshot first) while recent rounds found few of their
  * keys in the ledger: see ledger_first().
  * The plan (wallet_plan.h) says which result depends on which update and
@@ -435,22 +436,148 @@ static void fault_point_after_update(void) {
 static int cmp_oid(const void *a, const void *b) { return memcmp(a, b, sizeof(bson_oid_t)); }
 
 /* Step 6, housekeeping: the markers whose entries this round stored are
- * dropped from their wallets at once (a marker may go once the ledger holds
- * its entry: Invariant B), so an idle wallet does not keep a round's worth
- * of them until its next command. Guarded by the version the round's update
- * wrote, and not bumping it: a writer that read the wallet before sees the
- * same version and balance and may write its own marker list over this one,
- * which at worst puts back markers whose entries exist (pruned later). A
- * failure changes nothing that matters: the next update prunes them. */
-static void prune_markers(batch_t *b, const ww_wallet_plan_t *plan, const int *slot,
-                          const bool *dup) {
+ * dropped from their wallets (a marker may go once the ledger holds its
+ * entry: Invariant B). The prune of a wallet is a $set of its marker list
+ * without them, guarded by the version the round's update wrote, and not
+ * bumping it: a writer that read the wallet before sees the same version and
+ * balance and may write its own marker list over this one, which at worst
+ * puts back markers whose entries exist (pruned later). It costs no round
+ * trip of its own: the prunes are OWED by the thread that decided the round
+ * and sent with its next bulk of guarded updates (for the wallets that bulk
+ * does not update itself: an update drops the completed markers anyway). A
+ * prune that does not match (another writer moved the wallet) makes that
+ * bulk short, and its round is planned again, as after any lost guard. A
+ * prune never sent (the thread stops, an error, a transaction) changes
+ * nothing that matters: the wallet's next update drops the markers. */
+typedef struct {
+    const ww_wallet_ctx_t *ctx; /* whose prunes (ctx and database: an address can be reused) */
+    const ww_db_t *db;
+    bson_t *f, *u;
+    char (*wallet)[25];
+    const bson_t **fp, **up; /* views for the bulk */
+    size_t n, cap;
+} owed_t;
+
+static pthread_key_t owed_key;
+static pthread_once_t owed_once = PTHREAD_ONCE_INIT;
+
+static void owed_clear(owed_t *o) {
+    for (size_t i = 0; i < o->n; i++) {
+        bson_destroy(&o->f[i]);
+        bson_destroy(&o->u[i]);
+    }
+    o->n = 0;
+}
+
+static void owed_free(void *v) {
+    owed_t *o = v;
+    if (!o) return;
+    owed_clear(o);
+    free(o->f);
+    free(o->u);
+    free(o->wallet);
+    free(o->fp);
+    free(o->up);
+    free(o);
+}
+
+static void owed_init(void) { (void)pthread_key_create(&owed_key, owed_free); }
+
+/* This thread's owed prunes (created on first use), or NULL without memory. */
+static owed_t *owed_get(void) {
+    pthread_once(&owed_once, owed_init);
+    owed_t *o = pthread_getspecific(owed_key);
+    if (!o && (o = calloc(1, sizeof *o)) && pthread_setspecific(owed_key, o) != 0) {
+        free(o);
+        o = NULL;
+    }
+    return o;
+}
+
+static bool owed_mine(const owed_t *o, const batch_t *b) {
+    return o->ctx == b->ctx && o->db == b->ctx->db;
+}
+
+static bool owed_reserve(owed_t *o, size_t n) {
+    if (n <= o->cap) return true;
+    size_t cap = o->cap ? o->cap : 64;
+    while (cap < n) cap *= 2;
+    bson_t *f = realloc(o->f, cap * sizeof *f);
+    if (f) o->f = f;
+    bson_t *u = realloc(o->u, cap * sizeof *u);
+    if (u) o->u = u;
+    char(*w)[25] = realloc(o->wallet, cap * sizeof *w);
+    if (w) o->wallet = w;
+    const bson_t **fp = realloc(o->fp, cap * sizeof *fp);
+    if (fp) o->fp = fp;
+    const bson_t **up = realloc(o->up, cap * sizeof *up);
+    if (up) o->up = up;
+    if (!f || !u || !w || !fp || !up) return false;
+    o->cap = cap;
+    return true;
+}
+
+/* The bulk of a round: its guarded updates, then the prunes this thread owes
+ * (for this ctx, of wallets the round does not update). *fp / *up are
+ * reallocated to hold them; *n is the bulk's size. The owed prunes stay in
+ * `o` until owed_clear after the bulk. False when memory runs out (the
+ * prunes are then dropped, harmless). */
+static bool with_owed(batch_t *b, const ww_wallet_plan_t *plan, owed_t *o, const bson_t ***fp,
+                      const bson_t ***up, size_t *n) {
+    *n = plan->n_updates;
+    if (!o || o->n == 0) return true;
+    if (!owed_mine(o, b) || plan->n_updates == 0) {
+        if (!owed_mine(o, b)) owed_clear(o); /* another database: not ours to send */
+        return true; /* nothing to piggyback on: stay owed */
+    }
+    const bson_t **f = realloc(*fp, (plan->n_updates + o->n + 1) * sizeof *f);
+    if (f) *fp = f;
+    const bson_t **u = realloc(*up, (plan->n_updates + o->n + 1) * sizeof *u);
+    if (u) *up = u;
+    if (!f || !u) {
+        owed_clear(o);
+        return false;
+    }
+    for (size_t i = 0; i < o->n; i++) {
+        bool updated = false;
+        for (size_t w = 0; w < plan->n_updates && !updated; w++)
+            updated = strcmp(plan->updates[w].wallet_id, o->wallet[i]) == 0;
+        if (updated) continue;
+        f[*n] = &o->f[i];
+        u[*n] = &o->u[i];
+        (*n)++;
+    }
+    return true;
+}
+
+/* Sends this thread's owed prunes now, in a bulk of their own (the
+ * transactional mode, whose rounds have no plain bulk to carry them). */
+static void flush_owed(batch_t *b) {
+    owed_t *o = owed_get();
+    if (!o || o->n == 0 || !owed_mine(o, b)) return;
+    for (size_t i = 0; i < o->n; i++) {
+        o->fp[i] = &o->f[i];
+        o->up[i] = &o->u[i];
+    }
+    int64_t matched;
+    ww_error_t err;
+    ww_error_clear(&err);
+    if (!ww_db_bulk_update_one(b->ctx->db, WW_WALLETS, o->fp, o->up, o->n, &matched, &err))
+        ww_debug("wallet", "batch: pruning markers failed (the next update prunes them)",
+                 WW_STR("error", err.message));
+    owed_clear(o);
+}
+
+static void owe_prunes(batch_t *b, const ww_wallet_plan_t *plan, const int *slot,
+                       const bool *dup) {
+    owed_t *o = owed_get();
+    if (!o) return;
+    if (!owed_mine(o, b)) owed_clear(o);
+    o->ctx = b->ctx;
+    o->db = b->ctx->db;
     bson_oid_t *ids = calloc(plan->n_inserts + 1, sizeof *ids);
-    bson_t *f = calloc(plan->n_updates + 1, sizeof *f);
-    bson_t *u = calloc(plan->n_updates + 1, sizeof *u);
-    const bson_t **fp = calloc(plan->n_updates + 1, sizeof *fp);
-    const bson_t **up = calloc(plan->n_updates + 1, sizeof *up);
-    size_t n_ids = 0, n = 0;
-    if (!ids || !f || !u || !fp || !up) goto out;
+    size_t n_ids = 0;
+    if (!ids || !owed_reserve(o, o->n + plan->n_updates)) goto out;
     for (size_t i = 0; i < plan->n_inserts; i++) {
         bson_iter_t it;
         if (slot[i] >= 0 && !dup[i] && bson_iter_init_find(&it, &plan->inserts[i].doc, "_id") &&
@@ -465,7 +592,7 @@ static void prune_markers(batch_t *b, const ww_wallet_plan_t *plan, const int *s
         if (!bson_iter_init(&it, &pu->update) || !bson_iter_find_descendant(&it, "$set." MARKERS, &arr) ||
             !BSON_ITER_HOLDS_ARRAY(&arr) || !bson_iter_recurse(&arr, &m))
             continue;
-        bson_t *upd = &u[n], set, keep;
+        bson_t *upd = &o->u[o->n], set, keep;
         bson_init(upd);
         BSON_APPEND_DOCUMENT_BEGIN(upd, "$set", &set);
         BSON_APPEND_ARRAY_BEGIN(&set, MARKERS, &keep);
@@ -491,31 +618,14 @@ static void prune_markers(batch_t *b, const ww_wallet_plan_t *plan, const int *s
         }
         bson_oid_t wid;
         bson_oid_init_from_string(&wid, pu->wallet_id);
-        bson_init(&f[n]);
-        BSON_APPEND_OID(&f[n], "_id", &wid);
-        BSON_APPEND_INT64(&f[n], "version", pu->version_after);
-        fp[n] = &f[n];
-        up[n] = &u[n];
-        n++;
-    }
-    if (n) {
-        int64_t matched;
-        ww_error_t err;
-        ww_error_clear(&err);
-        if (!ww_db_bulk_update_one(b->ctx->db, WW_WALLETS, fp, up, n, &matched, &err))
-            ww_debug("wallet", "batch: pruning markers failed (the next update prunes them)",
-                     WW_STR("error", err.message));
+        bson_init(&o->f[o->n]);
+        BSON_APPEND_OID(&o->f[o->n], "_id", &wid);
+        BSON_APPEND_INT64(&o->f[o->n], "version", pu->version_after);
+        memcpy(o->wallet[o->n], pu->wallet_id, sizeof o->wallet[0]);
+        o->n++;
     }
 out:
-    for (size_t i = 0; i < n; i++) {
-        bson_destroy(&f[i]);
-        bson_destroy(&u[i]);
-    }
     free(ids);
-    free(f);
-    free(u);
-    free(fp);
-    free(up);
 }
 
 /* DB_TRANSACTIONS=on: a round's guarded updates and ledger entries commit
@@ -612,15 +722,24 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
         goto written;
     }
     int64_t matched = 0;
-    if (!ww_db_bulk_update_one(b->ctx->db, WW_WALLETS, f, u, plan->n_updates, &matched, err)) {
+    owed_t *owed = owed_get();
+    size_t n_bulk = plan->n_updates; /* + the prunes owed by the last round */
+    bool bulk_ok = with_owed(b, plan, owed, &f, &u, &n_bulk) &&
+                   ww_db_bulk_update_one(b->ctx->db, WW_WALLETS, f, u, n_bulk, &matched, err);
+    if (owed && owed_mine(owed, b) && plan->n_updates > 0)
+        owed_clear(owed); /* sent, made moot by this round's updates, or lost: harmless */
+    if (!bulk_ok) {
+        if (err->domain == WW_ERR_NONE)
+            ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory writing a batch");
         rc = err->retryable ? 1 : 2;
         goto out;
     }
-    all_matched = matched == (int64_t)plan->n_updates;
+    all_matched = matched == (int64_t)n_bulk;
     if (plan->n_updates) fault_point_after_update();
     if (!all_matched)
         ww_info("wallet", "batch: another writer moved first; re-planning from fresh reads",
-                WW_INT("matched", matched), WW_UINT("updates", plan->n_updates));
+                WW_INT("matched", matched), WW_UINT("updates", plan->n_updates),
+                WW_UINT("prunes", n_bulk - plan->n_updates));
     for (size_t i = 0; all_matched && i < plan->n_updates; i++)
         if (plan->updates[i].n_undone)
             ww_warn("wallet", "markers whose key the ledger holds under another entry were "
@@ -655,7 +774,10 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
     }
     free(dupd);
 written:
-    if (all_matched) prune_markers(b, plan, slot, dup);
+    if (all_matched) {
+        owe_prunes(b, plan, slot, dup);
+        if (ww_db_use_transactions(b->ctx->db)) flush_owed(b); /* no bulk to ride on */
+    }
     /* the answers that are final */
     for (size_t j = 0; j < r->n_in; j++) {
         const ww_wallet_plan_result_t *pr = &plan->results[j];
