@@ -26,7 +26,11 @@
  * pipeline backs off and hands them back); a command the planner cannot
  * decide now (RETRY: e.g. more than 8 wallet documents for its owner) is
  * RETRY with its reason, and so is every later command of its owner, its
- * idempotencyKey or its Kafka key (per-key order). Any other error (a write
+ * idempotencyKey or its Kafka key (per-key order). The planner keeps order
+ * per owner and per idempotencyKey; the shell adds the Kafka key: a round
+ * writes nothing for a command while an earlier one with the same Kafka key
+ * is undecided in it (RETRY or deferred), so effects follow offset order per
+ * Kafka key even when producers do not key by owner. Any other error (a write
  * error that is not a duplicate key, a malformed plan) falls back to the
  * per-message protocol for the open commands, which classifies failures one
  * message at a time: a permanent failure dead-letters only its message. */
@@ -47,9 +51,12 @@
                          outputs, revokes and shutdown wait for a call to end) */
 #define MARKERS "pendingTransactions"
 
+#define NO_KAFKA_KEY SIZE_MAX
+
 typedef struct {
     ww_command_t cmd;
     size_t item;   /* index in the batch */
+    size_t kkey;   /* Kafka message key: index of its first command (NO_KAFKA_KEY: none) */
     bool open;     /* not answered, not RETRY */
 } bcmd_t;
 
@@ -176,39 +183,91 @@ typedef struct {
     size_t n;
 } batch_t;
 
-/* Marks command i RETRY (why), and every later open command that shares
- * its owner, idempotencyKey or Kafka key, transitively: nothing overtakes it. */
-static void retry_from(batch_t *b, size_t first, const ww_error_t *why) {
-    strset_t owners = {0}, keys = {0}, mkeys = {0};
-    bool ok = set_init(&owners, b->n) && set_init(&keys, b->n) && set_init(&mkeys, b->n);
-    for (size_t i = first; i < b->n; i++) {
-        bcmd_t *c = &b->cmds[i];
-        if (!c->open) continue;
-        const ww_msg_t *m = b->items[c->item].msg;
-        char mk[64];
-        snprintf(mk, sizeof mk, "%.*s", m->key ? (int)(m->key_len < 63 ? m->key_len : 63) : 0,
-                 m->key ? (const char *)m->key : "");
-        bool hit = i == first || !ok || set_has(&owners, c->cmd.owner_user_id) ||
-                   set_has(&keys, c->cmd.idempotency_key) || (m->key && set_has(&mkeys, mk));
-        if (!hit) continue;
-        c->open = false;
-        b->items[c->item].status = WW_ITEM_RETRY;
-        b->items[c->item].error = *why;
-        if (ok) {
-            set_add(&owners, c->cmd.owner_user_id);
-            set_add(&keys, c->cmd.idempotency_key);
-            /* mkeys borrows: keep a copy only when it has a key (bounded) */
-            if (m->key) {
-                char *dup = strdup(mk);
-                if (dup && !set_add(&mkeys, dup)) free(dup);
-                if (!dup) ok = false;
+/* Kafka message keys are bytes (not strings): each command gets the index
+ * of the first command with the same key, so "same Kafka key" is an integer
+ * comparison. Out of memory: every keyed command shares one group, which
+ * only holds back more than needed. */
+static void group_kafka_keys(batch_t *b) {
+    size_t cap = 16;
+    while (cap < b->n * 2 + 2) cap *= 2;
+    size_t *slot = malloc(cap * sizeof *slot);
+    if (slot)
+        for (size_t i = 0; i < cap; i++) slot[i] = NO_KAFKA_KEY;
+    size_t first_keyed = NO_KAFKA_KEY;
+    for (size_t i = 0; i < b->n; i++) {
+        const ww_msg_t *m = b->items[b->cmds[i].item].msg;
+        b->cmds[i].kkey = NO_KAFKA_KEY;
+        if (!m->key) continue;
+        if (first_keyed == NO_KAFKA_KEY) first_keyed = i;
+        if (!slot) {
+            b->cmds[i].kkey = first_keyed;
+            continue;
+        }
+        size_t h = str_hash((const char *)m->key, m->key_len) & (cap - 1);
+        for (;; h = (h + 1) & (cap - 1)) {
+            if (slot[h] == NO_KAFKA_KEY) {
+                slot[h] = i;
+                b->cmds[i].kkey = i;
+                break;
+            }
+            const ww_msg_t *o = b->items[b->cmds[slot[h]].item].msg;
+            if (o->key_len == m->key_len && memcmp(o->key, m->key, m->key_len) == 0) {
+                b->cmds[i].kkey = slot[h];
+                break;
             }
         }
     }
-    for (size_t i = 0; mkeys.slot && i < mkeys.cap; i++) free((char *)mkeys.slot[i]);
-    free(owners.slot);
-    free(keys.slot);
-    free(mkeys.slot);
+    free(slot);
+}
+
+/* Who is held back: every command after a held one that shares its owner,
+ * idempotencyKey or Kafka key (transitively, in batch order). */
+typedef struct {
+    strset_t owners, keys;
+    bool *kkeys; /* by Kafka key group */
+    bool ok;     /* false (out of memory): everything after the first is held */
+} hold_t;
+
+static void hold_init(hold_t *h, size_t n) {
+    memset(h, 0, sizeof *h);
+    h->kkeys = calloc(n ? n : 1, sizeof *h->kkeys);
+    h->ok = h->kkeys && set_init(&h->owners, n) && set_init(&h->keys, n);
+}
+
+static bool hold_hits(const hold_t *h, const bcmd_t *c) {
+    return !h->ok || set_has(&h->owners, c->cmd.owner_user_id) ||
+           set_has(&h->keys, c->cmd.idempotency_key) ||
+           (c->kkey != NO_KAFKA_KEY && h->kkeys[c->kkey]);
+}
+
+static void hold_add(hold_t *h, const bcmd_t *c) {
+    if (!h->ok) return;
+    set_add(&h->owners, c->cmd.owner_user_id);
+    set_add(&h->keys, c->cmd.idempotency_key);
+    if (c->kkey != NO_KAFKA_KEY) h->kkeys[c->kkey] = true;
+}
+
+static void hold_clear(hold_t *h) {
+    free(h->owners.slot);
+    free(h->keys.slot);
+    free(h->kkeys);
+    memset(h, 0, sizeof *h);
+}
+
+/* Marks command i RETRY (why), and every later open command that shares
+ * its owner, idempotencyKey or Kafka key, transitively: nothing overtakes it. */
+static void retry_from(batch_t *b, size_t first, const ww_error_t *why) {
+    hold_t h;
+    hold_init(&h, b->n);
+    for (size_t i = first; i < b->n; i++) {
+        bcmd_t *c = &b->cmds[i];
+        if (!c->open || (i != first && !hold_hits(&h, c))) continue;
+        c->open = false;
+        b->items[c->item].status = WW_ITEM_RETRY;
+        b->items[c->item].error = *why;
+        hold_add(&h, c);
+    }
+    hold_clear(&h);
 }
 
 /* Every open command: RETRY with why (a retryable infrastructure error). */
@@ -391,6 +450,15 @@ static void fault_point_after_update(void) {
     }
 }
 
+/* The tests' hook before each insertMany (wallet.h). */
+static ww_wallet_batch_hook_fn test_hook;
+static void *test_hook_ctx;
+
+void ww_wallet_batch_set_test_hook(ww_wallet_batch_hook_fn fn, void *ctx) {
+    test_hook = fn;
+    test_hook_ctx = ctx;
+}
+
 static int cmp_oid(const void *a, const void *b) { return memcmp(a, b, sizeof(bson_oid_t)); }
 
 /* Step 6, housekeeping: the markers whose entries this round stored are
@@ -528,6 +596,7 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
         rc = 1;
         goto out;
     }
+    if (test_hook && nd) test_hook(test_hook_ctx, docs, nd);
     if (!ww_db_insert_many(b->ctx->db, WW_TRANSACTIONS, docs, nd, dupd, err)) {
         free(dupd);
         rc = err->retryable ? 1 : 2;
@@ -567,6 +636,66 @@ out:
     return rc;
 }
 
+/* Plans the round's open commands (r->in) from its facts. A command the
+ * planner cannot decide in this call (RETRY) is retried with every later
+ * command of its owner, idempotencyKey or Kafka key (retry_from). Then no
+ * command may be written while an earlier one with the same Kafka key is
+ * undecided in this round (RETRY or DEFERRED): the planner keeps order per
+ * owner and per idempotencyKey only, and producers need not key by owner.
+ * Such commands, and every later one they block, are left out of the
+ * round and the rest is planned again (same facts: the decisions of what
+ * stays are the same, as each depends only on earlier commands of its owner
+ * and key, all kept). 0 ok, 1 retryable error, 2 other error. */
+static int plan_round(batch_t *b, round_t *r, ww_wallet_plan_t *plan, ww_error_t *err) {
+    for (;;) {
+        ww_wallet_plan_facts_t facts = {
+            .cmds = r->in, .n_cmds = r->n_in,
+            .ledger = (const bson_t *const *)r->ledger.v, .n_ledger = r->ledger.n,
+            .wallets = (const bson_t *const *)r->wallets.v, .n_wallets = r->wallets.n,
+            .owners = r->owners, .n_owners = r->n_owners,
+            .now_ms = ww_clock_now_ms(),
+        };
+        if (!ww_wallet_plan(&facts, plan, err)) return err->retryable ? 1 : 2;
+        for (size_t j = 0; j < r->n_in; j++)
+            if (plan->results[j].status == WW_WALLET_PLAN_RETRY && b->cmds[r->in_cmd[j]].open) {
+                ww_error_t why;
+                ww_error_set(&why, WW_ERR_DB, 0, true, "%s", plan->results[j].reason);
+                retry_from(b, r->in_cmd[j], &why);
+            }
+        /* which decided commands come after an undecided one of their Kafka key */
+        bool *held = calloc(r->n_in + 1, sizeof *held);
+        if (!held) {
+            ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory planning a batch");
+            return 1;
+        }
+        hold_t h;
+        hold_init(&h, b->n);
+        size_t held_decided = 0;
+        for (size_t j = 0; j < r->n_in; j++) {
+            const bcmd_t *c = &b->cmds[r->in_cmd[j]];
+            bool decided = plan->results[j].status == WW_WALLET_PLAN_DECIDED;
+            if (c->open && decided && !hold_hits(&h, c)) continue;
+            held[j] = true;
+            held_decided += decided; /* planned, with writes: plan again without it */
+            hold_add(&h, c);
+        }
+        hold_clear(&h);
+        if (held_decided == 0) { /* the planner's own order is enough: the plan stands */
+            free(held);
+            return 0;
+        }
+        size_t kept = 0;
+        for (size_t j = 0; j < r->n_in; j++) {
+            if (held[j]) continue;
+            r->in[kept] = r->in[j];
+            r->in_cmd[kept++] = r->in_cmd[j];
+        }
+        free(held);
+        r->n_in = kept;
+        ww_wallet_plan_destroy(plan);
+    }
+}
+
 void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
     ww_wallet_ctx_t *ctx = vctx;
     if (ctx->dry_run || ww_db_use_transactions(ctx->db)) {
@@ -604,6 +733,8 @@ void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
         }
     }
 
+    group_kafka_keys(&b);
+
     /* Rounds until everything is answered. A round answers at least the
      * first open command of each owner unless another writer keeps winning
      * (or the planner keeps deferring): after MAX_STALLED such rounds in a
@@ -633,26 +764,8 @@ void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
         ww_wallet_plan_t plan;
         memset(&plan, 0, sizeof plan);
         size_t answered = 0;
-        if (rc == 0) {
-            ww_wallet_plan_facts_t facts = {
-                .cmds = r.in, .n_cmds = r.n_in,
-                .ledger = (const bson_t *const *)r.ledger.v, .n_ledger = r.ledger.n,
-                .wallets = (const bson_t *const *)r.wallets.v, .n_wallets = r.wallets.n,
-                .owners = r.owners, .n_owners = r.n_owners,
-                .now_ms = ww_clock_now_ms(),
-            };
-            if (!ww_wallet_plan(&facts, &plan, &err)) rc = err.retryable ? 1 : 2;
-        }
-        if (rc == 0) {
-            /* RETRY decisions first: what they block is not written */
-            for (size_t j = 0; j < r.n_in; j++)
-                if (plan.results[j].status == WW_WALLET_PLAN_RETRY) {
-                    ww_error_t why;
-                    ww_error_set(&why, WW_ERR_DB, 0, true, "%s", plan.results[j].reason);
-                    retry_from(&b, r.in_cmd[j], &why);
-                }
-            rc = write_and_answer(&b, &r, &plan, &answered, &err);
-        }
+        if (rc == 0) rc = plan_round(&b, &r, &plan, &err);
+        if (rc == 0) rc = write_and_answer(&b, &r, &plan, &answered, &err);
         ww_wallet_plan_destroy(&plan);
         round_clear(&r);
         stalled = answered ? 0 : stalled + 1;

@@ -83,6 +83,54 @@ static void wallet_msg(msgbuf_t *m, int64_t offset, const char *type, const char
     set_msg(m, env.commands_topic, offset, owner, v);
 }
 
+/* As wallet_msg, with a Kafka message key that is not the owner (producers
+ * that key by something else: an account, a session, a constant). */
+static void wallet_msg_k(msgbuf_t *m, int64_t offset, const char *type, const char *key,
+                         const char *owner, int64_t amount, const char *kafka_key) {
+    wallet_msg(m, offset, type, key, owner, amount);
+    snprintf(m->key, sizeof m->key, "%s", kafka_key);
+    m->msg.key_len = strlen(m->key);
+}
+
+/* Ledger entries stored for key (this run's). */
+static int64_t ledger_count(const char *key) {
+    char k[128];
+    snprintf(k, sizeof k, "%s-%s", env.run_id, key);
+    bson_t q = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&q, "idempotencyKey", k);
+    int64_t n = h_count(&env, WW_TRANSACTIONS, &q);
+    bson_destroy(&q);
+    return n;
+}
+
+/* The batch shell's test hook (wallet.h): which round inserted which key. */
+typedef struct {
+    int round;
+    char key[16][96];
+    int key_round[16];
+    size_t n;
+} rounds_seen_t;
+
+static void record_round(void *vctx, const bson_t *const *entries, size_t n) {
+    rounds_seen_t *rs = vctx;
+    rs->round++;
+    for (size_t i = 0; i < n && rs->n < 16; i++) {
+        bson_iter_t it;
+        if (!bson_iter_init_find(&it, entries[i], "idempotencyKey")) continue;
+        snprintf(rs->key[rs->n], sizeof rs->key[rs->n], "%s", bson_iter_utf8(&it, NULL));
+        rs->key_round[rs->n++] = rs->round;
+    }
+}
+
+/* The round that inserted key (0: none). */
+static int round_of(const rounds_seen_t *rs, const char *key) {
+    char k[128];
+    snprintf(k, sizeof k, "%s-%s", env.run_id, key);
+    for (size_t i = 0; i < rs->n; i++)
+        if (strcmp(rs->key[i], k) == 0) return rs->key_round[i];
+    return 0;
+}
+
 /* The result event of an item: status and balanceAfterPaise (-1 when null). */
 static const char *status_of(const ww_batch_item_t *it, int64_t *balance) {
     static char st[64];
@@ -285,6 +333,82 @@ static void test_wallet_batch_hot_wallet_many_rounds(void **state) {
     free(m);
 }
 
+/* A command the planner must RETRY (its owner has more than 8 live wallet
+ * documents) holds back every later command with the same Kafka message
+ * key, also of another owner: nothing of it is written in this call (its
+ * effect would otherwise come before the earlier command's, and be answered
+ * later as a duplicate of itself). */
+static void test_wallet_batch_retry_holds_back_same_kafka_key(void **state) {
+    (void)state;
+    const char *crowded = "5f00000000000000000000b1", *other = "5f00000000000000000000b2",
+               *free_owner = "5f00000000000000000000b3";
+    for (int i = 0; i < 9; i++) make_wallet(crowded, 10);
+    make_wallet(other, 100);
+    make_wallet(free_owner, 100);
+    enum { N = 3 };
+    msgbuf_t *m = calloc(N, sizeof *m);
+    wallet_msg_k(&m[0], 0, "wallet.debit", "rk1", crowded, 5, "shared-key");
+    wallet_msg_k(&m[1], 1, "wallet.debit", "rk2", other, 10, "shared-key");
+    wallet_msg(&m[2], 2, "wallet.debit", "rk3", free_owner, 10);
+    ww_batch_item_t *items = calloc(N, sizeof *items);
+    for (int i = 0; i < N; i++) items[i].msg = &m[i].msg;
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536};
+    ww_wallet_handle_batch(&ctx, items, N);
+    assert_int_equal(items[0].status, WW_ITEM_RETRY);
+    assert_int_equal(items[1].status, WW_ITEM_RETRY);
+    assert_int_equal(items[2].status, WW_ITEM_DONE);
+    assert_string_equal(status_of(&items[2], NULL), "applied");
+    /* nothing of the held-back command was written */
+    size_t markers;
+    int64_t other_bal = live_balance(other, &markers);
+    print_message("other: balance %lld, %zu marker(s)\n", (long long)other_bal, markers);
+    assert_int_equal(other_bal, 100);
+    assert_int_equal(markers, 0);
+    assert_int_equal(ledger_count("rk2"), 0);
+    assert_int_equal(ledger_count("rk1"), 0);
+    assert_int_equal(ledger_count("rk3"), 1);
+    for (int i = 0; i < N; i++) ww_outputs_clear(&items[i].outs);
+    free(items);
+    free(m);
+}
+
+/* A command deferred to the next round (its outcome waits for an earlier
+ * credit's entry) holds back a later command of another owner with the
+ * same Kafka key for that round too: effects are written in Kafka-key
+ * order, and every answer is still given in this call. */
+static void test_wallet_batch_deferred_holds_back_same_kafka_key(void **state) {
+    (void)state;
+    const char *oa = "5f00000000000000000000c1", *ob = "5f00000000000000000000c2";
+    make_wallet(oa, 100);
+    make_wallet(ob, 100);
+    enum { N = 3 };
+    msgbuf_t *m = calloc(N, sizeof *m);
+    wallet_msg_k(&m[0], 0, "wallet.credit", "dk1", oa, 50, "k-one");
+    wallet_msg_k(&m[1], 1, "wallet.debit", "dk2", oa, 120, "k-two"); /* needs dk1's 50 */
+    wallet_msg_k(&m[2], 2, "wallet.debit", "dk3", ob, 10, "k-two");
+    ww_batch_item_t *items = calloc(N, sizeof *items);
+    for (int i = 0; i < N; i++) items[i].msg = &m[i].msg;
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536};
+    rounds_seen_t rs;
+    memset(&rs, 0, sizeof rs);
+    ww_wallet_batch_set_test_hook(record_round, &rs);
+    ww_wallet_handle_batch(&ctx, items, N);
+    ww_wallet_batch_set_test_hook(NULL, NULL);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(items[i].status, WW_ITEM_DONE);
+        assert_string_equal(status_of(&items[i], NULL), "applied");
+        ww_outputs_clear(&items[i].outs);
+    }
+    int r1 = round_of(&rs, "dk1"), r2 = round_of(&rs, "dk2"), r3 = round_of(&rs, "dk3");
+    print_message("rounds: dk1 %d, dk2 %d, dk3 %d\n", r1, r2, r3);
+    assert_true(r1 == 1 && r2 == 2); /* dk2 waits for dk1's entry (rule E) */
+    assert_true(r3 >= r2);           /* dk3 is not written before dk2 */
+    free(items);
+    free(m);
+}
+
 static void invite_msg(msgbuf_t *m, int64_t offset, const char *json) {
     set_msg(m, "it.invites", offset, "k", json);
 }
@@ -337,6 +461,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wallet_batch_in_batch_interactions),
         cmocka_unit_test(test_wallet_batch_hot_wallet_many_rounds),
+        cmocka_unit_test(test_wallet_batch_retry_holds_back_same_kafka_key),
+        cmocka_unit_test(test_wallet_batch_deferred_holds_back_same_kafka_key),
         cmocka_unit_test(test_invite_batch_same_code_in_order),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
