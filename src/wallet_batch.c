@@ -19,8 +19,12 @@
  * a bulk reply gives only the total nMatched, so when it is short every
  * update of the round counts as lost: the winners' decisions are then found
  * as markers next round (and their entries completed), the losers are decided
- * again. A duplicate key on an entry likewise sends its command to the next
- * round, which reads the stored entry and answers (or undoes a lost marker).
+ * again. A duplicate key on an entry is read back at once (one $in for all
+ * of the round's): stored under the entry's own _id (another writer
+ * completed our marker first) it counts as written and the result is
+ * answered; under another _id the entry lost, and its command goes to the
+ * next round, which undoes the marker and answers from the ledger. (A sixth
+ * round trip, the prune, and a seventh only when an entry hit a duplicate.)
  *
  * Failures: a retryable database error leaves every open command RETRY (the
  * pipeline backs off and hands them back); a command the planner cannot
@@ -545,6 +549,51 @@ out:
     free(up);
 }
 
+/* The contract's step 2 (wallet_plan.h): an entry refused as a duplicate
+ * key is read back, all of the round's at once (one $in). Stored under its
+ * own _id (another writer completed our marker between the bulk update and
+ * the insertMany, or a retried insert): already recorded, dup[i] is
+ * cleared and its result is final. Under another _id: the entry lost (step
+ * 6), dup[i] stays and its command is planned again, which undoes the
+ * marker. If the read fails, every dup[i] stays: planning them again is
+ * always safe (the next round finds the entry in the ledger). */
+static void read_back_duplicates(batch_t *b, const ww_wallet_plan_t *plan, bool *dup) {
+    const char **keys = calloc(plan->n_inserts + 1, sizeof *keys);
+    docs_t stored;
+    memset(&stored, 0, sizeof stored);
+    size_t nk = 0;
+    if (!keys) return;
+    for (size_t i = 0; i < plan->n_inserts; i++)
+        if (dup[i]) keys[nk++] = plan->inserts[i].key;
+    ww_error_t err;
+    ww_error_clear(&err);
+    if (nk == 0) goto out;
+    stored.limit = nk;
+    if (!find_in(b->ctx->db, WW_TRANSACTIONS, "idempotencyKey", keys, nk, false, &stored, &err) ||
+        stored.over) {
+        ww_debug("wallet", "batch: reading duplicate ledger entries back failed (planned again)",
+                 WW_STR("error", err.message));
+        goto out;
+    }
+    for (size_t i = 0; i < plan->n_inserts; i++) {
+        if (!dup[i]) continue;
+        bson_iter_t mine, theirs;
+        if (!bson_iter_init_find(&mine, &plan->inserts[i].doc, "_id") || !BSON_ITER_HOLDS_OID(&mine))
+            continue;
+        for (size_t d = 0; d < stored.n; d++) {
+            const char *k = doc_str(stored.v[d], "idempotencyKey");
+            if (!k || strcmp(k, plan->inserts[i].key) != 0) continue;
+            if (bson_iter_init_find(&theirs, stored.v[d], "_id") && BSON_ITER_HOLDS_OID(&theirs) &&
+                bson_oid_equal(bson_iter_oid(&mine), bson_iter_oid(&theirs)))
+                dup[i] = false; /* already recorded: ours */
+            break;
+        }
+    }
+out:
+    docs_clear(&stored);
+    free(keys);
+}
+
 /* Steps 4-6 and the answers. 0 ok, 1 retryable error, 2 other error. */
 static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan,
                             size_t *answered, ww_error_t *err) {
@@ -602,12 +651,12 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
         rc = err->retryable ? 1 : 2;
         goto out;
     }
-    for (size_t i = 0; i < plan->n_inserts; i++) {
-        dup[i] = slot[i] >= 0 && dupd[slot[i]];
+    for (size_t i = 0; i < plan->n_inserts; i++) dup[i] = slot[i] >= 0 && dupd[slot[i]];
+    free(dupd);
+    read_back_duplicates(b, plan, dup);
+    for (size_t i = 0; i < plan->n_inserts; i++)
         if (slot[i] >= 0 && !dup[i] && plan->inserts[i].orphan)
             ww_info("wallet", "completed an interrupted command", WW_STR("key", plan->inserts[i].key));
-    }
-    free(dupd);
     if (all_matched) prune_markers(b, plan, slot, dup);
     /* the answers that are final */
     for (size_t j = 0; j < r->n_in; j++) {

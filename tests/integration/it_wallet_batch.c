@@ -409,6 +409,103 @@ static void test_wallet_batch_deferred_holds_back_same_kafka_key(void **state) {
     free(m);
 }
 
+/* A concurrent writer in the window between a round's bulk update and its
+ * insertMany (another worker, or a zombie, that read the fresh markers):
+ * on the first round it stores each entry itself, as is (same _id:
+ * completing our marker) or as a wallet_not_found decision of its own
+ * (another _id: the ledger race of the protocol's step 6). */
+typedef struct {
+    bool other_id;
+    int calls;
+} racer_t;
+
+static void race_insert(void *vctx, const bson_t *const *entries, size_t n) {
+    racer_t *rc = vctx;
+    if (rc->calls++ > 0) return;
+    for (size_t i = 0; i < n; i++) {
+        bson_t doc = BSON_INITIALIZER;
+        bson_iter_t it;
+        bson_iter_init(&it, entries[i]);
+        while (bson_iter_next(&it)) {
+            const char *k = bson_iter_key(&it);
+            if (rc->other_id && strcmp(k, "_id") == 0) {
+                bson_oid_t id;
+                bson_oid_init(&id, NULL);
+                BSON_APPEND_OID(&doc, "_id", &id);
+            } else if (rc->other_id && strcmp(k, "status") == 0) {
+                BSON_APPEND_UTF8(&doc, "status", "wallet_not_found");
+            } else if (rc->other_id && strcmp(k, "walletId") == 0) {
+                BSON_APPEND_NULL(&doc, "walletId");
+            } else if (rc->other_id && strcmp(k, "balanceAfterPaise") == 0) {
+                BSON_APPEND_NULL(&doc, "balanceAfterPaise");
+            } else {
+                bson_append_iter(&doc, k, -1, &it);
+            }
+        }
+        bool dup;
+        ww_error_t err;
+        assert_true(ww_db_insert_one(env.db, WW_TRANSACTIONS, &doc, &dup, &err));
+        assert_false(dup);
+        bson_destroy(&doc);
+    }
+}
+
+/* The shell's contract, step 2: a duplicate key on an entry is read back.
+ * Stored under our own _id (a concurrent writer completed our fresh
+ * marker): already recorded, the decided result is answered (applied, not
+ * duplicate) and the marker pruned. Under another _id: our decision lost,
+ * it is undone and the command answered from the ledger. */
+static void test_wallet_batch_duplicate_entry_read_back(void **state) {
+    (void)state;
+    const char *oa = "5f00000000000000000000d1", *ob = "5f00000000000000000000d2";
+    make_wallet(oa, 100);
+    make_wallet(ob, 100);
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536};
+    for (int mode = 0; mode < 2; mode++) {
+        const char *owner = mode ? ob : oa;
+        msgbuf_t *m = calloc(2, sizeof *m);
+        wallet_msg(&m[0], 0, "wallet.debit", mode ? "rb3" : "rb1", owner, 30);
+        wallet_msg(&m[1], 1, "wallet.credit", mode ? "rb4" : "rb2", owner, 5);
+        ww_batch_item_t *items = calloc(2, sizeof *items);
+        for (int i = 0; i < 2; i++) items[i].msg = &m[i].msg;
+        racer_t rc = {.other_id = mode == 1};
+        ww_wallet_batch_set_test_hook(race_insert, &rc);
+        uint64_t before = ww_metrics_db_round_trip_count("find");
+        ww_wallet_handle_batch(&ctx, items, 2);
+        uint64_t finds = ww_metrics_db_round_trip_count("find") - before;
+        ww_wallet_batch_set_test_hook(NULL, NULL);
+        size_t markers;
+        int64_t bal = live_balance(owner, &markers);
+        int64_t b0, b1;
+        assert_int_equal(items[0].status, WW_ITEM_DONE);
+        assert_int_equal(items[1].status, WW_ITEM_DONE);
+        const char *s0 = status_of(&items[0], &b0);
+        char st0[64];
+        snprintf(st0, sizeof st0, "%s", s0);
+        const char *s1 = status_of(&items[1], &b1);
+        print_message("mode %d: %s (%lld), %s (%lld); balance %lld, %zu marker(s), %llu finds\n",
+                      mode, st0, (long long)b0, s1, (long long)b1, (long long)bal, markers,
+                      (unsigned long long)finds);
+        if (mode == 0) { /* already recorded: our own outcomes, at once */
+            assert_string_equal(st0, "applied");
+            assert_int_equal(b0, 70);
+            assert_string_equal(s1, "applied");
+            assert_int_equal(b1, 75);
+            assert_int_equal(bal, 75);
+            assert_int_equal(finds, 4); /* ledger, wallets, ledger, one read-back */
+        } else { /* lost: undone, answered from the ledger's decision */
+            assert_string_equal(st0, "duplicate");
+            assert_string_equal(s1, "duplicate");
+            assert_int_equal(bal, 100);
+        }
+        assert_int_equal(markers, 0);
+        for (int i = 0; i < 2; i++) ww_outputs_clear(&items[i].outs);
+        free(items);
+        free(m);
+    }
+}
+
 static void invite_msg(msgbuf_t *m, int64_t offset, const char *json) {
     set_msg(m, "it.invites", offset, "k", json);
 }
@@ -463,6 +560,7 @@ int main(void) {
         cmocka_unit_test(test_wallet_batch_hot_wallet_many_rounds),
         cmocka_unit_test(test_wallet_batch_retry_holds_back_same_kafka_key),
         cmocka_unit_test(test_wallet_batch_deferred_holds_back_same_kafka_key),
+        cmocka_unit_test(test_wallet_batch_duplicate_entry_read_back),
         cmocka_unit_test(test_invite_batch_same_code_in_order),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
