@@ -735,8 +735,9 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
                          cmd->owner_user_id);
             goto fail;
         }
-        bson_iter_t vit;
-        if (bson_iter_init_find(&vit, wallet, "version") && !read_exact_int(&vit, &version)) {
+        bson_iter_t vit; /* missing or null: none yet (the guard says version: null) */
+        if (bson_iter_init_find(&vit, wallet, "version") && !BSON_ITER_HOLDS_NULL(&vit) &&
+            !read_exact_int(&vit, &version)) {
             ww_error_set(error, WW_ERR_DB, 0, false, "wallet %s: version is not an integer",
                          cmd->owner_user_id);
             goto fail;

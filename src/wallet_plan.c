@@ -453,8 +453,9 @@ static void prepare_live(planner_t *p, own_t *o) {
     }
     bson_iter_t vit;
     o->version = 0;
-    o->version_null = doc_missing_or_null(doc, "version");
-    if (bson_iter_init_find(&vit, doc, "version") && !read_exact_int(&vit, &o->version)) {
+    o->version_null = doc_missing_or_null(doc, "version"); /* none yet: guard on null */
+    if (!o->version_null && bson_iter_init_find(&vit, doc, "version") &&
+        !read_exact_int(&vit, &o->version)) {
         o->usable = false;
         snprintf(o->unusable, sizeof o->unusable, "wallet %.24s: version is not an integer",
                  p->owner_hex[o - p->os]);

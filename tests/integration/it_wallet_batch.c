@@ -52,6 +52,23 @@ static void make_wallet(const char *owner_hex, int64_t balance) {
     bson_destroy(&doc);
 }
 
+/* A wallet as the Node/Mongoose backend may leave it: `version: null`. */
+static void make_wallet_version_null(const char *owner_hex, int64_t balance) {
+    bson_t doc = BSON_INITIALIZER;
+    bson_oid_t id, owner;
+    bson_oid_init(&id, NULL);
+    bson_oid_init_from_string(&owner, owner_hex);
+    BSON_APPEND_OID(&doc, "_id", &id);
+    BSON_APPEND_OID(&doc, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&doc, "availablePaise", balance);
+    BSON_APPEND_NULL(&doc, "version");
+    BSON_APPEND_NULL(&doc, "deletedAt");
+    bool dup;
+    ww_error_t err;
+    assert_true(ww_db_insert_one(env.db, WW_WALLETS, &doc, &dup, &err));
+    bson_destroy(&doc);
+}
+
 typedef struct {
     char value[512];
     char key[64];
@@ -506,6 +523,41 @@ static void test_wallet_batch_duplicate_entry_read_back(void **state) {
     }
 }
 
+/* `version: null` is "no version yet", not unusable data: decided on both
+ * paths (one command at a time and the batch), guarded by version: null,
+ * then counted from 1. */
+static void test_wallet_version_null_is_decided_on_both_paths(void **state) {
+    (void)state;
+    const char *one = "5f00000000000000000000e1", *batch = "5f00000000000000000000e2";
+    make_wallet_version_null(one, 100);
+    make_wallet_version_null(batch, 100);
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536};
+    for (int path = 0; path < 2; path++) {
+        const char *owner = path ? batch : one;
+        msgbuf_t *m = calloc(2, sizeof *m);
+        wallet_msg(&m[0], 0, "wallet.debit", path ? "vn3" : "vn1", owner, 30);
+        wallet_msg(&m[1], 1, "wallet.credit", path ? "vn4" : "vn2", owner, 5);
+        ww_batch_item_t *items = calloc(2, sizeof *items);
+        for (int i = 0; i < 2; i++) items[i].msg = &m[i].msg;
+        if (path)
+            ww_wallet_handle_batch(&ctx, items, 2);
+        else
+            ww_handle_each(ww_wallet_handle, &ctx, items, 2);
+        for (int i = 0; i < 2; i++) {
+            const char *st = status_of(&items[i], NULL);
+            if (items[i].status != WW_ITEM_DONE || strcmp(st, "applied") != 0)
+                fail_msg("%s path, item %d: status %d, result %s (%s)", path ? "batch" : "one",
+                         i, (int)items[i].status, st, items[i].error.message);
+            ww_outputs_clear(&items[i].outs);
+        }
+        size_t markers;
+        assert_int_equal(live_balance(owner, &markers), 75);
+        free(items);
+        free(m);
+    }
+}
+
 static void invite_msg(msgbuf_t *m, int64_t offset, const char *json) {
     set_msg(m, "it.invites", offset, "k", json);
 }
@@ -561,6 +613,7 @@ int main(void) {
         cmocka_unit_test(test_wallet_batch_retry_holds_back_same_kafka_key),
         cmocka_unit_test(test_wallet_batch_deferred_holds_back_same_kafka_key),
         cmocka_unit_test(test_wallet_batch_duplicate_entry_read_back),
+        cmocka_unit_test(test_wallet_version_null_is_decided_on_both_paths),
         cmocka_unit_test(test_invite_batch_same_code_in_order),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -81,7 +81,10 @@ static void wallet_oid(int n, bson_oid_t *out) {
     bson_oid_init_from_string(out, hex);
 }
 
-/* A wallet: id n, owner, balance (int64), version (< 0: none), deleted. */
+#define VERSION_NONE (-1) /* add_wallet: no version field */
+#define VERSION_NULL (-2) /* add_wallet: version: null (the backend may write it) */
+
+/* A wallet: id n, owner, balance (int64), version (VERSION_NONE / _NULL), deleted. */
 static bson_t *add_wallet(db_t *db, int n, const char *owner, int64_t balance, int64_t version,
                           bool deleted) {
     assert_true(db->n_wallets < MAXW);
@@ -94,6 +97,7 @@ static bson_t *add_wallet(db_t *db, int n, const char *owner, int64_t balance, i
     BSON_APPEND_OID(w, "ownerUserId", &own);
     BSON_APPEND_INT64(w, "availablePaise", balance);
     if (version >= 0) BSON_APPEND_INT64(w, "version", version);
+    if (version == VERSION_NULL) BSON_APPEND_NULL(w, "version");
     if (deleted)
         BSON_APPEND_DATE_TIME(w, "deletedAt", NOW - 1000);
     else
@@ -1015,6 +1019,47 @@ static void test_wallet_plan_lost_marker_on_deleted_wallet_retries_the_owner(voi
     db_free(db);
 }
 
+/* Wallets written by the Node/Mongoose backend may lack `version` or hold
+ * `version: null`: both are decided like any other, guarded by
+ * `version: null` (which matches both) and set to 1. Not `failed`. */
+static void test_wallet_plan_version_null_or_missing_is_decided(void **state) {
+    (void)state;
+    static const struct {
+        int64_t version;
+        const char *name;
+    } rows[] = {{VERSION_NULL, "version: null"}, {VERSION_NONE, "no version"}, {6, "version 6"}};
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        db_t *db = db_new();
+        static batch_t b;
+        b.n = 0;
+        add_wallet(db, 1, OA, 100, rows[r].version, false);
+        add_cmd(&b, 'd', "k1", OA, 30);
+        add_cmd(&b, 'c', "k2", OA, 5);
+        ww_wallet_plan_t plan;
+        plan_once(db, &b, NULL, &plan);
+        for (size_t i = 0; i < 2; i++)
+            if (strcmp(status_of(&plan.results[i]), "applied") != 0)
+                fail_msg("%s: command %zu is %s (%s)", rows[r].name, i,
+                         status_of(&plan.results[i]), plan.results[i].result.error_message);
+        assert_int_equal(plan.n_updates, 1);
+        bson_iter_t it;
+        assert_true(bson_iter_init_find(&it, &plan.updates[0].filter, "version"));
+        if (rows[r].version < 0) {
+            assert_true(BSON_ITER_HOLDS_NULL(&it));
+            assert_int_equal(plan.updates[0].version_after, 1);
+        } else {
+            assert_int_equal(bson_iter_int64(&it), rows[r].version);
+            assert_int_equal(plan.updates[0].version_after, rows[r].version + 1);
+        }
+        ww_wallet_plan_destroy(&plan);
+        final_t out[MAXC];
+        memset(out, 0, sizeof out);
+        run_all(db, &b, out);
+        assert_int_equal(wallet_balance(db, 1), 75);
+        db_free(db);
+    }
+}
+
 /* The snapshot is the live wallet and the documents holding markers: a live
  * wallet behind a dozen soft-deleted ones is found; more than 8 documents
  * that matter are never decided on a partial view. */
@@ -1435,6 +1480,7 @@ int main(void) {
         cmocka_unit_test(test_wallet_plan_lost_marker_is_undone),
         cmocka_unit_test(test_wallet_plan_lost_entry_never_leaves_a_negative_balance),
         cmocka_unit_test(test_wallet_plan_lost_marker_on_deleted_wallet_retries_the_owner),
+        cmocka_unit_test(test_wallet_plan_version_null_or_missing_is_decided),
         cmocka_unit_test(test_wallet_plan_snapshot_is_live_plus_marker_holders),
         cmocka_unit_test(test_wallet_plan_unusable_wallet_fails_only_new_decisions),
         cmocka_unit_test(test_wallet_plan_rejects_malformed_facts),
