@@ -623,6 +623,9 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
     if (!all_matched)
         ww_info("wallet", "batch: another writer moved first; re-planning from fresh reads",
                 WW_INT("matched", matched), WW_UINT("updates", plan->n_updates));
+    if (plan->n_stuck)
+        ww_warn("wallet", "batch: decisions the ledger overruled left on soft-deleted wallets "
+                "for an operator", WW_UINT("wallets", plan->n_stuck), WW_STR("first", plan->stuck));
     for (size_t i = 0; all_matched && i < plan->n_updates; i++)
         if (plan->updates[i].n_undone)
             ww_warn("wallet", "markers whose key the ledger holds under another entry were "

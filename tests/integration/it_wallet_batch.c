@@ -175,6 +175,7 @@ static int64_t live_balance(const char *owner_hex, size_t *markers) {
     bson_oid_t owner;
     bson_oid_init_from_string(&owner, owner_hex);
     BSON_APPEND_OID(&filter, "ownerUserId", &owner);
+    BSON_APPEND_NULL(&filter, "deletedAt");
     bool found;
     ww_error_t err;
     assert_true(ww_db_find_one(env.db, WW_WALLETS, &filter, NULL, &doc, &found, &err));
@@ -558,6 +559,124 @@ static void test_wallet_version_null_is_decided_on_both_paths(void **state) {
     }
 }
 
+/* Owner's wallet soft-deleted with a marker for key (credit 40, applied)
+ * whose key the ledger holds under another _id as wallet_not_found (the
+ * step 6 race, the undo never done), balance `deleted_balance`; and a live
+ * wallet with 5. */
+static void make_lost_marker_on_deleted_wallet(const char *owner_hex, const char *key,
+                                               int64_t deleted_balance) {
+    char k[128];
+    snprintf(k, sizeof k, "%s-%s", env.run_id, key);
+    bson_oid_t wid, owner, mid, eid;
+    bson_oid_init(&wid, NULL);
+    bson_oid_init(&mid, NULL);
+    bson_oid_init(&eid, NULL);
+    bson_oid_init_from_string(&owner, owner_hex);
+    bson_t w = BSON_INITIALIZER, arr, mk, e = BSON_INITIALIZER;
+    BSON_APPEND_OID(&w, "_id", &wid);
+    BSON_APPEND_OID(&w, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&w, "availablePaise", deleted_balance);
+    BSON_APPEND_INT64(&w, "version", 4);
+    BSON_APPEND_DATE_TIME(&w, "deletedAt", 1767225600000);
+    BSON_APPEND_ARRAY_BEGIN(&w, "pendingTransactions", &arr);
+    BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &mk);
+    BSON_APPEND_OID(&mk, "_id", &mid);
+    BSON_APPEND_UTF8(&mk, "idempotencyKey", k);
+    BSON_APPEND_UTF8(&mk, "type", "credit");
+    BSON_APPEND_UTF8(&mk, "status", "applied");
+    BSON_APPEND_OID(&mk, "walletId", &wid);
+    BSON_APPEND_OID(&mk, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&mk, "amountPaise", 40);
+    BSON_APPEND_INT64(&mk, "balanceAfterPaise", 140);
+    BSON_APPEND_UTF8(&mk, "fingerprint", "x");
+    bson_append_document_end(&arr, &mk);
+    bson_append_array_end(&w, &arr);
+    BSON_APPEND_OID(&e, "_id", &eid);
+    BSON_APPEND_UTF8(&e, "idempotencyKey", k);
+    BSON_APPEND_UTF8(&e, "type", "credit");
+    BSON_APPEND_UTF8(&e, "status", "wallet_not_found");
+    BSON_APPEND_NULL(&e, "walletId");
+    BSON_APPEND_OID(&e, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&e, "amountPaise", 40);
+    BSON_APPEND_NULL(&e, "balanceAfterPaise");
+    BSON_APPEND_UTF8(&e, "fingerprint", "x");
+    bool dup;
+    ww_error_t err;
+    assert_true(ww_db_insert_one(env.db, WW_WALLETS, &w, &dup, &err));
+    assert_true(ww_db_insert_one(env.db, WW_TRANSACTIONS, &e, &dup, &err));
+    bson_destroy(&w);
+    bson_destroy(&e);
+    make_wallet(owner_hex, 5);
+}
+
+/* The soft-deleted wallet of owner: balance and markers. */
+static int64_t deleted_balance(const char *owner_hex, size_t *markers) {
+    bson_t filter = BSON_INITIALIZER, doc, ne;
+    bson_oid_t owner;
+    bson_oid_init_from_string(&owner, owner_hex);
+    BSON_APPEND_OID(&filter, "ownerUserId", &owner);
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "deletedAt", &ne);
+    BSON_APPEND_NULL(&ne, "$ne");
+    bson_append_document_end(&filter, &ne);
+    bool found;
+    ww_error_t err;
+    assert_true(ww_db_find_one(env.db, WW_WALLETS, &filter, NULL, &doc, &found, &err));
+    assert_true(found);
+    bson_iter_t it, arr;
+    int64_t bal = -1;
+    if (bson_iter_init_find(&it, &doc, "availablePaise")) bal = bson_iter_as_int64(&it);
+    *markers = 0;
+    if (bson_iter_init_find(&it, &doc, "pendingTransactions") && bson_iter_recurse(&it, &arr))
+        while (bson_iter_next(&arr)) (*markers)++;
+    bson_destroy(&doc);
+    bson_destroy(&filter);
+    return bal;
+}
+
+/* A lost marker on a soft-deleted wallet (was: the owner's commands retried
+ * forever on both paths). The ledger wins there too: the credit is given
+ * back on the deleted wallet (guarded by its deletedAt) and the marker
+ * dropped, while the owner's commands are decided on the live wallet. When
+ * the deleted wallet was drained (giving it back would go below zero) the
+ * marker is left for an operator and still blocks nothing. */
+static void test_wallet_lost_marker_on_deleted_wallet_on_both_paths(void **state) {
+    (void)state;
+    static const char *const owners[2][2] = {
+        {"5f00000000000000000000f1", "5f00000000000000000000f2"},  /* undone */
+        {"5f00000000000000000000f3", "5f00000000000000000000f4"}}; /* drained: left */
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536};
+    for (int drained = 0; drained < 2; drained++)
+        for (int path = 0; path < 2; path++) {
+            const char *owner = owners[drained][path];
+            char lost[16], next[16];
+            snprintf(lost, sizeof lost, "lm%d%d", drained, path);
+            snprintf(next, sizeof next, "ln%d%d", drained, path);
+            make_lost_marker_on_deleted_wallet(owner, lost, drained ? 0 : 140);
+            msgbuf_t *m = calloc(1, sizeof *m);
+            wallet_msg(&m[0], 0, "wallet.credit", next, owner, 1);
+            ww_batch_item_t *items = calloc(1, sizeof *items);
+            items[0].msg = &m[0].msg;
+            if (path)
+                ww_wallet_handle_batch(&ctx, items, 1);
+            else
+                ww_handle_each(ww_wallet_handle, &ctx, items, 1);
+            const char *st = status_of(&items[0], NULL);
+            if (items[0].status != WW_ITEM_DONE || strcmp(st, "applied") != 0)
+                fail_msg("%s, %s path: status %d, result %s (%s)", drained ? "drained" : "undo",
+                         path ? "batch" : "one", (int)items[0].status, st,
+                         items[0].error.message);
+            ww_outputs_clear(&items[0].outs);
+            size_t markers;
+            assert_int_equal(live_balance(owner, &markers), 6);
+            int64_t del = deleted_balance(owner, &markers);
+            assert_int_equal(del, drained ? 0 : 100);
+            assert_int_equal(markers, drained ? 1 : 0);
+            free(items);
+            free(m);
+        }
+}
+
 static void invite_msg(msgbuf_t *m, int64_t offset, const char *json) {
     set_msg(m, "it.invites", offset, "k", json);
 }
@@ -614,6 +733,7 @@ int main(void) {
         cmocka_unit_test(test_wallet_batch_deferred_holds_back_same_kafka_key),
         cmocka_unit_test(test_wallet_batch_duplicate_entry_read_back),
         cmocka_unit_test(test_wallet_version_null_is_decided_on_both_paths),
+        cmocka_unit_test(test_wallet_lost_marker_on_deleted_wallet_on_both_paths),
         cmocka_unit_test(test_invite_batch_same_code_in_order),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
