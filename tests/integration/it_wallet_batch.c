@@ -725,6 +725,83 @@ static void test_invite_batch_same_code_in_order(void **state) {
     free(m);
 }
 
+/* Another writer in the window between the invite batch's read and its
+ * bulk of transitions: the invite `code` is revoked first (once). */
+typedef struct {
+    char code[96];
+    int calls;
+} invite_racer_t;
+
+static void revoke_first(void *vctx) {
+    invite_racer_t *r = vctx;
+    if (r->calls++ > 0) return;
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
+    BSON_APPEND_UTF8(&filter, "code", r->code);
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+    BSON_APPEND_UTF8(&set, "status", "revoked");
+    bson_append_document_end(&update, &set);
+    int64_t matched = 0;
+    ww_error_t err;
+    assert_true(ww_db_update_one(env.db, WW_INVITES, &filter, &update, NULL, &matched, NULL, &err));
+    assert_int_equal(matched, 1);
+    bson_destroy(&filter);
+    bson_destroy(&update);
+}
+
+/* A short bulk of invite transitions (nMatched below the count): the
+ * touched invites are read back; the transition that stood is answered
+ * `applied` at once (not `duplicate` next round), the one that lost is
+ * decided again on the fresh state (used after revoked: rejected). */
+static void test_invite_batch_short_bulk_reads_invites_back(void **state) {
+    (void)state;
+    ww_invite_ctx_t ctx = {.db = env.db, .results_topic = "invite.results",
+                           .dlq_topic = "invite.events.dlq", .max_message_bytes = 65536};
+    enum { N = 2 };
+    msgbuf_t *m = calloc(N, sizeof *m);
+    ww_batch_item_t *items = calloc(N, sizeof *items);
+    char v[512];
+    for (int i = 0; i < N; i++) {
+        snprintf(v, sizeof v, "{\"type\":\"invite.created\",\"eventId\":\"%s-sc%d\","
+                 "\"code\":\"%s-S%d\",\"parentCode\":\"ROOT\",\"role\":\"agent\","
+                 "\"expiresAt\":\"2099-01-01T00:00:00Z\"}", env.run_id, i, env.run_id, i);
+        invite_msg(&m[i], i, v);
+        items[i].msg = &m[i].msg;
+    }
+    ww_invite_handle_batch(&ctx, items, N);
+    for (int i = 0; i < N; i++) {
+        assert_string_equal(status_of(&items[i], NULL), "applied");
+        ww_outputs_clear(&items[i].outs);
+    }
+    memset(items, 0, N * sizeof *items);
+    for (int i = 0; i < N; i++) {
+        snprintf(v, sizeof v, "{\"type\":\"invite.used\",\"eventId\":\"%s-su%d\","
+                 "\"code\":\"%s-S%d\",\"usedByUserId\":\"5f0000000000000000000009\","
+                 "\"occurredAt\":\"2030-01-01T00:00:00Z\"}", env.run_id, i, env.run_id, i);
+        invite_msg(&m[i], N + i, v);
+        items[i].msg = &m[i].msg;
+    }
+    invite_racer_t racer = {.calls = 0};
+    snprintf(racer.code, sizeof racer.code, "%s-S1", env.run_id);
+    ww_invite_batch_set_test_hook(revoke_first, &racer);
+    uint64_t before = ww_metrics_db_round_trip_count("find");
+    ww_invite_handle_batch(&ctx, items, N);
+    uint64_t finds = ww_metrics_db_round_trip_count("find") - before;
+    ww_invite_batch_set_test_hook(NULL, NULL);
+    assert_true(racer.calls >= 1);
+    const char *want[N] = {"applied", "rejected"};
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(items[i].status, WW_ITEM_DONE);
+        const char *st = status_of(&items[i], NULL);
+        if (strcmp(st, want[i]) != 0) fail_msg("invite item %d: %s, want %s", i, st, want[i]);
+        ww_outputs_clear(&items[i].outs);
+    }
+    /* read, read back, then the second round's read */
+    print_message("short invite bulk: %llu finds\n", (unsigned long long)finds);
+    assert_int_equal(finds, 3);
+    free(items);
+    free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wallet_batch_in_batch_interactions),
@@ -735,6 +812,7 @@ int main(void) {
         cmocka_unit_test(test_wallet_version_null_is_decided_on_both_paths),
         cmocka_unit_test(test_wallet_lost_marker_on_deleted_wallet_on_both_paths),
         cmocka_unit_test(test_invite_batch_same_code_in_order),
+        cmocka_unit_test(test_invite_batch_short_bulk_reads_invites_back),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
