@@ -771,8 +771,12 @@ static bool insert_many_on(mongoc_collection_t *coll, mongoc_client_session_t *s
                          BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr) &&
                          bson_iter_next(&arr);
         /* every document accounted for: inserted or a duplicate (a bulk
-         * split in parts that failed half-way would leave some unsent) */
-        bool complete = (size_t)reply_int(&reply, "nInserted") + dups == n;
+         * split in parts that failed half-way would leave some unsent).
+         * mongo-java-server counts the duplicates in nInserted as well
+         * (docs/testing.md): nInserted == n with dups > 0 is only possible
+         * there, and also means every document was sent. */
+        size_t inserted = (size_t)reply_int(&reply, "nInserted");
+        bool complete = inserted + dups == n || inserted == n;
         if (dups > 0 && others == 0 && !wc_errors && complete) {
             ok = true;
         } else {

@@ -1126,6 +1126,15 @@ static bool read_invites(ww_invite_ctx_t *ctx, const char *const *codes, size_t 
     return ok;
 }
 
+/* The tests' hook before each bulk of transitions (invite.h). */
+static ww_invite_batch_hook_fn test_hook;
+static void *test_hook_ctx;
+
+void ww_invite_batch_set_test_hook(ww_invite_batch_hook_fn fn, void *ctx) {
+    test_hook = fn;
+    test_hook_ctx = ctx;
+}
+
 /* One round. 0 ok, 1 retryable error, 2 another error (err set). *answered
  * counts finals. */
 static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *evs, size_t n,
@@ -1255,6 +1264,7 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
      * when its invite records this eventId with this fingerprint (an eventId
      * is applied once). The others are decided again next round. */
     int64_t matched = 0;
+    if (test_hook && n_upd) test_hook(test_hook_ctx);
     if (!ww_db_bulk_update_one(ctx->db, WW_INVITES, fp, up, n_upd, &matched, err)) {
         rc = err->retryable ? 1 : 2;
         goto out;

@@ -187,12 +187,22 @@ typedef struct {
 bool ww_invite_handle(void *ctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_error_t *error);
 
 /* The batch handler: a batch of events decided in rounds of at most three
- * round trips (invites $in, one insertMany, one bulk of guarded transitions);
+ * round trips (invites $in, one insertMany, one bulk of guarded transitions;
+ * a fourth, the touched invites read back, when the bulk is short);
  * the same decisions as ww_invite_handle one event at a time. A dry run
  * decides the same way against the stored invites with ctx->dry laid over
  * them, records the changes there, and produces nothing (outs.outcome only);
  * ww_invite_handle's dry run is a batch of one. */
 void ww_invite_handle_batch(void *ctx, ww_batch_item_t *items, size_t n);
+
+/* Test hook (tests/integration only; NULL in production): the batch handler
+ * calls fn right before each round's bulk of transitions, after it read the
+ * invites and decided. A test uses it to change an invite in that window
+ * (another writer moving first), which makes the bulk short. The twin of
+ * ww_wallet_batch_set_test_hook (wallet.h). Not thread-safe: set it while no
+ * batch runs. */
+typedef void (*ww_invite_batch_hook_fn)(void *ctx);
+void ww_invite_batch_set_test_hook(ww_invite_batch_hook_fn fn, void *ctx);
 
 /* ---- the sweeper thread ---------------------------------------------------------- */
 

@@ -490,7 +490,14 @@ static void build_guarded(bson_t *filter, bson_t *upd, const bson_t *wallet, int
     else
         BSON_APPEND_INT64(filter, "version", version);
     BSON_APPEND_INT64(filter, "availablePaise", balance);
-    BSON_APPEND_NULL(filter, "deletedAt");
+    /* live (deletedAt: null) for every decision; an undo on a wallet
+     * soft-deleted since is guarded by its exact deletedAt (it stays
+     * deleted, and only loses a marker) */
+    bson_iter_t del;
+    if (bson_iter_init_find(&del, wallet, "deletedAt") && !BSON_ITER_HOLDS_NULL(&del))
+        bson_append_iter(filter, "deletedAt", -1, &del);
+    else
+        BSON_APPEND_NULL(filter, "deletedAt");
     BSON_APPEND_DOCUMENT_BEGIN(upd, "$set", &set);
     BSON_APPEND_INT64(&set, "availablePaise", new_balance);
     BSON_APPEND_INT64(&set, "version", version + 1);
@@ -580,9 +587,17 @@ static bool decide_transactional(ww_db_t *db, const bson_t *wallet, int64_t vers
  * while the owner had no wallet), so the marker's effect on the wallet was
  * never reported and must not stand: give the amount back and drop the
  * marker, with the same guarded update. Idempotent: once the marker is gone
- * there is nothing left to undo. */
-static bool undo_marker(ww_db_t *db, const bson_oid_t *owner, const char *key,
+ * there is nothing left to undo. On a wallet soft-deleted since, the same
+ * (guarded by its deletedAt), unless the amount cannot be given back (an
+ * unusable balance, or one that would go below zero: the backend moved the
+ * money out when deleting): then the marker is left for an operator, logged,
+ * and *changed is false (it blocks nothing: the live wallet does not depend
+ * on it). */
+static bool undo_marker(ww_db_t *db, const bson_oid_t *owner, const char *key, bool *changed,
                         ww_error_t *error) {
+    bool ignored;
+    if (!changed) changed = &ignored;
+    *changed = true;
     for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         wallets_t w;
         markers_t ms;
@@ -599,7 +614,6 @@ static bool undo_marker(ww_db_t *db, const bson_oid_t *owner, const char *key,
         if (mk) {
             const bson_t *wallet = &w.docs[mk->wallet];
             int64_t b = 0, v = 0, amount = 0;
-            doc_int(wallet, "availablePaise", &b);
             doc_int(wallet, "version", &v);
             doc_int(&mk->doc, "amountPaise", &amount);
             const char *st = doc_str(&mk->doc, "status");
@@ -607,6 +621,17 @@ static bool undo_marker(ww_db_t *db, const bson_oid_t *owner, const char *key,
             int64_t delta = 0;
             if (st && strcmp(st, "applied") == 0)
                 delta = type && strcmp(type, "debit") == 0 ? amount : -amount;
+            bool usable = doc_int(wallet, "availablePaise", &b);
+            if (!doc_missing_or_null(wallet, "deletedAt") && (!usable || b + delta < 0)) {
+                ww_warn("wallet", "a decision the ledger overruled cannot be undone on its "
+                        "soft-deleted wallet (left for an operator)", WW_STR("key", key),
+                        WW_STR("reason", usable ? "the balance would go below zero"
+                                                : "unusable balance"));
+                *changed = false;
+                markers_destroy(&ms);
+                wallets_destroy(&w);
+                return true;
+            }
             ok = guarded_update(db, wallet, v, b, b + delta, &ms, NULL, key, &matched, error);
             if (ok && matched)
                 ww_warn("wallet", "decided twice; the ledger's outcome stands and "
@@ -663,11 +688,12 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
         bool undone = false;
         for (size_t i = 0; i < ms.n; i++) {
             if (!ms.m[i].lost) continue;
-            if (!undo_marker(db, &owner, ms.m[i].key, error)) {
+            bool changed;
+            if (!undo_marker(db, &owner, ms.m[i].key, &changed, error)) {
                 if (found) bson_destroy(&entry);
                 goto fail;
             }
-            undone = true;
+            undone = undone || changed;
         }
         if (undone) { /* the wallet changed: look again */
             if (found) bson_destroy(&entry);
@@ -698,7 +724,7 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
                 /* another payload under a decided key (conflict), or a
                  * decision the ledger overruled (undone first): either way
                  * answered from what is stored */
-                ok = (!has_other || undo_marker(db, &owner, cmd->idempotency_key, error)) &&
+                ok = (!has_other || undo_marker(db, &owner, cmd->idempotency_key, NULL, error)) &&
                      answer_repeat(cmd, stored, r, error);
             }
             if (has_other) bson_destroy(&other);
@@ -735,8 +761,9 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
                          cmd->owner_user_id);
             goto fail;
         }
-        bson_iter_t vit;
-        if (bson_iter_init_find(&vit, wallet, "version") && !read_exact_int(&vit, &version)) {
+        bson_iter_t vit; /* missing or null: none yet (the guard says version: null) */
+        if (bson_iter_init_find(&vit, wallet, "version") && !BSON_ITER_HOLDS_NULL(&vit) &&
+            !read_exact_int(&vit, &version)) {
             ww_error_set(error, WW_ERR_DB, 0, false, "wallet %s: version is not an integer",
                          cmd->owner_user_id);
             goto fail;
@@ -745,8 +772,9 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
         bool undone_orphan = false;
         for (size_t i = 0; i < ms.n; i++) {
             if (!ms.m[i].lost) continue;
-            if (!undo_marker(db, &owner, ms.m[i].key, error)) goto fail;
-            undone_orphan = true;
+            bool changed;
+            if (!undo_marker(db, &owner, ms.m[i].key, &changed, error)) goto fail;
+            undone_orphan = undone_orphan || changed;
         }
         if (undone_orphan) {
             markers_destroy(&ms);
@@ -812,7 +840,7 @@ bool ww_wallet_apply(ww_db_t *db, const ww_command_t *cmd, const char *topic, in
         } else if (ok) {
             /* Another decision won the ledger (wallet_not_found, taken while
              * this owner had no wallet). Ours was never reported: undo it. */
-            ok = undo_marker(db, &owner, cmd->idempotency_key, error);
+            ok = undo_marker(db, &owner, cmd->idempotency_key, NULL, error);
             if (ok) ok = answer_repeat(cmd, &other, r, error);
         }
         if (has_other) bson_destroy(&other);

@@ -92,6 +92,15 @@ bool ww_wallet_handle(void *ctx, const ww_msg_t *msg, ww_outputs_t *outs, ww_err
  * apply to report; nothing is published. */
 void ww_wallet_handle_batch(void *ctx, ww_batch_item_t *items, size_t n);
 
+/* Test hook (tests/integration only; NULL in production): the batch shell
+ * calls fn right before each round's insertMany, after its guarded bulk
+ * update, with the ledger entries it is about to insert (borrowed). A test
+ * uses it to see what a round writes, or to play a concurrent writer in
+ * that window (the in-process twin of WW_FAULT_KILL_AFTER_BULK_UPDATE).
+ * Not thread-safe: set it while no batch runs. */
+typedef void (*ww_wallet_batch_hook_fn)(void *ctx, const bson_t *const *entries, size_t n);
+void ww_wallet_batch_set_test_hook(ww_wallet_batch_hook_fn fn, void *ctx);
+
 /* The wallet documents a snapshot reads, besides the owner condition: the
  * live one ({deletedAt: null}) and every one holding markers. */
 void ww_wallet_append_snapshot_filter(bson_t *filter);

@@ -23,14 +23,22 @@
  * a bulk reply gives only the total nMatched, so when it is short every
  * update of the round counts as lost: the winners' decisions are then found
  * as markers next round (and their entries completed), the losers are decided
- * again. A duplicate key on an entry likewise sends its command to the next
- * round, which reads the stored entry and answers (or undoes a lost marker).
+ * again. A duplicate key on an entry is read back at once (one $in for all
+ * of the round's): stored under the entry's own _id (another writer
+ * completed our marker first) it counts as written and the result is
+ * answered; under another _id the entry lost, and its command goes to the
+ * next round, which undoes the marker and answers from the ledger. (A sixth
+ * round trip, the prune, and a seventh only when an entry hit a duplicate.)
  *
  * Failures: a retryable database error leaves every open command RETRY (the
  * pipeline backs off and hands them back); a command the planner cannot
  * decide now (RETRY: e.g. more than 8 wallet documents for its owner) is
  * RETRY with its reason, and so is every later command of its owner, its
- * idempotencyKey or its Kafka key (per-key order). Any other error (a write
+ * idempotencyKey or its Kafka key (per-key order). The planner keeps order
+ * per owner and per idempotencyKey; the shell adds the Kafka key: a round
+ * writes nothing for a command while an earlier one with the same Kafka key
+ * is undecided in it (RETRY or deferred), so effects follow offset order per
+ * Kafka key even when producers do not key by owner. Any other error (a write
  * error that is not a duplicate key, a malformed plan) falls back to the
  * per-message protocol for the open commands, which classifies failures one
  * message at a time: a permanent failure dead-letters only its message. */
@@ -52,9 +60,12 @@
                          outputs, revokes and shutdown wait for a call to end) */
 #define MARKERS "pendingTransactions"
 
+#define NO_KAFKA_KEY SIZE_MAX
+
 typedef struct {
     ww_command_t cmd;
     size_t item;   /* index in the batch */
+    size_t kkey;   /* Kafka message key: index of its first command (NO_KAFKA_KEY: none) */
     bool open;     /* not answered, not RETRY */
 } bcmd_t;
 
@@ -177,39 +188,91 @@ typedef struct {
     size_t n;
 } batch_t;
 
-/* Marks command i RETRY (why), and every later open command that shares
- * its owner, idempotencyKey or Kafka key, transitively: nothing overtakes it. */
-static void retry_from(batch_t *b, size_t first, const ww_error_t *why) {
-    strset_t owners = {0}, keys = {0}, mkeys = {0};
-    bool ok = set_init(&owners, b->n) && set_init(&keys, b->n) && set_init(&mkeys, b->n);
-    for (size_t i = first; i < b->n; i++) {
-        bcmd_t *c = &b->cmds[i];
-        if (!c->open) continue;
-        const ww_msg_t *m = b->items[c->item].msg;
-        char mk[64];
-        snprintf(mk, sizeof mk, "%.*s", m->key ? (int)(m->key_len < 63 ? m->key_len : 63) : 0,
-                 m->key ? (const char *)m->key : "");
-        bool hit = i == first || !ok || set_has(&owners, c->cmd.owner_user_id) ||
-                   set_has(&keys, c->cmd.idempotency_key) || (m->key && set_has(&mkeys, mk));
-        if (!hit) continue;
-        c->open = false;
-        b->items[c->item].status = WW_ITEM_RETRY;
-        b->items[c->item].error = *why;
-        if (ok) {
-            set_add(&owners, c->cmd.owner_user_id);
-            set_add(&keys, c->cmd.idempotency_key);
-            /* mkeys borrows: keep a copy only when it has a key (bounded) */
-            if (m->key) {
-                char *dup = strdup(mk);
-                if (dup && !set_add(&mkeys, dup)) free(dup);
-                if (!dup) ok = false;
+/* Kafka message keys are bytes (not strings): each command gets the index
+ * of the first command with the same key, so "same Kafka key" is an integer
+ * comparison. Out of memory: every keyed command shares one group, which
+ * only holds back more than needed. */
+static void group_kafka_keys(batch_t *b) {
+    size_t cap = 16;
+    while (cap < b->n * 2 + 2) cap *= 2;
+    size_t *slot = malloc(cap * sizeof *slot);
+    if (slot)
+        for (size_t i = 0; i < cap; i++) slot[i] = NO_KAFKA_KEY;
+    size_t first_keyed = NO_KAFKA_KEY;
+    for (size_t i = 0; i < b->n; i++) {
+        const ww_msg_t *m = b->items[b->cmds[i].item].msg;
+        b->cmds[i].kkey = NO_KAFKA_KEY;
+        if (!m->key) continue;
+        if (first_keyed == NO_KAFKA_KEY) first_keyed = i;
+        if (!slot) {
+            b->cmds[i].kkey = first_keyed;
+            continue;
+        }
+        size_t h = str_hash((const char *)m->key, m->key_len) & (cap - 1);
+        for (;; h = (h + 1) & (cap - 1)) {
+            if (slot[h] == NO_KAFKA_KEY) {
+                slot[h] = i;
+                b->cmds[i].kkey = i;
+                break;
+            }
+            const ww_msg_t *o = b->items[b->cmds[slot[h]].item].msg;
+            if (o->key_len == m->key_len && memcmp(o->key, m->key, m->key_len) == 0) {
+                b->cmds[i].kkey = slot[h];
+                break;
             }
         }
     }
-    for (size_t i = 0; mkeys.slot && i < mkeys.cap; i++) free((char *)mkeys.slot[i]);
-    free(owners.slot);
-    free(keys.slot);
-    free(mkeys.slot);
+    free(slot);
+}
+
+/* Who is held back: every command after a held one that shares its owner,
+ * idempotencyKey or Kafka key (transitively, in batch order). */
+typedef struct {
+    strset_t owners, keys;
+    bool *kkeys; /* by Kafka key group */
+    bool ok;     /* false (out of memory): everything after the first is held */
+} hold_t;
+
+static void hold_init(hold_t *h, size_t n) {
+    memset(h, 0, sizeof *h);
+    h->kkeys = calloc(n ? n : 1, sizeof *h->kkeys);
+    h->ok = h->kkeys && set_init(&h->owners, n) && set_init(&h->keys, n);
+}
+
+static bool hold_hits(const hold_t *h, const bcmd_t *c) {
+    return !h->ok || set_has(&h->owners, c->cmd.owner_user_id) ||
+           set_has(&h->keys, c->cmd.idempotency_key) ||
+           (c->kkey != NO_KAFKA_KEY && h->kkeys[c->kkey]);
+}
+
+static void hold_add(hold_t *h, const bcmd_t *c) {
+    if (!h->ok) return;
+    set_add(&h->owners, c->cmd.owner_user_id);
+    set_add(&h->keys, c->cmd.idempotency_key);
+    if (c->kkey != NO_KAFKA_KEY) h->kkeys[c->kkey] = true;
+}
+
+static void hold_clear(hold_t *h) {
+    free(h->owners.slot);
+    free(h->keys.slot);
+    free(h->kkeys);
+    memset(h, 0, sizeof *h);
+}
+
+/* Marks command i RETRY (why), and every later open command that shares
+ * its owner, idempotencyKey or Kafka key, transitively: nothing overtakes it. */
+static void retry_from(batch_t *b, size_t first, const ww_error_t *why) {
+    hold_t h;
+    hold_init(&h, b->n);
+    for (size_t i = first; i < b->n; i++) {
+        bcmd_t *c = &b->cmds[i];
+        if (!c->open || (i != first && !hold_hits(&h, c))) continue;
+        c->open = false;
+        b->items[c->item].status = WW_ITEM_RETRY;
+        b->items[c->item].error = *why;
+        hold_add(&h, c);
+    }
+    hold_clear(&h);
 }
 
 /* Every open command: RETRY with why (a retryable infrastructure error). */
@@ -431,6 +494,15 @@ static void fault_point_after_update(void) {
                 "(WW_FAULT_KILL_AFTER_BULK_UPDATE)", WW_INT("update", fault_kill_after));
         raise(SIGKILL);
     }
+}
+
+/* The tests' hook before each insertMany (wallet.h). */
+static ww_wallet_batch_hook_fn test_hook;
+static void *test_hook_ctx;
+
+void ww_wallet_batch_set_test_hook(ww_wallet_batch_hook_fn fn, void *ctx) {
+    test_hook = fn;
+    test_hook_ctx = ctx;
 }
 
 static int cmp_oid(const void *a, const void *b) { return memcmp(a, b, sizeof(bson_oid_t)); }
@@ -696,6 +768,51 @@ static int write_in_transaction(batch_t *b, const ww_wallet_plan_t *plan, const 
     return 0;
 }
 
+/* The contract's step 2 (wallet_plan.h): an entry refused as a duplicate
+ * key is read back, all of the round's at once (one $in). Stored under its
+ * own _id (another writer completed our marker between the bulk update and
+ * the insertMany, or a retried insert): already recorded, dup[i] is
+ * cleared and its result is final. Under another _id: the entry lost (step
+ * 6), dup[i] stays and its command is planned again, which undoes the
+ * marker. If the read fails, every dup[i] stays: planning them again is
+ * always safe (the next round finds the entry in the ledger). */
+static void read_back_duplicates(batch_t *b, const ww_wallet_plan_t *plan, bool *dup) {
+    const char **keys = calloc(plan->n_inserts + 1, sizeof *keys);
+    docs_t stored;
+    memset(&stored, 0, sizeof stored);
+    size_t nk = 0;
+    if (!keys) return;
+    for (size_t i = 0; i < plan->n_inserts; i++)
+        if (dup[i]) keys[nk++] = plan->inserts[i].key;
+    ww_error_t err;
+    ww_error_clear(&err);
+    if (nk == 0) goto out;
+    stored.limit = nk;
+    if (!find_in(b->ctx->db, WW_TRANSACTIONS, "idempotencyKey", keys, nk, false, &stored, &err) ||
+        stored.over) {
+        ww_debug("wallet", "batch: reading duplicate ledger entries back failed (planned again)",
+                 WW_STR("error", err.message));
+        goto out;
+    }
+    for (size_t i = 0; i < plan->n_inserts; i++) {
+        if (!dup[i]) continue;
+        bson_iter_t mine, theirs;
+        if (!bson_iter_init_find(&mine, &plan->inserts[i].doc, "_id") || !BSON_ITER_HOLDS_OID(&mine))
+            continue;
+        for (size_t d = 0; d < stored.n; d++) {
+            const char *k = doc_str(stored.v[d], "idempotencyKey");
+            if (!k || strcmp(k, plan->inserts[i].key) != 0) continue;
+            if (bson_iter_init_find(&theirs, stored.v[d], "_id") && BSON_ITER_HOLDS_OID(&theirs) &&
+                bson_oid_equal(bson_iter_oid(&mine), bson_iter_oid(&theirs)))
+                dup[i] = false; /* already recorded: ours */
+            break;
+        }
+    }
+out:
+    docs_clear(&stored);
+    free(keys);
+}
+
 /* Steps 4-6 and the answers. 0 ok, 1 retryable error, 2 other error. */
 static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan,
                             size_t *answered, ww_error_t *err) {
@@ -740,6 +857,9 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
         ww_info("wallet", "batch: another writer moved first; re-planning from fresh reads",
                 WW_INT("matched", matched), WW_UINT("updates", plan->n_updates),
                 WW_UINT("prunes", n_bulk - plan->n_updates));
+    if (plan->n_stuck)
+        ww_warn("wallet", "batch: decisions the ledger overruled left on soft-deleted wallets "
+                "for an operator", WW_UINT("wallets", plan->n_stuck), WW_STR("first", plan->stuck));
     for (size_t i = 0; all_matched && i < plan->n_updates; i++)
         if (plan->updates[i].n_undone)
             ww_warn("wallet", "markers whose key the ledger holds under another entry were "
@@ -762,17 +882,18 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
         rc = 1;
         goto out;
     }
+    if (test_hook && nd) test_hook(test_hook_ctx, docs, nd);
     if (!ww_db_insert_many(b->ctx->db, WW_TRANSACTIONS, docs, nd, dupd, err)) {
         free(dupd);
         rc = err->retryable ? 1 : 2;
         goto out;
     }
-    for (size_t i = 0; i < plan->n_inserts; i++) {
-        dup[i] = slot[i] >= 0 && dupd[slot[i]];
+    for (size_t i = 0; i < plan->n_inserts; i++) dup[i] = slot[i] >= 0 && dupd[slot[i]];
+    free(dupd);
+    read_back_duplicates(b, plan, dup);
+    for (size_t i = 0; i < plan->n_inserts; i++)
         if (slot[i] >= 0 && !dup[i] && plan->inserts[i].orphan)
             ww_info("wallet", "completed an interrupted command", WW_STR("key", plan->inserts[i].key));
-    }
-    free(dupd);
 written:
     if (all_matched) {
         owe_prunes(b, plan, slot, dup);
@@ -803,6 +924,66 @@ out:
     free(slot);
     free(dup);
     return rc;
+}
+
+/* Plans the round's open commands (r->in) from its facts. A command the
+ * planner cannot decide in this call (RETRY) is retried with every later
+ * command of its owner, idempotencyKey or Kafka key (retry_from). Then no
+ * command may be written while an earlier one with the same Kafka key is
+ * undecided in this round (RETRY or DEFERRED): the planner keeps order per
+ * owner and per idempotencyKey only, and producers need not key by owner.
+ * Such commands, and every later one they block, are left out of the
+ * round and the rest is planned again (same facts: the decisions of what
+ * stays are the same, as each depends only on earlier commands of its owner
+ * and key, all kept). 0 ok, 1 retryable error, 2 other error. */
+static int plan_round(batch_t *b, round_t *r, ww_wallet_plan_t *plan, ww_error_t *err) {
+    for (;;) {
+        ww_wallet_plan_facts_t facts = {
+            .cmds = r->in, .n_cmds = r->n_in,
+            .ledger = (const bson_t *const *)r->ledger.v, .n_ledger = r->ledger.n,
+            .wallets = (const bson_t *const *)r->wallets.v, .n_wallets = r->wallets.n,
+            .owners = r->owners, .n_owners = r->n_owners,
+            .now_ms = ww_clock_now_ms(),
+        };
+        if (!ww_wallet_plan(&facts, plan, err)) return err->retryable ? 1 : 2;
+        for (size_t j = 0; j < r->n_in; j++)
+            if (plan->results[j].status == WW_WALLET_PLAN_RETRY && b->cmds[r->in_cmd[j]].open) {
+                ww_error_t why;
+                ww_error_set(&why, WW_ERR_DB, 0, true, "%s", plan->results[j].reason);
+                retry_from(b, r->in_cmd[j], &why);
+            }
+        /* which decided commands come after an undecided one of their Kafka key */
+        bool *held = calloc(r->n_in + 1, sizeof *held);
+        if (!held) {
+            ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory planning a batch");
+            return 1;
+        }
+        hold_t h;
+        hold_init(&h, b->n);
+        size_t held_decided = 0;
+        for (size_t j = 0; j < r->n_in; j++) {
+            const bcmd_t *c = &b->cmds[r->in_cmd[j]];
+            bool decided = plan->results[j].status == WW_WALLET_PLAN_DECIDED;
+            if (c->open && decided && !hold_hits(&h, c)) continue;
+            held[j] = true;
+            held_decided += decided; /* planned, with writes: plan again without it */
+            hold_add(&h, c);
+        }
+        hold_clear(&h);
+        if (held_decided == 0) { /* the planner's own order is enough: the plan stands */
+            free(held);
+            return 0;
+        }
+        size_t kept = 0;
+        for (size_t j = 0; j < r->n_in; j++) {
+            if (held[j]) continue;
+            r->in[kept] = r->in[j];
+            r->in_cmd[kept++] = r->in_cmd[j];
+        }
+        free(held);
+        r->n_in = kept;
+        ww_wallet_plan_destroy(plan);
+    }
 }
 
 /* Parses the batch: invalid messages answered (DONE), the others open in
@@ -838,6 +1019,7 @@ static bool parse_batch(batch_t *b, ww_batch_item_t *items, size_t n) {
             break;
         }
     }
+    group_kafka_keys(b);
     return true;
 }
 
@@ -882,26 +1064,8 @@ void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
         ww_wallet_plan_t plan;
         memset(&plan, 0, sizeof plan);
         size_t answered = 0;
-        if (rc == 0) {
-            ww_wallet_plan_facts_t facts = {
-                .cmds = r.in, .n_cmds = r.n_in,
-                .ledger = (const bson_t *const *)r.ledger.v, .n_ledger = r.ledger.n,
-                .wallets = (const bson_t *const *)r.wallets.v, .n_wallets = r.wallets.n,
-                .owners = r.owners, .n_owners = r.n_owners,
-                .now_ms = ww_clock_now_ms(),
-            };
-            if (!ww_wallet_plan(&facts, &plan, &err)) rc = err.retryable ? 1 : 2;
-        }
-        if (rc == 0) {
-            /* RETRY decisions first: what they block is not written */
-            for (size_t j = 0; j < r.n_in; j++)
-                if (plan.results[j].status == WW_WALLET_PLAN_RETRY) {
-                    ww_error_t why;
-                    ww_error_set(&why, WW_ERR_DB, 0, true, "%s", plan.results[j].reason);
-                    retry_from(&b, r.in_cmd[j], &why);
-                }
-            rc = write_and_answer(&b, &r, &plan, &answered, &err);
-        }
+        if (rc == 0) rc = plan_round(&b, &r, &plan, &err);
+        if (rc == 0) rc = write_and_answer(&b, &r, &plan, &answered, &err);
         ww_wallet_plan_destroy(&plan);
         round_clear(&r);
         stalled = answered ? 0 : stalled + 1;
@@ -1163,22 +1327,9 @@ static int dry_round(batch_t *b, size_t *answered, ww_error_t *err) {
         ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory reading a batch's facts");
         rc = 1;
     } else {
-        ww_wallet_plan_facts_t facts = {
-            .cmds = r.in, .n_cmds = r.n_in,
-            .ledger = (const bson_t *const *)r.ledger.v, .n_ledger = r.ledger.n,
-            .wallets = (const bson_t *const *)r.wallets.v, .n_wallets = r.wallets.n,
-            .owners = r.owners, .n_owners = r.n_owners,
-            .now_ms = ww_clock_now_ms(),
-        };
-        if (!ww_wallet_plan(&facts, &plan, err)) rc = err->retryable ? 1 : 2;
+        rc = plan_round(b, &r, &plan, err);
     }
     if (rc == 0) {
-        for (size_t j = 0; j < r.n_in; j++)
-            if (plan.results[j].status == WW_WALLET_PLAN_RETRY) {
-                ww_error_t why;
-                ww_error_set(&why, WW_ERR_DB, 0, true, "%s", plan.results[j].reason);
-                retry_from(b, r.in_cmd[j], &why);
-            }
         rc = dry_write_and_answer(b, &r, &plan, answered);
         if (rc == 1) ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory predicting a batch");
     }

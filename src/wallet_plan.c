@@ -453,8 +453,9 @@ static void prepare_live(planner_t *p, own_t *o) {
     }
     bson_iter_t vit;
     o->version = 0;
-    o->version_null = doc_missing_or_null(doc, "version");
-    if (bson_iter_init_find(&vit, doc, "version") && !read_exact_int(&vit, &o->version)) {
+    o->version_null = doc_missing_or_null(doc, "version"); /* none yet: guard on null */
+    if (!o->version_null && bson_iter_init_find(&vit, doc, "version") &&
+        !read_exact_int(&vit, &o->version)) {
         o->usable = false;
         snprintf(o->unusable, sizeof o->unusable, "wallet %.24s: version is not an integer",
                  p->owner_hex[o - p->os]);
@@ -470,7 +471,7 @@ static void settle_marks(planner_t *p, int oi) {
     for (size_t i = 0; i < o->n_marks; i++) {
         const mark_t *m = &p->marks[o->first_mark + i];
         if (!m->lost) continue;
-        if (m->wal != o->live || !o->usable) {
+        if (m->wal == o->live && !o->usable) {
             o->retry = true;
             snprintf(o->retry_reason, sizeof o->retry_reason,
                      "key %s was decided twice and its wallet cannot be corrected now", m->key);
@@ -482,6 +483,7 @@ static void settle_marks(planner_t *p, int oi) {
         const mark_t *m = &p->marks[o->first_mark + i];
         bool on_live = live_id && m->has_wid && bson_oid_equal(&m->wid, live_id);
         if (m->lost) { /* never reported: give the effect back, drop the marker */
+            if (m->wal != o->live) continue; /* another document: undo_elsewhere() */
             if (m->applied) o->balance += m->credit ? -m->amount : m->amount;
             o->n_undone++;
             continue;
@@ -720,6 +722,89 @@ static void build_update(planner_t *p, int oi) {
     u->n_markers = n;
 }
 
+/* Lost markers on the owner's other documents (a wallet soft-deleted after
+ * the decision, or a second live one): the ledger wins there too (step 6),
+ * so each such document gets its own guarded update that gives the amounts
+ * back and drops the lost markers (complete ones too; orphans stay until
+ * their entries are in the ledger). It is guarded by the document's exact
+ * version, balance and deletedAt (a soft-deleted wallet stays deleted, and
+ * gains no marker: n_decisions is 0). It decides nothing, and nothing on the
+ * live wallet depends on it. When the amount cannot be given back (the
+ * balance is unusable, or would go below zero: the backend spent or moved
+ * it when deleting) the markers are left for an operator (plan.stuck). */
+static void undo_elsewhere(planner_t *p, int oi) {
+    own_t *o = &p->os[oi];
+    for (size_t w = 0; w < o->n_wals; w++) {
+        int wi = o->wals[w];
+        if (wi == o->live) continue;
+        const wal_t *wl = &p->wals[wi];
+        int64_t delta = 0;
+        size_t undone = 0;
+        for (size_t i = 0; i < o->n_marks; i++) {
+            const mark_t *m = &p->marks[o->first_mark + i];
+            if (m->wal != wi || !m->lost) continue;
+            if (m->applied) delta += m->credit ? -m->amount : m->amount;
+            undone++;
+        }
+        if (undone == 0) continue;
+        int64_t balance = 0, version = 0;
+        bson_iter_t vit;
+        bool version_null = doc_missing_or_null(wl->doc, "version");
+        bool usable = doc_int(wl->doc, "availablePaise", &balance) &&
+                      (version_null || (bson_iter_init_find(&vit, wl->doc, "version") &&
+                                        read_exact_int(&vit, &version)));
+        if (!usable || balance + delta < 0) {
+            char id[25];
+            bson_oid_to_string(&wl->id, id);
+            if (p->plan->n_stuck++ == 0)
+                snprintf(p->plan->stuck, sizeof p->plan->stuck,
+                         "wallet %s (owner %s): %zu decision(s) the ledger overruled cannot be "
+                         "undone (%s)", id, p->owner_hex[oi], undone,
+                         usable ? "the balance would go below zero" : "unusable balance or "
+                         "version");
+            continue;
+        }
+        ww_wallet_plan_update_t *u = &p->plan->updates[p->plan->n_updates++];
+        snprintf(u->owner, sizeof u->owner, "%s", p->owner_hex[oi]);
+        bson_oid_to_string(&wl->id, u->wallet_id);
+        u->version_after = version + 1;
+        u->balance_before = balance;
+        u->balance_after = balance + delta;
+        u->n_undone = undone;
+        bson_t *filter = &u->filter, *upd = &u->update, set, arr;
+        bson_init(filter);
+        bson_init(upd);
+        BSON_APPEND_OID(filter, "_id", &wl->id);
+        if (version_null)
+            BSON_APPEND_NULL(filter, "version");
+        else
+            BSON_APPEND_INT64(filter, "version", version);
+        BSON_APPEND_INT64(filter, "availablePaise", balance);
+        bson_iter_t dit;
+        if (bson_iter_init_find(&dit, wl->doc, "deletedAt"))
+            bson_append_iter(filter, "deletedAt", -1, &dit);
+        else
+            BSON_APPEND_NULL(filter, "deletedAt");
+        BSON_APPEND_DOCUMENT_BEGIN(upd, "$set", &set);
+        BSON_APPEND_INT64(&set, "availablePaise", balance + delta);
+        BSON_APPEND_INT64(&set, "version", version + 1);
+        BSON_APPEND_ARRAY_BEGIN(&set, MARKERS, &arr);
+        uint32_t n = 0;
+        char idx[16];
+        const char *ikey;
+        for (size_t i = 0; i < o->n_marks; i++) { /* kept: not in the ledger yet */
+            const mark_t *m = &p->marks[o->first_mark + i];
+            if (m->wal != wi || m->in_ledger) continue;
+            bson_uint32_to_string(n++, &ikey, idx, sizeof idx);
+            BSON_APPEND_DOCUMENT(&arr, ikey, &m->view);
+        }
+        bson_append_array_end(&set, &arr);
+        bson_append_date_time(&set, "updatedAt", -1, p->f->now_ms);
+        bson_append_document_end(upd, &set);
+        u->n_markers = n;
+    }
+}
+
 /* ---- entry point ------------------------------------------------------------------------ */
 
 /* Zeroed storage for n elements that may hold a bson_t (128-byte aligned:
@@ -831,7 +916,8 @@ static bool allocate(planner_t *p) {
     p->cap_inserts = n_cmds + p->cap_marks;
     plan->results = calloc(n_cmds ? n_cmds : 1, sizeof *plan->results);
     plan->inserts = zalloc_aligned(p->cap_inserts, sizeof *plan->inserts, _Alignof(bson_t));
-    plan->updates = zalloc_aligned(p->n_owners, sizeof *plan->updates, _Alignof(bson_t));
+    plan->updates = zalloc_aligned(p->n_owners + p->n_wals, sizeof *plan->updates,
+                                   _Alignof(bson_t)); /* live wallets + undo elsewhere */
     if (!p->ks || !p->os || !p->marks || !p->by_owner || !p->owner_of || !p->group ||
         !plan->results || !plan->inserts ||
         !plan->updates)
@@ -910,6 +996,8 @@ bool ww_wallet_plan(const ww_wallet_plan_facts_t *f, ww_wallet_plan_t *plan,
     }
     for (size_t oi = 0; oi < p.n_owners; oi++)
         if (p.os[oi].update >= 0) build_update(&p, (int)oi);
+    for (size_t oi = 0; oi < p.n_owners; oi++)
+        if (p.os[oi].read && !p.os[oi].retry) undo_elsewhere(&p, (int)oi);
 
     for (size_t i = 0; i < f->n_cmds; i++) {
         switch (plan->results[i].status) {

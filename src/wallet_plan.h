@@ -58,7 +58,9 @@
  *   same insertMany, and kept in the wallet's marker array until a later
  *   round sees the entry and prunes them (a marker is pruned only once the
  *   ledger holds its entry: Invariant B). Lost markers (their key is in the
- *   ledger under another _id) are undone inside the wallet's guarded update.
+ *   ledger under another _id) are undone inside the wallet's guarded update;
+ *   on a wallet soft-deleted since, by an update of that document alone
+ *   (guarded by its deletedAt), or left for an operator (n_stuck).
  * - MAX_MARKERS stays meaningful: at most WW_WALLET_PLAN_PER_WALLET new
  *   decisions per wallet per round, and never more than
  *   WW_WALLET_PLAN_MAX_MARKERS markers on a wallet after the update.
@@ -135,7 +137,8 @@ typedef struct {
 
 /* One guarded update: {_id, version (null when the snapshot had none),
  * availablePaise, deletedAt: null} -> {$set availablePaise, version+1,
- * pendingTransactions, updatedAt}. */
+ * pendingTransactions, updatedAt}. An undo on a soft-deleted wallet (lost
+ * markers only, n_decisions 0) is guarded by its exact deletedAt instead. */
 typedef struct {
     char owner[WW_COMMAND_OWNER_LEN + 1];
     char wallet_id[25];
@@ -165,6 +168,12 @@ typedef struct {
     ww_wallet_plan_insert_t *inserts;
     size_t n_inserts;
     size_t n_decided, n_deferred, n_retry;
+    /* Lost markers on a soft-deleted wallet that cannot be undone (its balance
+     * is unusable, or giving the amount back would take it below zero): left
+     * as they are, for an operator (the shell logs `stuck`); they block
+     * nothing, the live wallet does not depend on them. */
+    size_t n_stuck;
+    char stuck[WW_ERROR_MSG_MAX];
 } ww_wallet_plan_t;
 
 /* Plans a batch. *plan is always initialised (release it with

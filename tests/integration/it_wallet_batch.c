@@ -52,6 +52,23 @@ static void make_wallet(const char *owner_hex, int64_t balance) {
     bson_destroy(&doc);
 }
 
+/* A wallet as the Node/Mongoose backend may leave it: `version: null`. */
+static void make_wallet_version_null(const char *owner_hex, int64_t balance) {
+    bson_t doc = BSON_INITIALIZER;
+    bson_oid_t id, owner;
+    bson_oid_init(&id, NULL);
+    bson_oid_init_from_string(&owner, owner_hex);
+    BSON_APPEND_OID(&doc, "_id", &id);
+    BSON_APPEND_OID(&doc, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&doc, "availablePaise", balance);
+    BSON_APPEND_NULL(&doc, "version");
+    BSON_APPEND_NULL(&doc, "deletedAt");
+    bool dup;
+    ww_error_t err;
+    assert_true(ww_db_insert_one(env.db, WW_WALLETS, &doc, &dup, &err));
+    bson_destroy(&doc);
+}
+
 typedef struct {
     char value[512];
     char key[64];
@@ -83,6 +100,54 @@ static void wallet_msg(msgbuf_t *m, int64_t offset, const char *type, const char
     set_msg(m, env.commands_topic, offset, owner, v);
 }
 
+/* As wallet_msg, with a Kafka message key that is not the owner (producers
+ * that key by something else: an account, a session, a constant). */
+static void wallet_msg_k(msgbuf_t *m, int64_t offset, const char *type, const char *key,
+                         const char *owner, int64_t amount, const char *kafka_key) {
+    wallet_msg(m, offset, type, key, owner, amount);
+    snprintf(m->key, sizeof m->key, "%s", kafka_key);
+    m->msg.key_len = strlen(m->key);
+}
+
+/* Ledger entries stored for key (this run's). */
+static int64_t ledger_count(const char *key) {
+    char k[128];
+    snprintf(k, sizeof k, "%s-%s", env.run_id, key);
+    bson_t q = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&q, "idempotencyKey", k);
+    int64_t n = h_count(&env, WW_TRANSACTIONS, &q);
+    bson_destroy(&q);
+    return n;
+}
+
+/* The batch shell's test hook (wallet.h): which round inserted which key. */
+typedef struct {
+    int round;
+    char key[16][96];
+    int key_round[16];
+    size_t n;
+} rounds_seen_t;
+
+static void record_round(void *vctx, const bson_t *const *entries, size_t n) {
+    rounds_seen_t *rs = vctx;
+    rs->round++;
+    for (size_t i = 0; i < n && rs->n < 16; i++) {
+        bson_iter_t it;
+        if (!bson_iter_init_find(&it, entries[i], "idempotencyKey")) continue;
+        snprintf(rs->key[rs->n], sizeof rs->key[rs->n], "%s", bson_iter_utf8(&it, NULL));
+        rs->key_round[rs->n++] = rs->round;
+    }
+}
+
+/* The round that inserted key (0: none). */
+static int round_of(const rounds_seen_t *rs, const char *key) {
+    char k[128];
+    snprintf(k, sizeof k, "%s-%s", env.run_id, key);
+    for (size_t i = 0; i < rs->n; i++)
+        if (strcmp(rs->key[i], k) == 0) return rs->key_round[i];
+    return 0;
+}
+
 /* The result event of an item: status and balanceAfterPaise (-1 when null). */
 static const char *status_of(const ww_batch_item_t *it, int64_t *balance) {
     static char st[64];
@@ -110,6 +175,7 @@ static int64_t live_balance(const char *owner_hex, size_t *markers) {
     bson_oid_t owner;
     bson_oid_init_from_string(&owner, owner_hex);
     BSON_APPEND_OID(&filter, "ownerUserId", &owner);
+    BSON_APPEND_NULL(&filter, "deletedAt");
     bool found;
     ww_error_t err;
     assert_true(ww_db_find_one(env.db, WW_WALLETS, &filter, NULL, &doc, &found, &err));
@@ -333,6 +399,332 @@ static void test_wallet_batch_hot_wallet_many_rounds(void **state) {
     free(m);
 }
 
+/* A command the planner must RETRY (its owner has more than 8 live wallet
+ * documents) holds back every later command with the same Kafka message
+ * key, also of another owner: nothing of it is written in this call (its
+ * effect would otherwise come before the earlier command's, and be answered
+ * later as a duplicate of itself). */
+static void test_wallet_batch_retry_holds_back_same_kafka_key(void **state) {
+    (void)state;
+    const char *crowded = "5f00000000000000000000b1", *other = "5f00000000000000000000b2",
+               *free_owner = "5f00000000000000000000b3";
+    for (int i = 0; i < 9; i++) make_wallet(crowded, 10);
+    make_wallet(other, 100);
+    make_wallet(free_owner, 100);
+    enum { N = 3 };
+    msgbuf_t *m = calloc(N, sizeof *m);
+    wallet_msg_k(&m[0], 0, "wallet.debit", "rk1", crowded, 5, "shared-key");
+    wallet_msg_k(&m[1], 1, "wallet.debit", "rk2", other, 10, "shared-key");
+    wallet_msg(&m[2], 2, "wallet.debit", "rk3", free_owner, 10);
+    ww_batch_item_t *items = calloc(N, sizeof *items);
+    for (int i = 0; i < N; i++) items[i].msg = &m[i].msg;
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536};
+    ww_wallet_handle_batch(&ctx, items, N);
+    assert_int_equal(items[0].status, WW_ITEM_RETRY);
+    assert_int_equal(items[1].status, WW_ITEM_RETRY);
+    assert_int_equal(items[2].status, WW_ITEM_DONE);
+    assert_string_equal(status_of(&items[2], NULL), "applied");
+    /* nothing of the held-back command was written */
+    size_t markers;
+    int64_t other_bal = live_balance(other, &markers);
+    print_message("other: balance %lld, %zu marker(s)\n", (long long)other_bal, markers);
+    assert_int_equal(other_bal, 100);
+    assert_int_equal(markers, 0);
+    assert_int_equal(ledger_count("rk2"), 0);
+    assert_int_equal(ledger_count("rk1"), 0);
+    assert_int_equal(ledger_count("rk3"), 1);
+    for (int i = 0; i < N; i++) ww_outputs_clear(&items[i].outs);
+    free(items);
+    free(m);
+}
+
+/* A command deferred to the next round (its outcome waits for an earlier
+ * credit's entry) holds back a later command of another owner with the
+ * same Kafka key for that round too: effects are written in Kafka-key
+ * order, and every answer is still given in this call. */
+static void test_wallet_batch_deferred_holds_back_same_kafka_key(void **state) {
+    (void)state;
+    const char *oa = "5f00000000000000000000c1", *ob = "5f00000000000000000000c2";
+    make_wallet(oa, 100);
+    make_wallet(ob, 100);
+    enum { N = 3 };
+    msgbuf_t *m = calloc(N, sizeof *m);
+    wallet_msg_k(&m[0], 0, "wallet.credit", "dk1", oa, 50, "k-one");
+    wallet_msg_k(&m[1], 1, "wallet.debit", "dk2", oa, 120, "k-two"); /* needs dk1's 50 */
+    wallet_msg_k(&m[2], 2, "wallet.debit", "dk3", ob, 10, "k-two");
+    ww_batch_item_t *items = calloc(N, sizeof *items);
+    for (int i = 0; i < N; i++) items[i].msg = &m[i].msg;
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536};
+    rounds_seen_t rs;
+    memset(&rs, 0, sizeof rs);
+    ww_wallet_batch_set_test_hook(record_round, &rs);
+    ww_wallet_handle_batch(&ctx, items, N);
+    ww_wallet_batch_set_test_hook(NULL, NULL);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(items[i].status, WW_ITEM_DONE);
+        assert_string_equal(status_of(&items[i], NULL), "applied");
+        ww_outputs_clear(&items[i].outs);
+    }
+    int r1 = round_of(&rs, "dk1"), r2 = round_of(&rs, "dk2"), r3 = round_of(&rs, "dk3");
+    print_message("rounds: dk1 %d, dk2 %d, dk3 %d\n", r1, r2, r3);
+    assert_true(r1 == 1 && r2 == 2); /* dk2 waits for dk1's entry (rule E) */
+    assert_true(r3 >= r2);           /* dk3 is not written before dk2 */
+    free(items);
+    free(m);
+}
+
+/* A concurrent writer in the window between a round's bulk update and its
+ * insertMany (another worker, or a zombie, that read the fresh markers):
+ * on the first round it stores each entry itself, as is (same _id:
+ * completing our marker) or as a wallet_not_found decision of its own
+ * (another _id: the ledger race of the protocol's step 6). */
+typedef struct {
+    bool other_id;
+    int calls;
+} racer_t;
+
+static void race_insert(void *vctx, const bson_t *const *entries, size_t n) {
+    racer_t *rc = vctx;
+    if (rc->calls++ > 0) return;
+    for (size_t i = 0; i < n; i++) {
+        bson_t doc = BSON_INITIALIZER;
+        bson_iter_t it;
+        bson_iter_init(&it, entries[i]);
+        while (bson_iter_next(&it)) {
+            const char *k = bson_iter_key(&it);
+            if (rc->other_id && strcmp(k, "_id") == 0) {
+                bson_oid_t id;
+                bson_oid_init(&id, NULL);
+                BSON_APPEND_OID(&doc, "_id", &id);
+            } else if (rc->other_id && strcmp(k, "status") == 0) {
+                BSON_APPEND_UTF8(&doc, "status", "wallet_not_found");
+            } else if (rc->other_id && strcmp(k, "walletId") == 0) {
+                BSON_APPEND_NULL(&doc, "walletId");
+            } else if (rc->other_id && strcmp(k, "balanceAfterPaise") == 0) {
+                BSON_APPEND_NULL(&doc, "balanceAfterPaise");
+            } else {
+                bson_append_iter(&doc, k, -1, &it);
+            }
+        }
+        bool dup;
+        ww_error_t err;
+        assert_true(ww_db_insert_one(env.db, WW_TRANSACTIONS, &doc, &dup, &err));
+        assert_false(dup);
+        bson_destroy(&doc);
+    }
+}
+
+/* The shell's contract, step 2: a duplicate key on an entry is read back.
+ * Stored under our own _id (a concurrent writer completed our fresh
+ * marker): already recorded, the decided result is answered (applied, not
+ * duplicate) and the marker pruned. Under another _id: our decision lost,
+ * it is undone and the command answered from the ledger. */
+static void test_wallet_batch_duplicate_entry_read_back(void **state) {
+    (void)state;
+    const char *oa = "5f00000000000000000000d1", *ob = "5f00000000000000000000d2";
+    make_wallet(oa, 100);
+    make_wallet(ob, 100);
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536};
+    for (int mode = 0; mode < 2; mode++) {
+        const char *owner = mode ? ob : oa;
+        msgbuf_t *m = calloc(2, sizeof *m);
+        wallet_msg(&m[0], 0, "wallet.debit", mode ? "rb3" : "rb1", owner, 30);
+        wallet_msg(&m[1], 1, "wallet.credit", mode ? "rb4" : "rb2", owner, 5);
+        ww_batch_item_t *items = calloc(2, sizeof *items);
+        for (int i = 0; i < 2; i++) items[i].msg = &m[i].msg;
+        racer_t rc = {.other_id = mode == 1};
+        ww_wallet_batch_set_test_hook(race_insert, &rc);
+        uint64_t before = ww_metrics_db_round_trip_count("find");
+        ww_wallet_handle_batch(&ctx, items, 2);
+        uint64_t finds = ww_metrics_db_round_trip_count("find") - before;
+        ww_wallet_batch_set_test_hook(NULL, NULL);
+        size_t markers;
+        int64_t bal = live_balance(owner, &markers);
+        int64_t b0, b1;
+        assert_int_equal(items[0].status, WW_ITEM_DONE);
+        assert_int_equal(items[1].status, WW_ITEM_DONE);
+        const char *s0 = status_of(&items[0], &b0);
+        char st0[64];
+        snprintf(st0, sizeof st0, "%s", s0);
+        const char *s1 = status_of(&items[1], &b1);
+        print_message("mode %d: %s (%lld), %s (%lld); balance %lld, %zu marker(s), %llu finds\n",
+                      mode, st0, (long long)b0, s1, (long long)b1, (long long)bal, markers,
+                      (unsigned long long)finds);
+        if (mode == 0) { /* already recorded: our own outcomes, at once */
+            assert_string_equal(st0, "applied");
+            assert_int_equal(b0, 70);
+            assert_string_equal(s1, "applied");
+            assert_int_equal(b1, 75);
+            assert_int_equal(bal, 75);
+            assert_int_equal(finds, 4); /* ledger, wallets, ledger, one read-back */
+        } else { /* lost: undone, answered from the ledger's decision */
+            assert_string_equal(st0, "duplicate");
+            assert_string_equal(s1, "duplicate");
+            assert_int_equal(bal, 100);
+        }
+        assert_int_equal(markers, 0);
+        for (int i = 0; i < 2; i++) ww_outputs_clear(&items[i].outs);
+        free(items);
+        free(m);
+    }
+}
+
+/* `version: null` is "no version yet", not unusable data: decided on both
+ * paths (one command at a time and the batch), guarded by version: null,
+ * then counted from 1. */
+static void test_wallet_version_null_is_decided_on_both_paths(void **state) {
+    (void)state;
+    const char *one = "5f00000000000000000000e1", *batch = "5f00000000000000000000e2";
+    make_wallet_version_null(one, 100);
+    make_wallet_version_null(batch, 100);
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536};
+    for (int path = 0; path < 2; path++) {
+        const char *owner = path ? batch : one;
+        msgbuf_t *m = calloc(2, sizeof *m);
+        wallet_msg(&m[0], 0, "wallet.debit", path ? "vn3" : "vn1", owner, 30);
+        wallet_msg(&m[1], 1, "wallet.credit", path ? "vn4" : "vn2", owner, 5);
+        ww_batch_item_t *items = calloc(2, sizeof *items);
+        for (int i = 0; i < 2; i++) items[i].msg = &m[i].msg;
+        if (path)
+            ww_wallet_handle_batch(&ctx, items, 2);
+        else
+            ww_handle_each(ww_wallet_handle, &ctx, items, 2);
+        for (int i = 0; i < 2; i++) {
+            const char *st = status_of(&items[i], NULL);
+            if (items[i].status != WW_ITEM_DONE || strcmp(st, "applied") != 0)
+                fail_msg("%s path, item %d: status %d, result %s (%s)", path ? "batch" : "one",
+                         i, (int)items[i].status, st, items[i].error.message);
+            ww_outputs_clear(&items[i].outs);
+        }
+        size_t markers;
+        assert_int_equal(live_balance(owner, &markers), 75);
+        free(items);
+        free(m);
+    }
+}
+
+/* Owner's wallet soft-deleted with a marker for key (credit 40, applied)
+ * whose key the ledger holds under another _id as wallet_not_found (the
+ * step 6 race, the undo never done), balance `deleted_balance`; and a live
+ * wallet with 5. */
+static void make_lost_marker_on_deleted_wallet(const char *owner_hex, const char *key,
+                                               int64_t deleted_balance) {
+    char k[128];
+    snprintf(k, sizeof k, "%s-%s", env.run_id, key);
+    bson_oid_t wid, owner, mid, eid;
+    bson_oid_init(&wid, NULL);
+    bson_oid_init(&mid, NULL);
+    bson_oid_init(&eid, NULL);
+    bson_oid_init_from_string(&owner, owner_hex);
+    bson_t w = BSON_INITIALIZER, arr, mk, e = BSON_INITIALIZER;
+    BSON_APPEND_OID(&w, "_id", &wid);
+    BSON_APPEND_OID(&w, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&w, "availablePaise", deleted_balance);
+    BSON_APPEND_INT64(&w, "version", 4);
+    BSON_APPEND_DATE_TIME(&w, "deletedAt", 1767225600000);
+    BSON_APPEND_ARRAY_BEGIN(&w, "pendingTransactions", &arr);
+    BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &mk);
+    BSON_APPEND_OID(&mk, "_id", &mid);
+    BSON_APPEND_UTF8(&mk, "idempotencyKey", k);
+    BSON_APPEND_UTF8(&mk, "type", "credit");
+    BSON_APPEND_UTF8(&mk, "status", "applied");
+    BSON_APPEND_OID(&mk, "walletId", &wid);
+    BSON_APPEND_OID(&mk, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&mk, "amountPaise", 40);
+    BSON_APPEND_INT64(&mk, "balanceAfterPaise", 140);
+    BSON_APPEND_UTF8(&mk, "fingerprint", "x");
+    bson_append_document_end(&arr, &mk);
+    bson_append_array_end(&w, &arr);
+    BSON_APPEND_OID(&e, "_id", &eid);
+    BSON_APPEND_UTF8(&e, "idempotencyKey", k);
+    BSON_APPEND_UTF8(&e, "type", "credit");
+    BSON_APPEND_UTF8(&e, "status", "wallet_not_found");
+    BSON_APPEND_NULL(&e, "walletId");
+    BSON_APPEND_OID(&e, "ownerUserId", &owner);
+    BSON_APPEND_INT64(&e, "amountPaise", 40);
+    BSON_APPEND_NULL(&e, "balanceAfterPaise");
+    BSON_APPEND_UTF8(&e, "fingerprint", "x");
+    bool dup;
+    ww_error_t err;
+    assert_true(ww_db_insert_one(env.db, WW_WALLETS, &w, &dup, &err));
+    assert_true(ww_db_insert_one(env.db, WW_TRANSACTIONS, &e, &dup, &err));
+    bson_destroy(&w);
+    bson_destroy(&e);
+    make_wallet(owner_hex, 5);
+}
+
+/* The soft-deleted wallet of owner: balance and markers. */
+static int64_t deleted_balance(const char *owner_hex, size_t *markers) {
+    bson_t filter = BSON_INITIALIZER, doc, ne;
+    bson_oid_t owner;
+    bson_oid_init_from_string(&owner, owner_hex);
+    BSON_APPEND_OID(&filter, "ownerUserId", &owner);
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "deletedAt", &ne);
+    BSON_APPEND_NULL(&ne, "$ne");
+    bson_append_document_end(&filter, &ne);
+    bool found;
+    ww_error_t err;
+    assert_true(ww_db_find_one(env.db, WW_WALLETS, &filter, NULL, &doc, &found, &err));
+    assert_true(found);
+    bson_iter_t it, arr;
+    int64_t bal = -1;
+    if (bson_iter_init_find(&it, &doc, "availablePaise")) bal = bson_iter_as_int64(&it);
+    *markers = 0;
+    if (bson_iter_init_find(&it, &doc, "pendingTransactions") && bson_iter_recurse(&it, &arr))
+        while (bson_iter_next(&arr)) (*markers)++;
+    bson_destroy(&doc);
+    bson_destroy(&filter);
+    return bal;
+}
+
+/* A lost marker on a soft-deleted wallet (was: the owner's commands retried
+ * forever on both paths). The ledger wins there too: the credit is given
+ * back on the deleted wallet (guarded by its deletedAt) and the marker
+ * dropped, while the owner's commands are decided on the live wallet. When
+ * the deleted wallet was drained (giving it back would go below zero) the
+ * marker is left for an operator and still blocks nothing. */
+static void test_wallet_lost_marker_on_deleted_wallet_on_both_paths(void **state) {
+    (void)state;
+    static const char *const owners[2][2] = {
+        {"5f00000000000000000000f1", "5f00000000000000000000f2"},  /* undone */
+        {"5f00000000000000000000f3", "5f00000000000000000000f4"}}; /* drained: left */
+    ww_wallet_ctx_t ctx = {.db = env.db, .results_topic = env.results_topic,
+                           .dlq_topic = env.dlq_topic, .max_message_bytes = 65536};
+    for (int drained = 0; drained < 2; drained++)
+        for (int path = 0; path < 2; path++) {
+            const char *owner = owners[drained][path];
+            char lost[16], next[16];
+            snprintf(lost, sizeof lost, "lm%d%d", drained, path);
+            snprintf(next, sizeof next, "ln%d%d", drained, path);
+            make_lost_marker_on_deleted_wallet(owner, lost, drained ? 0 : 140);
+            msgbuf_t *m = calloc(1, sizeof *m);
+            wallet_msg(&m[0], 0, "wallet.credit", next, owner, 1);
+            ww_batch_item_t *items = calloc(1, sizeof *items);
+            items[0].msg = &m[0].msg;
+            if (path)
+                ww_wallet_handle_batch(&ctx, items, 1);
+            else
+                ww_handle_each(ww_wallet_handle, &ctx, items, 1);
+            const char *st = status_of(&items[0], NULL);
+            if (items[0].status != WW_ITEM_DONE || strcmp(st, "applied") != 0)
+                fail_msg("%s, %s path: status %d, result %s (%s)", drained ? "drained" : "undo",
+                         path ? "batch" : "one", (int)items[0].status, st,
+                         items[0].error.message);
+            ww_outputs_clear(&items[0].outs);
+            size_t markers;
+            assert_int_equal(live_balance(owner, &markers), 6);
+            int64_t del = deleted_balance(owner, &markers);
+            assert_int_equal(del, drained ? 0 : 100);
+            assert_int_equal(markers, drained ? 1 : 0);
+            free(items);
+            free(m);
+        }
+}
+
 static void invite_msg(msgbuf_t *m, int64_t offset, const char *json) {
     set_msg(m, "it.invites", offset, "k", json);
 }
@@ -440,12 +832,95 @@ static void test_wallet_batch_dry_run_memory_cap(void **state) {
     free(m);
 }
 
+/* Another writer in the window between the invite batch's read and its
+ * bulk of transitions: the invite `code` is revoked first (once). */
+typedef struct {
+    char code[96];
+    int calls;
+} invite_racer_t;
+
+static void revoke_first(void *vctx) {
+    invite_racer_t *r = vctx;
+    if (r->calls++ > 0) return;
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
+    BSON_APPEND_UTF8(&filter, "code", r->code);
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+    BSON_APPEND_UTF8(&set, "status", "revoked");
+    bson_append_document_end(&update, &set);
+    int64_t matched = 0;
+    ww_error_t err;
+    assert_true(ww_db_update_one(env.db, WW_INVITES, &filter, &update, NULL, &matched, NULL, &err));
+    assert_int_equal(matched, 1);
+    bson_destroy(&filter);
+    bson_destroy(&update);
+}
+
+/* A short bulk of invite transitions (nMatched below the count): the
+ * touched invites are read back; the transition that stood is answered
+ * `applied` at once (not `duplicate` next round), the one that lost is
+ * decided again on the fresh state (used after revoked: rejected). */
+static void test_invite_batch_short_bulk_reads_invites_back(void **state) {
+    (void)state;
+    ww_invite_ctx_t ctx = {.db = env.db, .results_topic = "invite.results",
+                           .dlq_topic = "invite.events.dlq", .max_message_bytes = 65536};
+    enum { N = 2 };
+    msgbuf_t *m = calloc(N, sizeof *m);
+    ww_batch_item_t *items = calloc(N, sizeof *items);
+    char v[512];
+    for (int i = 0; i < N; i++) {
+        snprintf(v, sizeof v, "{\"type\":\"invite.created\",\"eventId\":\"%s-sc%d\","
+                 "\"code\":\"%s-S%d\",\"parentCode\":\"ROOT\",\"role\":\"agent\","
+                 "\"expiresAt\":\"2099-01-01T00:00:00Z\"}", env.run_id, i, env.run_id, i);
+        invite_msg(&m[i], i, v);
+        items[i].msg = &m[i].msg;
+    }
+    ww_invite_handle_batch(&ctx, items, N);
+    for (int i = 0; i < N; i++) {
+        assert_string_equal(status_of(&items[i], NULL), "applied");
+        ww_outputs_clear(&items[i].outs);
+    }
+    memset(items, 0, N * sizeof *items);
+    for (int i = 0; i < N; i++) {
+        snprintf(v, sizeof v, "{\"type\":\"invite.used\",\"eventId\":\"%s-su%d\","
+                 "\"code\":\"%s-S%d\",\"usedByUserId\":\"5f0000000000000000000009\","
+                 "\"occurredAt\":\"2030-01-01T00:00:00Z\"}", env.run_id, i, env.run_id, i);
+        invite_msg(&m[i], N + i, v);
+        items[i].msg = &m[i].msg;
+    }
+    invite_racer_t racer = {.calls = 0};
+    snprintf(racer.code, sizeof racer.code, "%s-S1", env.run_id);
+    ww_invite_batch_set_test_hook(revoke_first, &racer);
+    uint64_t before = ww_metrics_db_round_trip_count("find");
+    ww_invite_handle_batch(&ctx, items, N);
+    uint64_t finds = ww_metrics_db_round_trip_count("find") - before;
+    ww_invite_batch_set_test_hook(NULL, NULL);
+    assert_true(racer.calls >= 1);
+    const char *want[N] = {"applied", "rejected"};
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(items[i].status, WW_ITEM_DONE);
+        const char *st = status_of(&items[i], NULL);
+        if (strcmp(st, want[i]) != 0) fail_msg("invite item %d: %s, want %s", i, st, want[i]);
+        ww_outputs_clear(&items[i].outs);
+    }
+    /* read, read back, then the second round's read */
+    print_message("short invite bulk: %llu finds\n", (unsigned long long)finds);
+    assert_int_equal(finds, 3);
+    free(items);
+    free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wallet_batch_in_batch_interactions),
         cmocka_unit_test(test_wallet_batch_hot_wallet_many_rounds),
+        cmocka_unit_test(test_wallet_batch_retry_holds_back_same_kafka_key),
+        cmocka_unit_test(test_wallet_batch_deferred_holds_back_same_kafka_key),
+        cmocka_unit_test(test_wallet_batch_duplicate_entry_read_back),
+        cmocka_unit_test(test_wallet_version_null_is_decided_on_both_paths),
+        cmocka_unit_test(test_wallet_lost_marker_on_deleted_wallet_on_both_paths),
         cmocka_unit_test(test_invite_batch_same_code_in_order),
         cmocka_unit_test(test_wallet_batch_dry_run_memory_cap),
+        cmocka_unit_test(test_invite_batch_short_bulk_reads_invites_back),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

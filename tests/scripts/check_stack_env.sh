@@ -7,13 +7,17 @@
 set -euo pipefail
 SRC=$(cd "${1:?usage: check_stack_env.sh <source dir>}" && pwd)
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+# Hermetic: every script runs with only what each case sets, never the caller's
+# stack (after `eval "$(scripts/stack.sh env)"` the shell exports MONGO_AUTH_PORT,
+# KAFKA_SASL_SSL_PORT, MONGO_IMPL, ... which would otherwise win).
+clean=(env -i PATH="$PATH" HOME="$HOME" TMPDIR="${TMPDIR:-/tmp}")
 fail=0
 bad() { echo "FAIL: $*"; fail=1; }
 # expect <output> <line>: the env output has exactly this line
 expect() { grep -qxF -- "$2" <<<"$1" || bad "stack.sh env ($3) lacks '$2'; it printed:"$'\n'"$1"; }
 
 # 1. ports and folder given in the environment
-out=$(env -u KAFKA_BROKERS -u MONGODB_URI WW_STACK_DIR="$TMP/a" KAFKA_PORT=41092 \
+out=$("${clean[@]}" WW_STACK_DIR="$TMP/a" KAFKA_PORT=41092 \
       KAFKA_CONTROLLER_PORT=41093 MONGO_PORT=41017 "$SRC/scripts/stack.sh" env)
 expect "$out" "export KAFKA_BROKERS=127.0.0.1:41092" "ports given"
 expect "$out" "export MONGODB_URI=mongodb://127.0.0.1:41017/wallet" "ports given"
@@ -27,8 +31,7 @@ mkdir -p "$TMP/b"
 printf '%s\n' KAFKA_PORT=42092 KAFKA_CONTROLLER_PORT=42093 MONGO_PORT=42017 KAFKA_SASL_SSL_PORT=42094 \
   MONGO_TLS_PORT=42018 MONGO_AUTH_PORT=42019 MONGO_IMPL=mongo-java-server MONGO_JAVA_BACKEND=h2 \
   >"$TMP/b/settings"
-out=$(env -u KAFKA_PORT -u KAFKA_CONTROLLER_PORT -u MONGO_PORT -u KAFKA_SASL_SSL_PORT -u MONGO_TLS_PORT \
-      -u MONGO_AUTH_PORT -u MONGO_IMPL -u MONGO_JAVA_BACKEND WW_STACK_DIR="$TMP/b" "$SRC/scripts/stack.sh" env)
+out=$("${clean[@]}" WW_STACK_DIR="$TMP/b" "$SRC/scripts/stack.sh" env)
 expect "$out" "export KAFKA_BROKERS=127.0.0.1:42092" "recorded ports"
 expect "$out" "export MONGODB_URI=mongodb://127.0.0.1:42017/wallet" "recorded ports"
 expect "$out" "export MONGO_IMPL=mongo-java-server" "recorded ports"
@@ -52,11 +55,11 @@ echo "stub bootstrap: stopping the demo here"
 exit 97
 ' >"$TMP/root/scripts/bootstrap.sh"
 chmod +x "$TMP/root/scripts/bootstrap.sh"
-rc=0; HTTP_ADDR=not-an-address WW_STACK_DIR="$TMP/c" "$TMP/root/scripts/demo.sh" >"$TMP/demo.out" 2>&1 || rc=$?
+rc=0; "${clean[@]}" HTTP_ADDR=not-an-address WW_STACK_DIR="$TMP/c" "$TMP/root/scripts/demo.sh" >"$TMP/demo.out" 2>&1 || rc=$?
 if [[ $rc != 2 ]] || ! grep -q "HTTP_ADDR must be IP:PORT" "$TMP/demo.out"; then
   bad "demo.sh with HTTP_ADDR=not-an-address: wanted exit 2 and 'HTTP_ADDR must be IP:PORT' before set-up, got exit $rc:"$'\n'"$(cat "$TMP/demo.out")"
 fi
-rc=0; HTTP_ADDR=127.0.0.1:1 WW_STACK_DIR="$TMP/d" "$TMP/root/scripts/demo.sh" >"$TMP/demo.out" 2>&1 || rc=$?
+rc=0; "${clean[@]}" HTTP_ADDR=127.0.0.1:1 WW_STACK_DIR="$TMP/d" "$TMP/root/scripts/demo.sh" >"$TMP/demo.out" 2>&1 || rc=$?
 if [[ $rc != 97 ]] || ! grep -q "stub bootstrap" "$TMP/d/demo-bootstrap.log" 2>/dev/null; then
   bad "demo.sh with WW_STACK_DIR=$TMP/d: wanted its set-up log in that folder (stub bootstrap, exit 97), got exit $rc:"$'\n'"$(cat "$TMP/demo.out")"
 fi

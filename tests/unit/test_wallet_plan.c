@@ -81,7 +81,10 @@ static void wallet_oid(int n, bson_oid_t *out) {
     bson_oid_init_from_string(out, hex);
 }
 
-/* A wallet: id n, owner, balance (int64), version (< 0: none), deleted. */
+#define VERSION_NONE (-1) /* add_wallet: no version field */
+#define VERSION_NULL (-2) /* add_wallet: version: null (the backend may write it) */
+
+/* A wallet: id n, owner, balance (int64), version (VERSION_NONE / _NULL), deleted. */
 static bson_t *add_wallet(db_t *db, int n, const char *owner, int64_t balance, int64_t version,
                           bool deleted) {
     assert_true(db->n_wallets < MAXW);
@@ -94,6 +97,7 @@ static bson_t *add_wallet(db_t *db, int n, const char *owner, int64_t balance, i
     BSON_APPEND_OID(w, "ownerUserId", &own);
     BSON_APPEND_INT64(w, "availablePaise", balance);
     if (version >= 0) BSON_APPEND_INT64(w, "version", version);
+    if (version == VERSION_NULL) BSON_APPEND_NULL(w, "version");
     if (deleted)
         BSON_APPEND_DATE_TIME(w, "deletedAt", NOW - 1000);
     else
@@ -161,6 +165,10 @@ static bool guard_matches(const bson_t *w, const bson_t *filter) {
         bool present = bson_iter_init_find(&v, w, k);
         if (BSON_ITER_HOLDS_NULL(&f)) {
             if (present && !BSON_ITER_HOLDS_NULL(&v)) return false;
+        } else if (BSON_ITER_HOLDS_DATE_TIME(&f)) {
+            if (!present || !BSON_ITER_HOLDS_DATE_TIME(&v) ||
+                bson_iter_date_time(&v) != bson_iter_date_time(&f))
+                return false;
         } else if (BSON_ITER_HOLDS_OID(&f)) {
             if (!present || !BSON_ITER_HOLDS_OID(&v) ||
                 !bson_oid_equal(bson_iter_oid(&f), bson_iter_oid(&v)))
@@ -959,17 +967,13 @@ static void test_wallet_plan_lost_entry_never_leaves_a_negative_balance(void **s
     db_free(db);
 }
 
-/* A lost decision on a wallet deleted since cannot be undone by a guarded
- * update (the guard requires a live wallet): as today, the owner's new
- * commands are retried, while keys the ledger answers are still answered. */
-static void test_wallet_plan_lost_marker_on_deleted_wallet_retries_the_owner(void **state) {
-    (void)state;
-    db_t *db = db_new();
-    static batch_t b;
-    b.n = 0;
+/* OA's wallet 1 holds a marker for k1 (credit 40) that lost the ledger race
+ * (k1 is wallet_not_found there), and was soft-deleted since; wallet 2 is
+ * OA's live one. deleted_balance: wallet 1's balance when it was deleted. */
+static void lost_marker_on_deleted_wallet(db_t *db, batch_t *b, int64_t deleted_balance) {
     add_wallet(db, 1, OA, 100, 1, false);
-    size_t c0 = add_cmd(&b, 'c', "k1", OA, 40);
-    crash_after_update(db, &b, &c0, 1);
+    size_t c0 = add_cmd(b, 'c', "k1", OA, 40);
+    crash_after_update(db, b, &c0, 1);
     {
         db_t *empty = db_new();
         ww_wallet_plan_t other;
@@ -977,7 +981,7 @@ static void test_wallet_plan_lost_marker_on_deleted_wallet_retries_the_owner(voi
         static const bson_t *ledger[MAXL], *wallets[MAXW];
         static const char *own[MAXC];
         ww_wallet_plan_facts_t f;
-        make_facts(empty, &b, &c0, 1, NULL, in, ledger, wallets, own, &f);
+        make_facts(empty, b, &c0, 1, NULL, in, ledger, wallets, own, &f);
         f.id_ctx = db;
         assert_true(ww_wallet_plan(&f, &other, NULL));
         bool same;
@@ -989,14 +993,28 @@ static void test_wallet_plan_lost_marker_on_deleted_wallet_retries_the_owner(voi
     wallet_oid(1, &id);
     bson_t set = BSON_INITIALIZER, upd = BSON_INITIALIZER;
     BSON_APPEND_DATE_TIME(&set, "deletedAt", NOW);
+    BSON_APPEND_INT64(&set, "availablePaise", deleted_balance);
     BSON_APPEND_DOCUMENT(&upd, "$set", &set);
     apply_set(find_wallet(db, &id), &upd);
     bson_destroy(&set);
     bson_destroy(&upd);
     add_wallet(db, 2, OA, 5, 1, false);
-    add_cmd(&b, 'c', "k2", OA, 1);
-    add_cmd(&b, 'c', "k1", OA, 40);
-    add_cmd(&b, 'c', "k3", OB, 1);
+    add_cmd(b, 'c', "k2", OA, 1);
+    add_cmd(b, 'c', "k1", OA, 40);
+    add_cmd(b, 'c', "k3", OB, 1);
+}
+
+/* A lost decision on a wallet deleted since: the ledger wins there too. The
+ * deleted wallet gets its own guarded update (its exact version, balance and
+ * deletedAt) giving the 40 back and dropping the marker; the owner's other
+ * commands are decided as usual (was: the owner retried forever, as no
+ * guarded update requiring deletedAt: null could ever undo it). */
+static void test_wallet_plan_lost_marker_on_deleted_wallet_is_undone_there(void **state) {
+    (void)state;
+    db_t *db = db_new();
+    static batch_t b;
+    b.n = 0;
+    lost_marker_on_deleted_wallet(db, &b, 140);
     ww_wallet_plan_t plan;
     size_t idx[3] = {1, 2, 3};
     static ww_wallet_plan_input_t in[MAXC];
@@ -1005,14 +1023,116 @@ static void test_wallet_plan_lost_marker_on_deleted_wallet_retries_the_owner(voi
     ww_wallet_plan_facts_t f;
     make_facts(db, &b, idx, 3, NULL, in, ledger, wallets, own, &f);
     assert_true(ww_wallet_plan(&f, &plan, NULL));
-    assert_string_equal(status_of(&plan.results[0]), "retry");
-    assert_non_null(strstr(plan.results[0].reason, "k1"));
-    assert_string_equal(status_of(&plan.results[1]), "retry"); /* wallet_not_found: full path */
+    assert_string_equal(status_of(&plan.results[0]), "applied");
+    assert_string_equal(status_of(&plan.results[1]), "duplicate");
+    assert_int_equal(plan.results[1].result.original, WW_OUTCOME_WALLET_NOT_FOUND);
     assert_string_equal(status_of(&plan.results[2]), "wallet_not_found"); /* OB has none */
-    assert_int_equal(plan.n_retry, 2);
-    assert_int_equal(plan.n_updates, 0);
+    assert_int_equal(plan.n_retry, 0);
+    assert_int_equal(plan.n_stuck, 0);
+    assert_int_equal(plan.n_updates, 2);
+    bson_oid_t w1;
+    wallet_oid(1, &w1);
+    char w1hex[25];
+    bson_oid_to_string(&w1, w1hex);
+    const ww_wallet_plan_update_t *undo = NULL;
+    for (size_t u = 0; u < plan.n_updates; u++)
+        if (strcmp(plan.updates[u].wallet_id, w1hex) == 0) undo = &plan.updates[u];
+    assert_non_null(undo);
+    assert_int_equal(undo->n_decisions, 0);
+    assert_int_equal(undo->n_undone, 1);
+    assert_int_equal(undo->balance_after, 100);
+    assert_int_equal(undo->n_markers, 0);
+    bson_iter_t it;
+    assert_true(bson_iter_init_find(&it, &undo->filter, "deletedAt") &&
+                BSON_ITER_HOLDS_DATE_TIME(&it) && bson_iter_date_time(&it) == NOW);
+    ww_wallet_plan_destroy(&plan);
+    final_t out[MAXC];
+    memset(out, 0, sizeof out);
+    run(db, &b, idx, 3, out, NULL, 10);
+    assert_int_equal(wallet_balance(db, 1), 100); /* the 40 never existed */
+    assert_int_equal(wallet_balance(db, 2), 6);
+    assert_int_equal(wallet_markers(find_wallet(db, &w1)), 0);
+    /* nothing left to undo: a later batch plans no update for wallet 1 */
+    make_facts(db, &b, idx, 3, NULL, in, ledger, wallets, own, &f);
+    assert_true(ww_wallet_plan(&f, &plan, NULL));
+    for (size_t u = 0; u < plan.n_updates; u++)
+        assert_string_not_equal(plan.updates[u].wallet_id, w1hex);
     ww_wallet_plan_destroy(&plan);
     db_free(db);
+}
+
+/* The same, but the backend moved the money out when it deleted the wallet
+ * (balance 0): giving the credit back would take it below zero. The marker
+ * is left for an operator (plan.stuck, logged by the shell) and blocks
+ * nothing. */
+static void test_wallet_plan_lost_marker_on_drained_deleted_wallet_is_left(void **state) {
+    (void)state;
+    db_t *db = db_new();
+    static batch_t b;
+    b.n = 0;
+    lost_marker_on_deleted_wallet(db, &b, 0);
+    ww_wallet_plan_t plan;
+    size_t idx[3] = {1, 2, 3};
+    static ww_wallet_plan_input_t in[MAXC];
+    static const bson_t *ledger[MAXL], *wallets[MAXW];
+    static const char *own[MAXC];
+    ww_wallet_plan_facts_t f;
+    make_facts(db, &b, idx, 3, NULL, in, ledger, wallets, own, &f);
+    assert_true(ww_wallet_plan(&f, &plan, NULL));
+    assert_string_equal(status_of(&plan.results[0]), "applied");
+    assert_string_equal(status_of(&plan.results[1]), "duplicate");
+    assert_int_equal(plan.n_retry, 0);
+    assert_int_equal(plan.n_stuck, 1);
+    assert_non_null(strstr(plan.stuck, "below zero"));
+    assert_int_equal(plan.n_updates, 1); /* the live wallet's only */
+    ww_wallet_plan_destroy(&plan);
+    final_t out[MAXC];
+    memset(out, 0, sizeof out);
+    run(db, &b, idx, 3, out, NULL, 10);
+    assert_int_equal(wallet_balance(db, 1), 0);
+    assert_int_equal(wallet_balance(db, 2), 6);
+    db_free(db);
+}
+
+/* Wallets written by the Node/Mongoose backend may lack `version` or hold
+ * `version: null`: both are decided like any other, guarded by
+ * `version: null` (which matches both) and set to 1. Not `failed`. */
+static void test_wallet_plan_version_null_or_missing_is_decided(void **state) {
+    (void)state;
+    static const struct {
+        int64_t version;
+        const char *name;
+    } rows[] = {{VERSION_NULL, "version: null"}, {VERSION_NONE, "no version"}, {6, "version 6"}};
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        db_t *db = db_new();
+        static batch_t b;
+        b.n = 0;
+        add_wallet(db, 1, OA, 100, rows[r].version, false);
+        add_cmd(&b, 'd', "k1", OA, 30);
+        add_cmd(&b, 'c', "k2", OA, 5);
+        ww_wallet_plan_t plan;
+        plan_once(db, &b, NULL, &plan);
+        for (size_t i = 0; i < 2; i++)
+            if (strcmp(status_of(&plan.results[i]), "applied") != 0)
+                fail_msg("%s: command %zu is %s (%s)", rows[r].name, i,
+                         status_of(&plan.results[i]), plan.results[i].result.error_message);
+        assert_int_equal(plan.n_updates, 1);
+        bson_iter_t it;
+        assert_true(bson_iter_init_find(&it, &plan.updates[0].filter, "version"));
+        if (rows[r].version < 0) {
+            assert_true(BSON_ITER_HOLDS_NULL(&it));
+            assert_int_equal(plan.updates[0].version_after, 1);
+        } else {
+            assert_int_equal(bson_iter_int64(&it), rows[r].version);
+            assert_int_equal(plan.updates[0].version_after, rows[r].version + 1);
+        }
+        ww_wallet_plan_destroy(&plan);
+        final_t out[MAXC];
+        memset(out, 0, sizeof out);
+        run_all(db, &b, out);
+        assert_int_equal(wallet_balance(db, 1), 75);
+        db_free(db);
+    }
 }
 
 /* The snapshot is the live wallet and the documents holding markers: a live
@@ -1434,7 +1554,9 @@ int main(void) {
         cmocka_unit_test(test_wallet_plan_existing_entry_answers_without_a_wallet),
         cmocka_unit_test(test_wallet_plan_lost_marker_is_undone),
         cmocka_unit_test(test_wallet_plan_lost_entry_never_leaves_a_negative_balance),
-        cmocka_unit_test(test_wallet_plan_lost_marker_on_deleted_wallet_retries_the_owner),
+        cmocka_unit_test(test_wallet_plan_lost_marker_on_deleted_wallet_is_undone_there),
+        cmocka_unit_test(test_wallet_plan_lost_marker_on_drained_deleted_wallet_is_left),
+        cmocka_unit_test(test_wallet_plan_version_null_or_missing_is_decided),
         cmocka_unit_test(test_wallet_plan_snapshot_is_live_plus_marker_holders),
         cmocka_unit_test(test_wallet_plan_unusable_wallet_fails_only_new_decisions),
         cmocka_unit_test(test_wallet_plan_rejects_malformed_facts),
