@@ -198,6 +198,7 @@ static size_t completed_markers(const char *owner_hex) {
     bson_oid_t owner;
     bson_oid_init_from_string(&owner, owner_hex);
     BSON_APPEND_OID(&filter, "ownerUserId", &owner);
+    BSON_APPEND_NULL(&filter, "deletedAt");
     bool found;
     ww_error_t err;
     assert_true(ww_db_find_one(env.db, WW_WALLETS, &filter, NULL, &doc, &found, &err));
@@ -559,13 +560,15 @@ static void test_wallet_batch_duplicate_entry_read_back(void **state) {
             assert_string_equal(s1, "applied");
             assert_int_equal(b1, 75);
             assert_int_equal(bal, 75);
-            assert_int_equal(finds, 4); /* ledger, wallets, ledger, one read-back */
+            /* (ledger,) wallets, ledger, one read-back: the first read only when
+             * recent rounds found most of their keys (process-wide estimate) */
+            assert_true(finds == 3 || finds == 4);
         } else { /* lost: undone, answered from the ledger's decision */
             assert_string_equal(st0, "duplicate");
             assert_string_equal(s1, "duplicate");
             assert_int_equal(bal, 100);
         }
-        assert_int_equal(markers, 0);
+        assert_int_equal(completed_markers(owner), markers); /* completed: owed a prune */
         for (int i = 0; i < 2; i++) ww_outputs_clear(&items[i].outs);
         free(items);
         free(m);
