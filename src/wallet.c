@@ -621,7 +621,8 @@ static bool undo_marker(ww_db_t *db, const bson_oid_t *owner, const char *key, b
             int64_t delta = 0;
             if (st && strcmp(st, "applied") == 0)
                 delta = type && strcmp(type, "debit") == 0 ? amount : -amount;
-            bool usable = doc_int(wallet, "availablePaise", &b);
+            bool usable = doc_int(wallet, "availablePaise", &b) &&
+                          (doc_missing_or_null(wallet, "version") || doc_int(wallet, "version", &v));
             if (!doc_missing_or_null(wallet, "deletedAt") && (!usable || b + delta < 0)) {
                 ww_warn("wallet", "a decision the ledger overruled cannot be undone on its "
                         "soft-deleted wallet (left for an operator)", WW_STR("key", key),

@@ -27,8 +27,8 @@
  * of the round's): stored under the entry's own _id (another writer
  * completed our marker first) it counts as written and the result is
  * answered; under another _id the entry lost, and its command goes to the
- * next round, which undoes the marker and answers from the ledger. (A sixth
- * round trip, the prune, and a seventh only when an entry hit a duplicate.)
+ * next round, which undoes the marker and answers from the ledger (a sixth
+ * round trip, only when an entry hit a duplicate).
  *
  * Failures: a retryable database error leaves every open command RETRY (the
  * pipeline backs off and hands them back); a command the planner cannot
@@ -329,6 +329,41 @@ static void round_clear(round_t *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* Calls fn with the idempotencyKey of every marker on the wallets read
+ * (strings borrowed from the documents); stops when fn returns false.
+ * Returns the number of markers (all of them when fn is NULL). */
+static size_t each_marker_key(const docs_t *wallets, bool (*fn)(const char *key, void *ctx),
+                              void *ctx) {
+    size_t n = 0;
+    for (size_t w = 0; w < wallets->n; w++) {
+        bson_iter_t it, arr, mk;
+        if (!(bson_iter_init_find(&it, wallets->v[w], MARKERS) && BSON_ITER_HOLDS_ARRAY(&it) &&
+              bson_iter_recurse(&it, &arr)))
+            continue;
+        while (bson_iter_next(&arr)) {
+            n++;
+            if (!fn) continue;
+            if (!BSON_ITER_HOLDS_DOCUMENT(&arr) || !bson_iter_recurse(&arr, &mk) ||
+                !bson_iter_find(&mk, "idempotencyKey") || !BSON_ITER_HOLDS_UTF8(&mk))
+                continue;
+            if (!fn(bson_iter_utf8(&mk, NULL), ctx)) return n;
+        }
+    }
+    return n;
+}
+
+typedef struct {
+    round_t *r;
+    strset_t *seen;
+} more_t;
+
+/* A marker's key for read 3, unless found or already listed. */
+static bool add_more(const char *k, void *vctx) {
+    more_t *m = vctx;
+    if (!set_has(&m->r->found, k) && set_add(m->seen, k)) m->r->more[m->r->n_more++] = k;
+    return true;
+}
+
 /* How the facts are read. Ledger first (3 reads): the ledger for the keys,
  * the wallets of the owners with a key not found (or found as
  * wallet_not_found), the ledger again for the keys not found and the
@@ -412,13 +447,7 @@ static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
         return 2;
     }
     /* 3. after the wallets: the keys not found and every marker's key */
-    size_t n_marks = 0;
-    for (size_t w = 0; w < r->wallets.n; w++) {
-        bson_iter_t it, arr;
-        if (bson_iter_init_find(&it, r->wallets.v[w], MARKERS) && BSON_ITER_HOLDS_ARRAY(&it) &&
-            bson_iter_recurse(&it, &arr))
-            while (bson_iter_next(&arr)) n_marks++;
-    }
+    size_t n_marks = each_marker_key(&r->wallets, NULL, NULL);
     r->more = calloc(r->n_keys + n_marks + 1, sizeof *r->more);
     free(seen.slot);
     seen.slot = NULL;
@@ -426,19 +455,8 @@ static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
     for (size_t i = 0; i < r->n_keys; i++)
         if (!set_has(&r->found, r->keys[i]) && set_add(&seen, r->keys[i]))
             r->more[r->n_more++] = r->keys[i];
-    for (size_t w = 0; w < r->wallets.n; w++) {
-        bson_iter_t it, arr, mk;
-        if (!(bson_iter_init_find(&it, r->wallets.v[w], MARKERS) && BSON_ITER_HOLDS_ARRAY(&it) &&
-              bson_iter_recurse(&it, &arr)))
-            continue;
-        while (bson_iter_next(&arr)) {
-            if (!BSON_ITER_HOLDS_DOCUMENT(&arr) || !bson_iter_recurse(&arr, &mk) ||
-                !bson_iter_find(&mk, "idempotencyKey") || !BSON_ITER_HOLDS_UTF8(&mk))
-                continue;
-            const char *k = bson_iter_utf8(&mk, NULL);
-            if (!set_has(&r->found, k) && set_add(&seen, k)) r->more[r->n_more++] = k;
-        }
-    }
+    more_t mctx = {r, &seen};
+    each_marker_key(&r->wallets, add_more, &mctx);
     free(seen.slot);
     seen.slot = NULL;
     size_t before = r->ledger.n;
@@ -509,18 +527,19 @@ static int cmp_oid(const void *a, const void *b) { return memcmp(a, b, sizeof(bs
 
 /* Step 6, housekeeping: the markers whose entries this round stored are
  * dropped from their wallets (a marker may go once the ledger holds its
- * entry: Invariant B). The prune of a wallet is a $set of its marker list
- * without them, guarded by the version the round's update wrote, and not
- * bumping it: a writer that read the wallet before sees the same version and
- * balance and may write its own marker list over this one, which at worst
- * puts back markers whose entries exist (pruned later). It costs no round
- * trip of its own: the prunes are OWED by the thread that decided the round
- * and sent with its next bulk of guarded updates (for the wallets that bulk
- * does not update itself: an update drops the completed markers anyway). A
- * prune that does not match (another writer moved the wallet) makes that
- * bulk short, and its round is planned again, as after any lost guard. A
- * prune never sent (the thread stops, an error, a transaction) changes
- * nothing that matters: the wallet's next update drops the markers. */
+ * entry under the marker's _id: Invariant B). The prune of a wallet is
+ * {_id} -> {$pullAll: {pendingTransactions: [those markers, byte for byte
+ * as written]}}: no version guard and no version bump, so it matches
+ * whenever the wallet exists, whatever else moved it (a guarded prune that
+ * missed would make the bulk it rides in look short, and cost its round a
+ * re-plan). A writer that read the wallet before the prune may write its
+ * own marker list over it, which at worst puts back markers whose entries
+ * exist (pruned later). It costs no round trip of its own: the prunes are
+ * OWED by the thread that decided the round and sent with its next bulk of
+ * guarded updates (for the wallets that bulk does not update itself: an
+ * update drops the completed markers anyway). A prune never sent (the
+ * thread stops, an error, no later write) changes nothing that matters: the
+ * wallet's next update drops the markers. */
 typedef struct {
     const ww_wallet_ctx_t *ctx; /* whose prunes (ctx and database: an address can be reused) */
     const ww_db_t *db;
@@ -664,11 +683,12 @@ static void owe_prunes(batch_t *b, const ww_wallet_plan_t *plan, const int *slot
         if (!bson_iter_init(&it, &pu->update) || !bson_iter_find_descendant(&it, "$set." MARKERS, &arr) ||
             !BSON_ITER_HOLDS_ARRAY(&arr) || !bson_iter_recurse(&arr, &m))
             continue;
-        bson_t *upd = &o->u[o->n], set, keep;
+        /* {$pullAll: {pendingTransactions: [the completed markers, as written]}} */
+        bson_t *upd = &o->u[o->n], pull, drop;
         bson_init(upd);
-        BSON_APPEND_DOCUMENT_BEGIN(upd, "$set", &set);
-        BSON_APPEND_ARRAY_BEGIN(&set, MARKERS, &keep);
-        uint32_t kept = 0, dropped = 0;
+        BSON_APPEND_DOCUMENT_BEGIN(upd, "$pullAll", &pull);
+        BSON_APPEND_ARRAY_BEGIN(&pull, MARKERS, &drop);
+        uint32_t dropped = 0;
         char idx[16];
         const char *ikey;
         while (bson_iter_next(&m)) {
@@ -676,14 +696,12 @@ static void owe_prunes(batch_t *b, const ww_wallet_plan_t *plan, const int *slot
             if (BSON_ITER_HOLDS_DOCUMENT(&m) && bson_iter_recurse(&m, &d) &&
                 bson_iter_find(&d, "_id") && BSON_ITER_HOLDS_OID(&d) &&
                 bsearch(bson_iter_oid(&d), ids, n_ids, sizeof *ids, cmp_oid)) {
-                dropped++;
-                continue;
+                bson_uint32_to_string(dropped++, &ikey, idx, sizeof idx);
+                bson_append_iter(&drop, ikey, -1, &m);
             }
-            bson_uint32_to_string(kept++, &ikey, idx, sizeof idx);
-            bson_append_iter(&keep, ikey, -1, &m);
         }
-        bson_append_array_end(&set, &keep);
-        bson_append_document_end(upd, &set);
+        bson_append_array_end(&pull, &drop);
+        bson_append_document_end(upd, &pull);
         if (dropped == 0) {
             bson_destroy(upd);
             continue;
@@ -692,7 +710,6 @@ static void owe_prunes(batch_t *b, const ww_wallet_plan_t *plan, const int *slot
         bson_oid_init_from_string(&wid, pu->wallet_id);
         bson_init(&o->f[o->n]);
         BSON_APPEND_OID(&o->f[o->n], "_id", &wid);
-        BSON_APPEND_INT64(&o->f[o->n], "version", pu->version_after);
         memcpy(o->wallet[o->n], pu->wallet_id, sizeof o->wallet[0]);
         o->n++;
     }
@@ -841,7 +858,8 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
     int64_t matched = 0;
     owed_t *owed = owed_get();
     size_t n_bulk = plan->n_updates; /* + the prunes owed by the last round */
-    bool bulk_ok = with_owed(b, plan, owed, &f, &u, &n_bulk) &&
+    if (!with_owed(b, plan, owed, &f, &u, &n_bulk)) n_bulk = plan->n_updates; /* dropped */
+    bool bulk_ok = f && u &&
                    ww_db_bulk_update_one(b->ctx->db, WW_WALLETS, f, u, n_bulk, &matched, err);
     if (owed && owed_mine(owed, b) && plan->n_updates > 0)
         owed_clear(owed); /* sent, made moot by this round's updates, or lost: harmless */
@@ -1121,6 +1139,22 @@ static bool doc_id_hex(const bson_t *doc, char out[25]) {
     return true;
 }
 
+typedef struct {
+    ww_overlay_t *ov;
+    round_t *r;
+    bool ok;
+} dry_marks_t;
+
+/* A marker's entry predicted by the run, added to the ledger facts. */
+static bool dry_add_marked(const char *k, void *vctx) {
+    dry_marks_t *d = vctx;
+    bson_t view;
+    if (dry_get(d->ov, DRY_LEDGER, k, &view) && (!collect(&view, &d->r->ledger) ||
+                                                   d->r->ledger.over))
+        d->ok = false;
+    return d->ok;
+}
+
 /* The overlay over a round's facts (lock held): the wallets it holds
  * replace the stored ones, its entries join the ledger read for the
  * commands' keys and every marker's key. False when memory runs out. */
@@ -1138,21 +1172,9 @@ static bool dry_merge(ww_overlay_t *ov, round_t *r) {
         if (dry_get(ov, DRY_LEDGER, r->keys[i], &view) && (!collect(&view, &r->ledger) ||
                                                          r->ledger.over))
             return false;
-    for (size_t w = 0; w < r->wallets.n; w++) {
-        bson_iter_t it, arr, mk;
-        if (!(bson_iter_init_find(&it, r->wallets.v[w], MARKERS) && BSON_ITER_HOLDS_ARRAY(&it) &&
-              bson_iter_recurse(&it, &arr)))
-            continue;
-        while (bson_iter_next(&arr)) {
-            if (!BSON_ITER_HOLDS_DOCUMENT(&arr) || !bson_iter_recurse(&arr, &mk) ||
-                !bson_iter_find(&mk, "idempotencyKey") || !BSON_ITER_HOLDS_UTF8(&mk))
-                continue;
-            if (dry_get(ov, DRY_LEDGER, bson_iter_utf8(&mk, NULL), &view) &&
-                (!collect(&view, &r->ledger) || r->ledger.over))
-                return false;
-        }
-    }
-    return true;
+    dry_marks_t dm = {ov, r, true};
+    each_marker_key(&r->wallets, dry_add_marked, &dm);
+    return dm.ok;
 }
 
 /* Whether doc matches a guard of the planner's: every field equal, a null
@@ -1176,6 +1198,10 @@ static bool dry_guard_matches(const bson_t *filter, const bson_t *doc) {
             } else if (bson_iter_as_int64(&d) != bson_iter_as_int64(&f)) {
                 return false;
             }
+        } else if (BSON_ITER_HOLDS_DATE_TIME(&f)) { /* deletedAt of a soft-deleted wallet */
+            if (!BSON_ITER_HOLDS_DATE_TIME(&d) ||
+                bson_iter_date_time(&d) != bson_iter_date_time(&f))
+                return false;
         } else {
             return false; /* not a guard the planner builds */
         }

@@ -1,5 +1,5 @@
 /* wallet_plan.c: the pure wallet planner; see wallet_plan.h and
- * docs/wallet-protocol.md ("Batches (planned, not yet wired)").
+ * docs/wallet-protocol.md ("Batches").
  *
  * DESIGN (how one pass stays equal to "one command at a time")
  * - Keys and owners are interned first (sorted arrays, binary search), so

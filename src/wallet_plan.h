@@ -1,6 +1,6 @@
 /* wallet_plan.h: the pure wallet planner. A whole batch of wallet commands
  * decided at once, from facts read by a shell, with no I/O, no clock and no
- * pool inside (docs/wallet-protocol.md, "Batches (planned, not yet wired)").
+ * pool inside (docs/wallet-protocol.md, "Batches").
  *
  * It decides exactly what the per-message protocol of wallet.c decides
  * (applied, duplicate, conflict, insufficient_funds, wallet_not_found,
