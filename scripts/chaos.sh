@@ -514,14 +514,14 @@ res=$(grep '  results:' "$LOG_DIR/check-after-replay.out" | sed 's/^ *//')
   { check outcomes-stable-after-replay VIOLATION "see $LOG_DIR/check-after-replay.out"; sed 's/^/    /' "$LOG_DIR/check-after-replay.out"; }
 
 # ---- fault 7: the worker against librdkafka's mock cluster ------------------------------
-log "mock cluster run (Produce/OffsetCommit request errors, SIGKILL, broker down)"
+log "mock cluster run (Produce/OffsetCommit request errors, SIGKILL, broker stalled)"
 run "$CHAOS" mock --worker "$WORKER" --mongodb-uri "mongodb://127.0.0.1:$MONGO_PORT/chaos_mock" \
   --owners 12 --initial "$INITIAL" --count "$MOCK_COUNT" --log "$LOG_DIR/worker-mock.log" \
   >"$LOG_DIR/mock.out" 2>&1
 rc=$?
 sed 's/^/    /' "$LOG_DIR/mock.out"
 fault mock-request-errors "librdkafka mock cluster + $SERVER" "$(grep -h 'round 1' "$LOG_DIR/mock.out" | sed 's/^ *round 1: //')"
-fault mock-broker-down "librdkafka mock cluster + $SERVER" "$(grep -h 'round 2' "$LOG_DIR/mock.out" | sed 's/^ *round 2: //')"
+fault mock-broker-stall "librdkafka mock cluster + $SERVER" "$(grep -h 'round 2' "$LOG_DIR/mock.out" | sed 's/^ *round 2: //')"
 ((rc == 0)) && check mock-nothing-lost ok "every key decided once, answered, committed (lag 0)" ||
   check mock-nothing-lost VIOLATION "see $LOG_DIR/mock.out and $LOG_DIR/worker-mock.log"
 
