@@ -281,6 +281,17 @@ int ww_engine_busy(const ww_engine_t *eng) {
     return atomic_load(&((ww_engine_t *)eng)->active);
 }
 
+/* What a worker slot holds (its thread joined or never started). */
+static void worker_free(worker_t *w) {
+    free(w->ring);
+    free(w->batch);
+    free(w->slots);
+    free(w->items);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    pthread_cond_destroy(&w->space);
+}
+
 ww_engine_t *ww_engine_new(const ww_engine_config_t *cfg, const ww_route_t *routes,
                            size_t n_routes, const ww_engine_sink_t *sink, ww_error_t *error) {
     ww_engine_t *eng = calloc(1, sizeof *eng);
@@ -315,13 +326,7 @@ ww_engine_t *ww_engine_new(const ww_engine_config_t *cfg, const ww_route_t *rout
         if (!w->ring || !w->batch || !w->slots || !w->items ||
             pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             ww_error_set(error, WW_ERR_SYSTEM, 0, false, "cannot start worker thread %d", i);
-            free(w->ring);
-            free(w->batch);
-            free(w->slots);
-            free(w->items);
-            pthread_mutex_destroy(&w->lock);
-            pthread_cond_destroy(&w->cond);
-            pthread_cond_destroy(&w->space);
+            worker_free(w);
             eng->n_workers = i;
             ww_engine_destroy(eng);
             return NULL;
@@ -354,16 +359,7 @@ void ww_engine_stop(ww_engine_t *eng) {
 void ww_engine_destroy(ww_engine_t *eng) {
     if (!eng) return;
     ww_engine_stop(eng);
-    for (int i = 0; i < eng->n_workers; i++) {
-        worker_t *w = &eng->workers[i];
-        free(w->ring);
-        free(w->batch);
-        free(w->slots);
-        free(w->items);
-        pthread_mutex_destroy(&w->lock);
-        pthread_cond_destroy(&w->cond);
-        pthread_cond_destroy(&w->space);
-    }
+    for (int i = 0; i < eng->n_workers; i++) worker_free(&eng->workers[i]);
     free(eng->workers);
     free(eng->routes);
     free(eng);

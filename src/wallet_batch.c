@@ -52,6 +52,7 @@
 #include "fnv.h"
 #include "log.h"
 #include "metrics.h"
+#include "strmap.h"
 #include "wallet.h"
 #include "wallet_plan.h"
 
@@ -108,41 +109,24 @@ static const char *doc_str(const bson_t *doc, const char *key) {
     return NULL;
 }
 
-/* A small open-addressing set of strings (borrowed), for the round's keys
- * and owners. */
-typedef struct {
-    const char **slot;
-    size_t cap;
-} strset_t;
+/* A set of strings (borrowed) for the round's keys and owners: the shared
+ * string map (strmap.h), sized once for at most n strings. */
+typedef ww_strmap_t strset_t;
 
-static bool set_init(strset_t *s, size_t n) {
-    s->cap = 16;
-    while (s->cap < n * 2 + 2) s->cap *= 2;
-    s->slot = calloc(s->cap, sizeof *s->slot);
-    return s->slot != NULL;
-}
+static bool set_init(strset_t *s, size_t n) { return ww_strmap_init(s, n); }
+static void set_free(strset_t *s) { ww_strmap_destroy(s); }
 
-static uint32_t str_hash(const char *k, size_t len) { return ww_fnv1a(k, len); }
-
-/* Adds s; true when it was not there. The set must not be full (sized for n). */
+/* Adds k; true when it was not there (and there was room). */
 static bool set_add(strset_t *s, const char *k) {
-    size_t i = str_hash(k, strlen(k)) & (s->cap - 1);
-    while (s->slot[i]) {
-        if (strcmp(s->slot[i], k) == 0) return false;
-        i = (i + 1) & (s->cap - 1);
-    }
-    s->slot[i] = k;
-    return true;
+    size_t before = s->n;
+    return ww_strmap_put(s, k, before) == before && s->n == before + 1;
 }
 
 static bool set_has(const strset_t *s, const char *k) {
-    size_t i = str_hash(k, strlen(k)) & (s->cap - 1);
-    while (s->slot[i]) {
-        if (strcmp(s->slot[i], k) == 0) return true;
-        i = (i + 1) & (s->cap - 1);
-    }
-    return false;
+    return ww_strmap_get(s, k) != WW_STRMAP_NONE;
 }
+
+static uint32_t str_hash(const char *k, size_t len) { return ww_fnv1a(k, len); }
 
 static void append_in(bson_t *filter, const char *field, const char *const *vals, size_t n,
                       bool oid) {
@@ -253,8 +237,8 @@ static void hold_add(hold_t *h, const bcmd_t *c) {
 }
 
 static void hold_clear(hold_t *h) {
-    free(h->owners.slot);
-    free(h->keys.slot);
+    set_free(&h->owners);
+    set_free(&h->keys);
     free(h->kkeys);
     memset(h, 0, sizeof *h);
 }
@@ -325,7 +309,7 @@ static void round_clear(round_t *r) {
     free(r->more);
     free(r->in);
     free(r->in_cmd);
-    free(r->found.slot);
+    set_free(&r->found);
     memset(r, 0, sizeof *r);
 }
 
@@ -424,8 +408,7 @@ static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
     }
     /* 2. the wallets of owners with a key to decide (or a wallet_not_found to
      * re-check: its lost markers are undone in the owner's update) */
-    free(seen.slot);
-    seen.slot = NULL;
+    set_free(&seen);
     if (!set_init(&seen, n)) goto oom;
     for (size_t j = 0; j < r->n_in; j++) {
         const ww_command_t *cmd = r->in[j].cmd;
@@ -433,15 +416,13 @@ static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
                     set_has(&wnf, cmd->idempotency_key);
         if (need && set_add(&seen, cmd->owner_user_id)) r->owners[r->n_owners++] = cmd->owner_user_id;
     }
-    free(wnf.slot);
-    wnf.slot = NULL;
+    set_free(&wnf);
     r->wallets.limit = r->n_owners * (WW_WALLET_PLAN_MAX_WALLETS + 1) + 1;
     if (!find_in(b->ctx->db, WW_WALLETS, "ownerUserId", r->owners, r->n_owners, true, &r->wallets,
                  err))
         goto db_error;
     if (r->wallets.over) {
-        free(seen.slot);
-        seen.slot = NULL;
+        set_free(&seen);
         ww_error_set(err, WW_ERR_INTERNAL, 0, false,
                      "too many wallet documents for one read: deciding one command at a time");
         return 2;
@@ -449,16 +430,14 @@ static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
     /* 3. after the wallets: the keys not found and every marker's key */
     size_t n_marks = each_marker_key(&r->wallets, NULL, NULL);
     r->more = calloc(r->n_keys + n_marks + 1, sizeof *r->more);
-    free(seen.slot);
-    seen.slot = NULL;
+    set_free(&seen);
     if (!r->more || !set_init(&seen, r->n_keys + n_marks)) goto oom;
     for (size_t i = 0; i < r->n_keys; i++)
         if (!set_has(&r->found, r->keys[i]) && set_add(&seen, r->keys[i]))
             r->more[r->n_more++] = r->keys[i];
     more_t mctx = {r, &seen};
     each_marker_key(&r->wallets, add_more, &mctx);
-    free(seen.slot);
-    seen.slot = NULL;
+    set_free(&seen);
     size_t before = r->ledger.n;
     r->ledger.limit = 0;
     if (!find_in(b->ctx->db, WW_TRANSACTIONS, "idempotencyKey", r->more, r->n_more, false,
@@ -477,18 +456,18 @@ static int read_facts(batch_t *b, round_t *r, ww_error_t *err) {
                 const char *k = doc_str(r->ledger.v[i], "idempotencyKey");
                 found += k && set_has(&keys, k);
             }
-            free(keys.slot);
+            set_free(&keys);
         }
     }
     note_found(found, r->n_keys);
     return 0;
 oom:
-    free(seen.slot);
-    free(wnf.slot);
+    set_free(&seen);
+    set_free(&wnf);
     ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory reading a batch's facts");
     return 1;
 db_error:
-    free(seen.slot);
+    set_free(&seen);
     return err->retryable ? 1 : 2;
 }
 
@@ -629,15 +608,19 @@ static bool with_owed(batch_t *b, const ww_wallet_plan_t *plan, owed_t *o, const
         owed_clear(o);
         return false;
     }
+    strset_t updated; /* the wallets this round updates itself */
+    if (!set_init(&updated, plan->n_updates)) {
+        owed_clear(o);
+        return false;
+    }
+    for (size_t w = 0; w < plan->n_updates; w++) set_add(&updated, plan->updates[w].wallet_id);
     for (size_t i = 0; i < o->n; i++) {
-        bool updated = false;
-        for (size_t w = 0; w < plan->n_updates && !updated; w++)
-            updated = strcmp(plan->updates[w].wallet_id, o->wallet[i]) == 0;
-        if (updated) continue;
+        if (set_has(&updated, o->wallet[i])) continue;
         f[*n] = &o->f[i];
         u[*n] = &o->u[i];
         (*n)++;
     }
+    set_free(&updated);
     return true;
 }
 
@@ -1041,6 +1024,60 @@ static bool parse_batch(batch_t *b, ww_batch_item_t *items, size_t n) {
     return true;
 }
 
+/* One round: reads, plan, writes, answers. 0 ok, 1 retryable error, 2
+ * another error (the caller falls back), 3 (dry runs) nothing more can be
+ * predicted. *answered counts the commands answered. */
+typedef int (*round_fn)(batch_t *b, size_t *answered, ww_error_t *err);
+
+static int real_round(batch_t *b, size_t *answered, ww_error_t *err) {
+    round_t r;
+    memset(&r, 0, sizeof r);
+    ww_wallet_plan_t plan;
+    memset(&plan, 0, sizeof plan);
+    int rc = read_facts(b, &r, err);
+    if (rc == 0) rc = plan_round(b, &r, &plan, err);
+    if (rc == 0) rc = write_and_answer(b, &r, &plan, answered, err);
+    ww_wallet_plan_destroy(&plan);
+    round_clear(&r);
+    return rc;
+}
+
+/* Rounds until everything is answered. A round answers at least the first
+ * open command of each owner unless another writer keeps winning (or the
+ * planner keeps deferring): after MAX_STALLED such rounds in a row, or
+ * MAX_ROUNDS in all, the rest waits for the pipeline's backoff (RETRY), as
+ * after a retryable error. Returns 0, or the round's 2 or 3 with the open
+ * commands still open for the caller (err says why). */
+static int rounds(batch_t *b, round_fn round_once, ww_error_t *err) {
+    for (int stalled = 0, round = 0;; round++) {
+        size_t open = 0;
+        for (size_t i = 0; i < b->n; i++) open += b->cmds[i].open;
+        if (open == 0) return 0;
+        ww_error_clear(err);
+        if (round == MAX_ROUNDS) {
+            ww_error_set(err, WW_ERR_DB, 0, true, "%zu command(s) left after %d rounds "
+                         "(one wallet's long chain): continuing after a short pause", open,
+                         MAX_ROUNDS);
+            retry_all(b, err);
+            return 0;
+        }
+        if (stalled == MAX_STALLED) {
+            ww_error_set(err, WW_ERR_DB, 0, true, "%zu command(s) still undecided after %d "
+                         "rounds (contention on their wallets)", open, MAX_STALLED);
+            retry_all(b, err);
+            return 0;
+        }
+        size_t answered = 0;
+        int rc = round_once(b, &answered, err);
+        stalled = answered ? 0 : stalled + 1;
+        if (rc == 1) {
+            retry_all(b, err);
+            return 0;
+        }
+        if (rc != 0) return rc;
+    }
+}
+
 static void dry_handle_batch(ww_wallet_ctx_t *ctx, ww_batch_item_t *items, size_t n);
 
 void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
@@ -1051,54 +1088,13 @@ void ww_wallet_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
     }
     batch_t b = {.ctx = ctx};
     if (!parse_batch(&b, items, n)) return;
-    bcmd_t *cmds = b.cmds;
-
-    /* Rounds until everything is answered. A round answers at least the
-     * first open command of each owner unless another writer keeps winning
-     * (or the planner keeps deferring): after MAX_STALLED such rounds in a
-     * row the rest waits for the pipeline's backoff. */
-    for (int stalled = 0, round = 0;; round++) {
-        size_t open = 0;
-        for (size_t i = 0; i < b.n; i++) open += b.cmds[i].open;
-        if (open == 0) break;
-        ww_error_t err;
-        ww_error_clear(&err);
-        if (round == MAX_ROUNDS) {
-            ww_error_set(&err, WW_ERR_DB, 0, true, "%zu command(s) left after %d rounds "
-                         "(one wallet's long chain): continuing after a short pause", open,
-                         MAX_ROUNDS);
-            retry_all(&b, &err);
-            break;
-        }
-        if (stalled == MAX_STALLED) {
-            ww_error_set(&err, WW_ERR_DB, 0, true, "%zu command(s) still undecided after %d "
-                         "rounds (contention on their wallets)", open, MAX_STALLED);
-            retry_all(&b, &err);
-            break;
-        }
-        round_t r;
-        memset(&r, 0, sizeof r);
-        int rc = read_facts(&b, &r, &err);
-        ww_wallet_plan_t plan;
-        memset(&plan, 0, sizeof plan);
-        size_t answered = 0;
-        if (rc == 0) rc = plan_round(&b, &r, &plan, &err);
-        if (rc == 0) rc = write_and_answer(&b, &r, &plan, &answered, &err);
-        ww_wallet_plan_destroy(&plan);
-        round_clear(&r);
-        stalled = answered ? 0 : stalled + 1;
-        if (rc == 1) {
-            retry_all(&b, &err);
-            break;
-        }
-        if (rc == 2) {
-            ww_warn("wallet", "batch: deciding the batch's open commands one at a time",
-                    WW_STR("error", err.message));
-            fall_back(&b);
-            break;
-        }
+    ww_error_t err;
+    if (rounds(&b, real_round, &err) == 2) {
+        ww_warn("wallet", "batch: deciding the batch's open commands one at a time",
+                WW_STR("error", err.message));
+        fall_back(&b);
     }
-    free(cmds);
+    free(b.cmds);
 }
 
 /* ---- dry runs: the same rounds, written to the run's overlay ----------------------
@@ -1375,41 +1371,20 @@ static void dry_handle_batch(ww_wallet_ctx_t *ctx, ww_batch_item_t *items, size_
         free(b.cmds);
         return;
     }
-    for (int stalled = 0, round = 0;; round++) {
-        size_t open = 0;
-        for (size_t i = 0; i < b.n; i++) open += b.cmds[i].open;
-        if (open == 0) break;
-        ww_error_t err;
-        ww_error_clear(&err);
-        if (round == MAX_ROUNDS || stalled == MAX_STALLED) { /* as a real run: later */
-            ww_error_set(&err, WW_ERR_DB, 0, true, "%zu command(s) left after %d rounds: "
-                         "continuing after a short pause", open, round);
-            retry_all(&b, &err);
-            break;
-        }
-        size_t answered = 0;
-        int rc = dry_round(&b, &answered, &err);
-        stalled = answered ? 0 : stalled + 1;
-        if (rc == 1) {
-            retry_all(&b, &err);
-            break;
-        }
-        if (rc == 2) {
-            snprintf(why, sizeof why, "the dry run cannot predict this command: %s", err.message);
-            dry_not_predicted(&b, why);
-            break;
-        }
-        if (rc == 3) {
-            snprintf(why, sizeof why, "the dry run's memory for predicted writes is full (%zu "
-                     "bytes): this and every later command are not predicted; dry-run a "
-                     "shorter range or file", ww_overlay_max_bytes(ctx->dry));
-            static atomic_flag said = ATOMIC_FLAG_INIT; /* once per process (one run) */
-            if (!atomic_flag_test_and_set(&said))
-                ww_err("wallet", "dry run: prediction memory full; not predicting further "
-                       "commands", WW_UINT("max_bytes", ww_overlay_max_bytes(ctx->dry)));
-            dry_not_predicted(&b, why);
-            break;
-        }
+    ww_error_t err;
+    int rc = rounds(&b, dry_round, &err);
+    if (rc == 2) {
+        snprintf(why, sizeof why, "the dry run cannot predict this command: %s", err.message);
+        dry_not_predicted(&b, why);
+    } else if (rc == 3) {
+        snprintf(why, sizeof why, "the dry run's memory for predicted writes is full (%zu "
+                 "bytes): this and every later command are not predicted; dry-run a "
+                 "shorter range or file", ww_overlay_max_bytes(ctx->dry));
+        static atomic_flag said = ATOMIC_FLAG_INIT; /* once per process (one run) */
+        if (!atomic_flag_test_and_set(&said))
+            ww_err("wallet", "dry run: prediction memory full; not predicting further "
+                   "commands", WW_UINT("max_bytes", ww_overlay_max_bytes(ctx->dry)));
+        dry_not_predicted(&b, why);
     }
     free(b.cmds);
 }
