@@ -504,6 +504,13 @@ void ww_bus_destroy(ww_bus_t *bus, int flush_timeout_ms) {
                     "their commands are re-run on restart (idempotent)",
                     WW_INT("undelivered", rd_kafka_outq_len(bus->producer)));
         atomic_store(&bus->stop, true);
+        /* wake the poll thread now instead of at the end of its 100 ms
+         * wait (rd_kafka_yield() only reaches callbacks of its own thread) */
+        rd_kafka_queue_t *main_q = rd_kafka_queue_get_main(bus->producer);
+        if (main_q) {
+            rd_kafka_queue_yield(main_q);
+            rd_kafka_queue_destroy(main_q);
+        }
         if (bus->producer_thread_started) pthread_join(bus->producer_thread, NULL);
         /* purge whatever is left so destroy does not block; each purged
          * message still gets its delivery callback */

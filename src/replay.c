@@ -589,7 +589,7 @@ bool ww_replay_run(const ww_replay_config_t *cfg, ww_replay_summary_t *summary,
         /* every output acknowledged before we report success */
         int64_t deadline = ww_clock_mono_ms() + 60000;
         while (atomic_load(&e.inflight) > 0 && ww_clock_mono_ms() < deadline)
-            ww_clock_sleep_ms(20, NULL);
+            ww_clock_sleep_ms(2, NULL);
         if (atomic_load(&e.inflight) > 0 || atomic_load(&e.delivery_failed) > 0) {
             ww_err("replay", "output(s) not delivered",
                    WW_INT("outputs", atomic_load(&e.inflight) + atomic_load(&e.delivery_failed)));
