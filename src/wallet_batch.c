@@ -861,13 +861,20 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
     if (plan->n_stuck)
         ww_warn("wallet", "batch: decisions the ledger overruled left on soft-deleted wallets "
                 "for an operator", WW_UINT("wallets", plan->n_stuck), WW_STR("first", plan->stuck));
-    for (size_t i = 0; all_matched && i < plan->n_updates; i++)
-        if (plan->updates[i].n_undone)
+    for (size_t i = 0; all_matched && i < plan->n_updates; i++) {
+        const ww_wallet_plan_update_t *up = &plan->updates[i];
+        if (!up->n_undone) continue;
+        if (up->balance_after < 0) /* the planner never builds on a lost credit: another writer did */
+            ww_err("wallet", "a lost credit was undone after another writer had spent it: the "
+                   "ledger's outcome stands (a reversal) and the balance is below zero",
+                   WW_STR("owner", up->owner), WW_STR("wallet", up->wallet_id),
+                   WW_INT("balance", up->balance_after), WW_UINT("undone", up->n_undone));
+        else
             ww_warn("wallet", "markers whose key the ledger holds under another entry were "
                     "undone (decided twice; the ledger's outcome stands)",
-                    WW_STR("owner", plan->updates[i].owner),
-                    WW_STR("wallet", plan->updates[i].wallet_id),
-                    WW_UINT("undone", plan->updates[i].n_undone));
+                    WW_STR("owner", up->owner), WW_STR("wallet", up->wallet_id),
+                    WW_UINT("undone", up->n_undone));
+    }
     /* 5. the ledger entries whose update (if any) is written */
     size_t nd = 0;
     for (size_t i = 0; i < plan->n_inserts; i++) {

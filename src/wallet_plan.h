@@ -52,7 +52,11 @@
  *   otherwise it defers it to the next round, by which time they are in the
  *   ledger. A debit made affordable by a credit of the same batch is thus
  *   applied one round later, never against money that might vanish, and no
- *   undo can take a balance below zero.
+ *   undo of the worker's own decisions can take a balance below zero. Only
+ *   another writer of the wallet (the Node backend knows nothing of markers)
+ *   can spend a credit that then loses the ledger race; its undo then takes
+ *   the balance below zero by what was spent: the ledger's outcome stands, as
+ *   a reversal would, and the shell logs it as an error for an operator.
  * - Orphaned markers (decided, ledger entry missing: a crash between the
  *   update and the insert) are completed by inserting their entry in the
  *   same insertMany, and kept in the wallet's marker array until a later

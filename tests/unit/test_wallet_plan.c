@@ -917,6 +917,73 @@ static void test_wallet_plan_lost_marker_is_undone(void **state) {
     db_free(db);
 }
 
+/* A lost credit that another writer (the Node backend, which knows nothing of
+ * markers) spent before the undo: the ledger's outcome stands, as a reversal
+ * would, and the balance goes below zero by what was spent; the worker's own
+ * decisions never build on it (the debit after it is insufficient). The
+ * shell logs it as an error (wallet_batch.c, wallet.c). */
+static void test_wallet_plan_lost_credit_spent_elsewhere_is_reversed(void **state) {
+    (void)state;
+    db_t *db = db_new();
+    static batch_t b;
+    b.n = 0;
+    add_wallet(db, 1, OA, 100, 1, false);
+    size_t c0 = add_cmd(&b, 'c', "k1", OA, 40);
+    {
+        ww_wallet_plan_t plan;
+        static ww_wallet_plan_input_t in[MAXC];
+        static const bson_t *ledger[MAXL], *wallets[MAXW];
+        static const char *own[MAXC];
+        ww_wallet_plan_facts_t f;
+        make_facts(db, &b, &c0, 1, NULL, in, ledger, wallets, own, &f);
+        assert_true(ww_wallet_plan(&f, &plan, NULL));
+        bson_oid_t id;
+        bson_oid_init_from_string(&id, plan.updates[0].wallet_id);
+        apply_set(find_wallet(db, &id), &plan.updates[0].update);
+        ww_wallet_plan_destroy(&plan);
+        db_t *empty = db_new();
+        make_facts(empty, &b, &c0, 1, NULL, in, ledger, wallets, own, &f);
+        f.id_ctx = db;
+        assert_true(ww_wallet_plan(&f, &plan, NULL));
+        bool same;
+        ledger_insert(db, &plan.inserts[0].doc, &same);
+        ww_wallet_plan_destroy(&plan);
+        db_free(empty);
+    }
+    assert_int_equal(wallet_balance(db, 1), 140);
+    { /* the backend spends 130 of the 140: $inc -130, version + 1 */
+        bson_oid_t id;
+        wallet_oid(1, &id);
+        bson_t *set = BCON_NEW("$set", "{", "availablePaise", BCON_INT64(10), "version",
+                               BCON_INT64(3), "}");
+        apply_set(find_wallet(db, &id), set);
+        bson_destroy(set);
+    }
+    add_cmd(&b, 'c', "k1", OA, 40);
+    add_cmd(&b, 'd', "k2", OA, 5);
+    ww_wallet_plan_t plan;
+    static ww_wallet_plan_input_t in[MAXC];
+    static const bson_t *ledger[MAXL], *wallets[MAXW];
+    static const char *own[MAXC];
+    ww_wallet_plan_facts_t f;
+    size_t idx[2] = {1, 2};
+    make_facts(db, &b, idx, 2, NULL, in, ledger, wallets, own, &f);
+    assert_true(ww_wallet_plan(&f, &plan, NULL));
+    assert_string_equal(status_of(&plan.results[0]), "duplicate");
+    assert_string_equal(status_of(&plan.results[1]), "insufficient_funds");
+    assert_int_equal(plan.n_updates, 1);
+    assert_int_equal(plan.updates[0].n_undone, 1);
+    assert_int_equal(plan.updates[0].balance_before, 10);
+    assert_int_equal(plan.updates[0].balance_after, -30);
+    ww_wallet_plan_destroy(&plan);
+    final_t out[MAXC];
+    memset(out, 0, sizeof out);
+    run(db, &b, idx, 2, out, NULL, 10);
+    assert_int_equal(wallet_balance(db, 1), -30);
+    assert_int_equal(out[2].r.outcome, WW_OUTCOME_INSUFFICIENT_FUNDS);
+    db_free(db);
+}
+
 /* The batch's own decision loses the ledger race after a debit was planned on
  * top of it: the debit had waited, so the undo cannot take the balance below
  * zero, and the debit is decided on the money that really exists. */
@@ -1553,6 +1620,7 @@ int main(void) {
         cmocka_unit_test(test_wallet_plan_orphans_are_pending_and_use_the_marker_budget),
         cmocka_unit_test(test_wallet_plan_existing_entry_answers_without_a_wallet),
         cmocka_unit_test(test_wallet_plan_lost_marker_is_undone),
+        cmocka_unit_test(test_wallet_plan_lost_credit_spent_elsewhere_is_reversed),
         cmocka_unit_test(test_wallet_plan_lost_entry_never_leaves_a_negative_balance),
         cmocka_unit_test(test_wallet_plan_lost_marker_on_deleted_wallet_is_undone_there),
         cmocka_unit_test(test_wallet_plan_lost_marker_on_drained_deleted_wallet_is_left),
