@@ -847,22 +847,20 @@ static void test_wallet_plan_existing_entry_answers_without_a_wallet(void **stat
 
 /* ---- the ledger wins: a lost decision is undone in the wallet's update ------------------ */
 
-static void test_wallet_plan_lost_marker_is_undone(void **state) {
-    (void)state;
-    db_t *db = db_new();
-    static batch_t b;
-    b.n = 0;
+/* Wallet 1 of OA (balance 100) holds a marker for k1 (credit 40, applied:
+ * balance 140), but another worker had recorded k1 wallet_not_found first
+ * (the owner had no wallet then): the marker lost the ledger race. k1 is
+ * command 0 of b. */
+static void lost_credit_marker(db_t *db, batch_t *b) {
     add_wallet(db, 1, OA, 100, 1, false);
-    /* k1 credit 40 decided on the wallet (marker), but another worker had
-     * recorded k1 wallet_not_found first (the owner had no wallet then) */
-    size_t c0 = add_cmd(&b, 'c', "k1", OA, 40);
+    size_t c0 = add_cmd(b, 'c', "k1", OA, 40);
     {
         ww_wallet_plan_t plan;
         static ww_wallet_plan_input_t in[MAXC];
         static const bson_t *ledger[MAXL], *wallets[MAXW];
         static const char *own[MAXC];
         ww_wallet_plan_facts_t f;
-        make_facts(db, &b, &c0, 1, NULL, in, ledger, wallets, own, &f);
+        make_facts(db, b, &c0, 1, NULL, in, ledger, wallets, own, &f);
         assert_true(ww_wallet_plan(&f, &plan, NULL));
         bson_oid_t id;
         bson_oid_init_from_string(&id, plan.updates[0].wallet_id);
@@ -870,7 +868,7 @@ static void test_wallet_plan_lost_marker_is_undone(void **state) {
         ww_wallet_plan_destroy(&plan);
         /* the other worker's entry, as planned with no wallet */
         db_t *empty = db_new();
-        make_facts(empty, &b, &c0, 1, NULL, in, ledger, wallets, own, &f);
+        make_facts(empty, b, &c0, 1, NULL, in, ledger, wallets, own, &f);
         f.id_ctx = db;
         assert_true(ww_wallet_plan(&f, &plan, NULL));
         assert_int_equal(plan.results[0].result.outcome, WW_OUTCOME_WALLET_NOT_FOUND);
@@ -880,6 +878,14 @@ static void test_wallet_plan_lost_marker_is_undone(void **state) {
         db_free(empty);
     }
     assert_int_equal(wallet_balance(db, 1), 140);
+}
+
+static void test_wallet_plan_lost_marker_is_undone(void **state) {
+    (void)state;
+    db_t *db = db_new();
+    static batch_t b;
+    b.n = 0;
+    lost_credit_marker(db, &b);
     add_cmd(&b, 'c', "k1", OA, 40);
     add_cmd(&b, 'd', "k2", OA, 120);
     final_t out[MAXC];
@@ -927,30 +933,7 @@ static void test_wallet_plan_lost_credit_spent_elsewhere_is_reversed(void **stat
     db_t *db = db_new();
     static batch_t b;
     b.n = 0;
-    add_wallet(db, 1, OA, 100, 1, false);
-    size_t c0 = add_cmd(&b, 'c', "k1", OA, 40);
-    {
-        ww_wallet_plan_t plan;
-        static ww_wallet_plan_input_t in[MAXC];
-        static const bson_t *ledger[MAXL], *wallets[MAXW];
-        static const char *own[MAXC];
-        ww_wallet_plan_facts_t f;
-        make_facts(db, &b, &c0, 1, NULL, in, ledger, wallets, own, &f);
-        assert_true(ww_wallet_plan(&f, &plan, NULL));
-        bson_oid_t id;
-        bson_oid_init_from_string(&id, plan.updates[0].wallet_id);
-        apply_set(find_wallet(db, &id), &plan.updates[0].update);
-        ww_wallet_plan_destroy(&plan);
-        db_t *empty = db_new();
-        make_facts(empty, &b, &c0, 1, NULL, in, ledger, wallets, own, &f);
-        f.id_ctx = db;
-        assert_true(ww_wallet_plan(&f, &plan, NULL));
-        bool same;
-        ledger_insert(db, &plan.inserts[0].doc, &same);
-        ww_wallet_plan_destroy(&plan);
-        db_free(empty);
-    }
-    assert_int_equal(wallet_balance(db, 1), 140);
+    lost_credit_marker(db, &b);
     { /* the backend spends 130 of the 140: $inc -130, version + 1 */
         bson_oid_t id;
         wallet_oid(1, &id);
