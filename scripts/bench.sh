@@ -211,8 +211,16 @@ log "stack: Kafka $BROKERS, $MONGO on $MONGO_PORT ($WW_STACK_DIR)"
 # bench stack's mongo-java-server file (which grew with every earlier run: it
 # took over a minute to load at 2 GB, and a server holding many runs is not
 # the server the figures describe) is removed, so each run starts empty.
-if [[ "$MONGO" == mongo-java-server && -f "$WW_STACK_DIR/mongo/mongo-java-server.mv" ]] \
-  && ! port_busy "$MONGO_PORT"; then
+# Only the bench's own default folder (a WW_BENCH_STACK_DIR may be someone's
+# data), and only when no process holds its server's pid file (one still
+# loading the file does not answer on its port yet).
+mongo_pid_alive() {
+  local pid
+  pid=$(cat "$WW_STACK_DIR/mongo.pid" 2>/dev/null) || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+if [[ -z "${WW_BENCH_STACK_DIR:-}" && "$MONGO" == mongo-java-server \
+  && -f "$WW_STACK_DIR/mongo/mongo-java-server.mv" ]] && ! mongo_pid_alive && ! port_busy "$MONGO_PORT"; then
   rm -f "$WW_STACK_DIR/mongo/mongo-java-server.mv"
 fi
 STACK_UP=1

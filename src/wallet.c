@@ -634,7 +634,7 @@ static bool undo_marker(ww_db_t *db, const bson_oid_t *owner, const char *key, b
                 return true;
             }
             ok = guarded_update(db, wallet, v, b, b + delta, &ms, NULL, key, &matched, error);
-            if (ok && matched && b + delta < 0) /* another writer spent the lost credit */
+            if (ok && matched && delta < 0 && b + delta < 0) /* another writer spent the lost credit */
                 ww_err("wallet", "a lost credit was undone after another writer had spent it: "
                        "the ledger's outcome stands (a reversal) and the balance is below zero",
                        WW_STR("key", key), WW_INT("delta", delta), WW_INT("balance", b + delta));

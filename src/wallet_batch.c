@@ -864,7 +864,7 @@ static int write_and_answer(batch_t *b, round_t *r, const ww_wallet_plan_t *plan
     for (size_t i = 0; all_matched && i < plan->n_updates; i++) {
         const ww_wallet_plan_update_t *up = &plan->updates[i];
         if (!up->n_undone) continue;
-        if (up->balance_after < 0) /* the planner never builds on a lost credit: another writer did */
+        if (up->undo_below_zero) /* the planner never builds on a lost credit: another writer did */
             ww_err("wallet", "a lost credit was undone after another writer had spent it: the "
                    "ledger's outcome stands (a reversal) and the balance is below zero",
                    WW_STR("owner", up->owner), WW_STR("wallet", up->wallet_id),

@@ -307,6 +307,7 @@ typedef struct {
     size_t first_mark, n_marks;      /* this owner's markers in mark_t[] */
     size_t kept;        /* markers the live wallet keeps (not in the ledger yet) */
     size_t n_undone;
+    bool undo_below_zero; /* a lost credit's undo left the balance below zero */
     int news[WW_WALLET_PLAN_PER_WALLET]; /* inserts of this round's decisions */
     size_t n_new;
     int update;         /* -1 until the live wallet needs one */
@@ -485,6 +486,7 @@ static void settle_marks(planner_t *p, int oi) {
         if (m->lost) { /* never reported: give the effect back, drop the marker */
             if (m->wal != o->live) continue; /* another document: undo_elsewhere() */
             if (m->applied) o->balance += m->credit ? -m->amount : m->amount;
+            if (m->applied && m->credit && o->balance < 0) o->undo_below_zero = true;
             o->n_undone++;
             continue;
         }
@@ -688,6 +690,7 @@ static void build_update(planner_t *p, int oi) {
     u->balance_after = o->balance;
     u->n_decisions = o->n_new;
     u->n_undone = o->n_undone;
+    u->undo_below_zero = o->undo_below_zero;
 
     bson_t *filter = &u->filter, *upd = &u->update, set, arr;
     bson_init(filter);

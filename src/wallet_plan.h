@@ -54,8 +54,8 @@
  *   applied one round later, never against money that might vanish, and no
  *   undo of the worker's own decisions can take a balance below zero. Only
  *   another writer of the wallet (the Node backend knows nothing of markers)
- *   can spend a credit that then loses the ledger race; its undo then takes
- *   the balance below zero by what was spent: the ledger's outcome stands, as
+ *   can spend a credit that then loses the ledger race; its undo on the live
+ *   wallet then takes the balance below zero by what was spent: the ledger's outcome stands, as
  *   a reversal would, and the shell logs it as an error for an operator.
  * - Orphaned markers (decided, ledger entry missing: a crash between the
  *   update and the insert) are completed by inserting their entry in the
@@ -153,6 +153,8 @@ typedef struct {
     int64_t balance_after;
     size_t n_decisions; /* markers added by this round */
     size_t n_undone;    /* lost markers undone (log a warning per undo) */
+    bool undo_below_zero; /* undoing a lost credit took the balance below zero:
+                             another writer had spent it (log an error) */
     size_t n_markers;   /* markers on the wallet after the update */
 } ww_wallet_plan_update_t;
 

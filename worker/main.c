@@ -620,15 +620,6 @@ done:
 }
 
 int main(int argc, char **argv) {
-#ifdef __GLIBC__
-    /* A batch's buffers (a 512-key $in, its reply, a bulk of 512 updates,
-     * an insertMany) are a few hundred KiB: past glibc's dynamic mmap
-     * threshold each was mapped, page-faulted in and unmapped again per
-     * round (about a tenth of replay's CPU). Keep them in the heap and keep
-     * up to 16 MiB of free heap per arena instead of trimming it at once. */
-    mallopt(M_MMAP_THRESHOLD, 4 << 20);
-    mallopt(M_TRIM_THRESHOLD, 16 << 20);
-#endif
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -644,6 +635,18 @@ int main(int argc, char **argv) {
     const char *command = "run";
     if (i < argc && argv[i][0] != '-') command = argv[i++];
     bool is_batch = strcmp(command, "replay") == 0 || strcmp(command, "apply") == 0;
+#ifdef __GLIBC__
+    /* replay and apply: a round's buffers (a 512-key $in and its reply, a
+     * bulk, an insertMany) are a few hundred KiB, and glibc's trim threshold
+     * (twice its self-adjusting mmap threshold) gave them back to the kernel
+     * after a round and faulted them in again in the next: about a tenth of
+     * replay's CPU. Keep them in the heap. Not for `run`: 16 MiB kept per
+     * arena adds up against a container's memory limit. */
+    if (is_batch) {
+        mallopt(M_MMAP_THRESHOLD, 4 << 20);
+        mallopt(M_TRIM_THRESHOLD, 16 << 20);
+    }
+#endif
     bool is_migrate = strcmp(command, "migrate") == 0;
     bool is_doctor = strcmp(command, "doctor") == 0;
     if (strcmp(command, "run") != 0 && !is_batch && !is_migrate && !is_doctor) {
