@@ -34,6 +34,7 @@
 #include "invite.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <json-c/json.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -1021,7 +1022,9 @@ oom:
 /* ---- batches ------------------------------------------------------------------------------
  * A batch of events in rounds of at most three round trips: the invites of
  * every open event's code ($in), one unordered insertMany of the invites that
- * `created` events make, one unordered bulk of guarded transitions. Each
+ * `created` events make, one unordered bulk of guarded transitions. The first
+ * round does not read the codes whose first event is `created` (insert first:
+ * see insert_first()). Each
  * event is decided by ww_invite_decide against the state read; per code, the
  * round stops at the first event that changes the state (the later ones
  * depend on whether that write stands, and are decided next round from a
@@ -1135,13 +1138,39 @@ void ww_invite_batch_set_test_hook(ww_invite_batch_hook_fn fn, void *ctx) {
     test_hook_ctx = ctx;
 }
 
+/* Insert first: a round inserts the invite of a code whose first open event
+ * is invite.created without reading the code first. A stored insert means no
+ * invite had the code, which is what the read would have said (the decision
+ * is `applied` either way); a duplicate code leaves the event open, and the
+ * next round reads and decides it as before. The choice follows the share
+ * of such codes that recent first rounds found taken, by the insert or by the
+ * read when reading first (an estimate shared by the
+ * process's workers, as wallet_batch.c's ledger_first(): a replay of
+ * invite events, all taken, goes back to reading first; a wrong guess costs
+ * a round trip, never a decision). */
+static atomic_uint taken_permille; /* recent first inserts whose code was taken, per mille */
+
+static bool insert_first(void) {
+    return atomic_load_explicit(&taken_permille, memory_order_relaxed) <= 500;
+}
+
+static void note_taken(size_t taken, size_t tried) {
+    if (tried == 0) return;
+    unsigned now = (unsigned)(taken * 1000 / tried),
+             old = atomic_load_explicit(&taken_permille, memory_order_relaxed);
+    atomic_store_explicit(&taken_permille, (old + now) / 2, memory_order_relaxed);
+}
+
 /* One round. 0 ok, 1 retryable error, 2 another error (err set). *answered
  * counts finals. */
 static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *evs, size_t n,
-                        size_t *answered, ww_error_t *err) {
+                        bool first_round, size_t *answered, ww_error_t *err) {
     int rc = 0;
     idocs_t found = {0};
     const char **codes = calloc(n + 1, sizeof *codes);
+    const char **read_codes = calloc(n + 1, sizeof *read_codes);
+    bool *unread = calloc(n + 1, sizeof *unread); /* per code: inserted without a read */
+    bool *created_first = calloc(n + 1, sizeof *created_first); /* first round, first event created */
     ww_invite_result_t *res = calloc(n + 1, sizeof *res);
     int *write = calloc(n + 1, sizeof *write);  /* event -> insert (>= 0) or update (< -1: -2-i) */
     char *blocked = calloc(n + 1, 1);          /* per event: its code has a write pending */
@@ -1155,23 +1184,30 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
     char *pending = calloc(n + 1, 1);                 /* per code: a write or a block is pending */
     ww_strmap_t by_code = {0};
     size_t n_codes = 0, n_ins = 0, n_upd = 0;
-    if (!codes || !res || !write || !blocked || !ins || !flt || !upd || !insp || !fp || !up ||
-        !dup || !code_of || !stored || !pending || !ww_strmap_init(&by_code, n)) {
+    if (!codes || !read_codes || !unread || !created_first || !res || !write || !blocked || !ins || !flt || !upd ||
+        !insp || !fp || !up || !dup || !code_of || !stored || !pending ||
+        !ww_strmap_init(&by_code, n)) {
         ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory deciding a batch");
         rc = 1;
         goto out;
     }
+    bool blind = first_round && insert_first(); /* insert created codes unread */
     for (size_t i = 0; i < n; i++) {
         if (!evs[i].open) continue;
         code_of[i] = ww_strmap_put(&by_code, evs[i].ev.code, n_codes);
         if (code_of[i] == n_codes) {
             stored[n_codes] = WW_STRMAP_NONE;
+            created_first[n_codes] = first_round && evs[i].ev.type == WW_INVITE_CREATED;
+            unread[n_codes] = blind && created_first[n_codes];
             codes[n_codes++] = evs[i].ev.code;
         }
     }
-    /* 1. the invites */
+    /* 1. the invites (but those of the codes inserted unread) */
     {
-        bool ok = read_invites(ctx, codes, n_codes, &found, err);
+        size_t n_read = 0;
+        for (size_t c = 0; c < n_codes; c++)
+            if (!unread[c]) read_codes[n_read++] = codes[c];
+        bool ok = read_invites(ctx, read_codes, n_read, &found, err);
         if (!ok) {
             rc = 1;
             if (!err->retryable) {
@@ -1191,6 +1227,15 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
         const char *c = doc_str(found.v[d], "code");
         size_t ci = c ? ww_strmap_get(&by_code, c) : WW_STRMAP_NONE;
         if (ci != WW_STRMAP_NONE && stored[ci] == WW_STRMAP_NONE) stored[ci] = d;
+    }
+    if (first_round && !blind) { /* would inserting first have found them taken? */
+        size_t tried = 0, taken = 0;
+        for (size_t c = 0; c < n_codes; c++)
+            if (created_first[c]) {
+                tried++;
+                taken += stored[c] != WW_STRMAP_NONE;
+            }
+        note_taken(taken, tried);
     }
     /* 2. decide, in order; the first state change of a code blocks the rest */
     int64_t now_ms = ww_clock_now_ms();
@@ -1251,14 +1296,20 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
         rc = err->retryable ? 1 : 2;
         goto out;
     }
+    size_t tried = 0, taken = 0;
     for (size_t i = 0; i < n; i++) {
         if (!evs[i].open || blocked[i]) continue;
+        if (write[i] >= 0 && unread[code_of[i]]) {
+            tried++;
+            taken += dup[write[i]]; /* left open: the next round reads and decides it */
+        }
         if (write[i] >= 0 && !dup[write[i]] &&
             !answer_event(ctx, items, &evs[i], &res[i], answered, err)) {
             rc = 1;
             goto out;
         }
     }
+    note_taken(taken, tried);
     /* 4. the transitions. The reply gives only the total matched: when it
      * is short, the touched invites are read back, and a transition is ours
      * when its invite records this eventId with this fingerprint (an eventId
@@ -1320,6 +1371,9 @@ out:
         bson_destroy(&upd[i]);
     }
     free(codes);
+    free(read_codes);
+    free(unread);
+    free(created_first);
     free(res);
     free(write);
     free(blocked);
@@ -1381,7 +1435,7 @@ void ww_invite_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
         free(evs);
         return;
     }
-    for (int stalled = 0;;) {
+    for (int stalled = 0, rounds = 0;;) {
         size_t open = 0;
         for (size_t i = 0; i < m; i++) open += evs[i].open;
         if (open == 0) break;
@@ -1394,7 +1448,7 @@ void ww_invite_handle_batch(void *vctx, ww_batch_item_t *items, size_t n) {
             break;
         }
         size_t answered = 0;
-        int rc = invite_round(ctx, items, evs, m, &answered, &err);
+        int rc = invite_round(ctx, items, evs, m, rounds++ == 0, &answered, &err);
         if (rc == 1) {
             retry_open(items, evs, m, &err);
             break;

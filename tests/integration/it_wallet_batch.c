@@ -796,6 +796,58 @@ static void test_invite_batch_same_code_in_order(void **state) {
     free(m);
 }
 
+/* One batch of invite.created events for codes tag-0..n-1 (eventIds tag-e<i>):
+ * the statuses it got and the finds it made. */
+static uint64_t created_batch(const char *tag, int n, const char **want) {
+    msgbuf_t *m = calloc((size_t)n, sizeof *m);
+    ww_batch_item_t *items = calloc((size_t)n, sizeof *items);
+    char v[512];
+    for (int i = 0; i < n; i++) {
+        snprintf(v, sizeof v, "{\"type\":\"invite.created\",\"eventId\":\"%s-%s-e%d\","
+                 "\"code\":\"%s-%s-%d\",\"parentCode\":\"ROOT\",\"role\":\"agent\","
+                 "\"expiresAt\":\"2099-01-01T00:00:00Z\"}", env.run_id, tag, i, env.run_id, tag, i);
+        invite_msg(&m[i], i, v);
+        items[i].msg = &m[i].msg;
+    }
+    ww_invite_ctx_t ctx = {.db = env.db, .results_topic = "invite.results",
+                           .dlq_topic = "invite.events.dlq", .max_message_bytes = 65536};
+    uint64_t before = ww_metrics_db_round_trip_count("find");
+    ww_invite_handle_batch(&ctx, items, (size_t)n);
+    uint64_t finds = ww_metrics_db_round_trip_count("find") - before;
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(items[i].status, WW_ITEM_DONE);
+        const char *st = status_of(&items[i], NULL);
+        if (strcmp(st, want[i]) != 0) fail_msg("%s item %d: %s, want %s", tag, i, st, want[i]);
+        ww_outputs_clear(&items[i].outs);
+    }
+    free(items);
+    free(m);
+    return finds;
+}
+
+/* Insert first: a batch whose codes are new inserts them without reading
+ * them, once recent batches found such codes free; a repeat of created
+ * events (a replay: every code taken) is still answered `duplicate` (the
+ * insert's duplicate key sends it to a read), and after a few such batches
+ * the shell reads first again, until new codes come back. */
+static void test_invite_batch_inserts_new_codes_unread(void **state) {
+    (void)state;
+    enum { N = 3 };
+    const char *applied[N] = {"applied", "applied", "applied"};
+    const char *dups[N] = {"duplicate", "duplicate", "duplicate"};
+    created_batch("ua", N, applied);
+    /* a replay of the same events: whichever way, duplicates; and the
+     * estimate goes to "taken" (at least 1 - 1/2^4 of them) */
+    for (int r = 0; r < 4; r++) assert_true(created_batch("ua", N, dups) >= 1);
+    /* now new codes are read first (one find), and found free */
+    assert_int_equal(created_batch("ub", N, applied), 1);
+    /* which brings the estimate back to "free" (at most 1/2): inserted unread */
+    assert_int_equal(created_batch("uc", N, applied), 0);
+    assert_int_equal(created_batch("ud", N, applied), 0);
+    /* a repeat now tries the insert first, and reads only after the duplicate key */
+    assert_int_equal(created_batch("ud", N, dups), 1);
+}
+
 #define O4 "5f0000000000000000000004"
 
 /* A dry run keeps what its predictions wrote in memory, bounded: once the
@@ -942,6 +994,7 @@ int main(void) {
         cmocka_unit_test(test_wallet_version_null_is_decided_on_both_paths),
         cmocka_unit_test(test_wallet_lost_marker_on_deleted_wallet_on_both_paths),
         cmocka_unit_test(test_invite_batch_same_code_in_order),
+        cmocka_unit_test(test_invite_batch_inserts_new_codes_unread),
         cmocka_unit_test(test_wallet_batch_dry_run_memory_cap),
         cmocka_unit_test(test_invite_batch_short_bulk_reads_invites_back),
     };
