@@ -582,16 +582,11 @@ static void build_invite(bson_t *doc, const ww_invite_event_t *ev, const bson_oi
 }
 
 /* The guarded transition out of `from`: filter and update. */
-static void build_transition(bson_t *filter, bson_t *update, const char *invite_id,
-                             const ww_invite_event_t *ev, ww_invite_status_t from,
-                             ww_invite_status_t to, int64_t now_ms) {
+/* The update of a transition to `to` by ev (initialises update). */
+static void transition_update(bson_t *update, const ww_invite_event_t *ev,
+                              ww_invite_status_t to, int64_t now_ms) {
     bson_t set, push;
-    bson_oid_t id;
-    bson_init(filter);
     bson_init(update);
-    bson_oid_init_from_string(&id, invite_id);
-    BSON_APPEND_OID(filter, "_id", &id);
-    BSON_APPEND_UTF8(filter, "status", STATUS_NAMES[from]);
     BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
     BSON_APPEND_UTF8(&set, "status", STATUS_NAMES[to]);
     BSON_APPEND_DATE_TIME(&set, "updatedAt", now_ms);
@@ -605,6 +600,44 @@ static void build_transition(bson_t *filter, bson_t *update, const char *invite_
     BSON_APPEND_DOCUMENT_BEGIN(update, "$push", &push);
     append_seen(&push, SEEN, ev, now_ms);
     bson_append_document_end(update, &push);
+}
+
+static void build_transition(bson_t *filter, bson_t *update, const char *invite_id,
+                             const ww_invite_event_t *ev, ww_invite_status_t from,
+                             ww_invite_status_t to, int64_t now_ms) {
+    bson_oid_t id;
+    bson_init(filter);
+    bson_oid_init_from_string(&id, invite_id);
+    BSON_APPEND_OID(filter, "_id", &id);
+    BSON_APPEND_UTF8(filter, "status", STATUS_NAMES[from]);
+    transition_update(update, ev, to, now_ms);
+}
+
+/* The transition of an unread invite: the filter holds only where
+ * ww_invite_decide would apply ev (an active invite with an ObjectId _id
+ * that has not seen ev's eventId; for `used`, one whose expiresAt is a date
+ * after occurredAt), so a match is the decision `applied` from active. It is
+ * stricter than the decision in places (an expiresAt that is not a date, a
+ * seen list longer than the decision reads): those miss, and are read and
+ * decided next round. The update is build_transition's. */
+static void blind_transition(bson_t *filter, bson_t *update, const ww_invite_event_t *ev,
+                             ww_invite_status_t to, int64_t now_ms) {
+    bson_t c;
+    bson_init(filter);
+    BSON_APPEND_UTF8(filter, "code", ev->code);
+    BSON_APPEND_UTF8(filter, "status", STATUS_NAMES[WW_INVITE_ACTIVE]);
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &c);
+    BSON_APPEND_UTF8(&c, "$type", "objectId");
+    bson_append_document_end(filter, &c);
+    BSON_APPEND_DOCUMENT_BEGIN(filter, SEEN ".eventId", &c);
+    BSON_APPEND_UTF8(&c, "$ne", ev->event_id);
+    bson_append_document_end(filter, &c);
+    if (ev->type == WW_INVITE_USED) {
+        BSON_APPEND_DOCUMENT_BEGIN(filter, "expiresAt", &c);
+        BSON_APPEND_DATE_TIME(&c, "$gt", ev->occurred_at_ms);
+        bson_append_document_end(filter, &c);
+    }
+    transition_update(update, ev, to, now_ms);
 }
 
 /* invite.created: the insert; *duplicate when the code exists already. */
@@ -1024,7 +1057,7 @@ oom:
  * every open event's code ($in), one unordered insertMany of the invites that
  * `created` events make, one unordered bulk of guarded transitions. The first
  * round does not read the codes whose first event is `created` (insert first:
- * see insert_first()). Each
+ * see insert_first()) or a transition (update first: see update_first()). Each
  * event is decided by ww_invite_decide against the state read; per code, the
  * round stops at the first event that changes the state (the later ones
  * depend on whether that write stands, and are decided next round from a
@@ -1086,18 +1119,32 @@ static bool answer_event(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t 
     return true;
 }
 
-/* True when the invite read back (by _id) records ev's eventId with its
- * fingerprint: the transition that carried it was written. */
-static bool recorded(const idocs_t *back, const char *invite_id, const ww_invite_event_t *ev) {
+/* True when the invite of ev's code read back records ev's eventId with its
+ * fingerprint (and, at_ms >= 0, applied at at_ms: this round's own write of
+ * an unread invite, not an earlier one): the transition that carried it was
+ * written. */
+static bool recorded(const idocs_t *back, const ww_invite_event_t *ev, int64_t at_ms) {
     for (size_t i = 0; i < back->n; i++) {
-        ww_invite_state_t st;
-        char id[25];
-        ww_error_t e;
-        if (!state_from_doc(back->v[i], &st, id, &e) || strcmp(id, invite_id) != 0) continue;
-        for (size_t k = 0; k < st.n_seen; k++)
-            if (strcmp(st.seen[k].event_id, ev->event_id) == 0 &&
-                strcmp(st.seen[k].fingerprint, ev->fingerprint) == 0)
-                return true;
+        const char *code = doc_str(back->v[i], "code");
+        bson_iter_t it, arr, f;
+        if (!code || strcmp(code, ev->code) != 0) continue;
+        if (!bson_iter_init_find(&it, back->v[i], SEEN) || !BSON_ITER_HOLDS_ARRAY(&it) ||
+            !bson_iter_recurse(&it, &arr))
+            continue;
+        while (bson_iter_next(&arr)) {
+            if (!BSON_ITER_HOLDS_DOCUMENT(&arr) || !bson_iter_recurse(&arr, &f)) continue;
+            bool id = false, fp = false, at = at_ms < 0;
+            while (bson_iter_next(&f)) {
+                const char *k = bson_iter_key(&f);
+                if (BSON_ITER_HOLDS_UTF8(&f) && strcmp(k, "eventId") == 0)
+                    id = strcmp(bson_iter_utf8(&f, NULL), ev->event_id) == 0;
+                else if (BSON_ITER_HOLDS_UTF8(&f) && strcmp(k, "fingerprint") == 0)
+                    fp = strcmp(bson_iter_utf8(&f, NULL), ev->fingerprint) == 0;
+                else if (BSON_ITER_HOLDS_DATE_TIME(&f) && strcmp(k, "appliedAt") == 0)
+                    at = at || bson_iter_date_time(&f) == at_ms;
+            }
+            if (id && fp && at) return true;
+        }
     }
     return false;
 }
@@ -1161,6 +1208,31 @@ static void note_taken(size_t taken, size_t tried) {
     atomic_store_explicit(&taken_permille, (old + now) / 2, memory_order_relaxed);
 }
 
+/* Update first, likewise: the first round sends the transition of a code
+ * whose first event is used / revoked / expired without reading the invite,
+ * as an update whose filter holds exactly when ww_invite_decide would apply
+ * it (blind_transition()); an update that did not match leaves its event
+ * open for the next round's read. Follows the share of such transitions
+ * that recent first rounds saw miss (by the bulk, or by the read when
+ * reading first). */
+static atomic_uint missed_permille; /* recent first transitions that did not apply, per mille */
+
+static bool update_first(void) {
+    return atomic_load_explicit(&missed_permille, memory_order_relaxed) <= 500;
+}
+
+static void note_missed(size_t missed, size_t tried) {
+    if (tried == 0) return;
+    unsigned now = (unsigned)(missed * 1000 / tried),
+             old = atomic_load_explicit(&missed_permille, memory_order_relaxed);
+    atomic_store_explicit(&missed_permille, (old + now) / 2, memory_order_relaxed);
+}
+
+void ww_invite_batch_set_test_estimates(bool insert_first_on, bool update_first_on) {
+    atomic_store(&taken_permille, insert_first_on ? 0u : 1000u);
+    atomic_store(&missed_permille, update_first_on ? 0u : 1000u);
+}
+
 /* One round. 0 ok, 1 retryable error, 2 another error (err set). *answered
  * counts finals. */
 static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *evs, size_t n,
@@ -1171,6 +1243,8 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
     const char **read_codes = calloc(n + 1, sizeof *read_codes);
     bool *unread = calloc(n + 1, sizeof *unread); /* per code: inserted without a read */
     bool *created_first = calloc(n + 1, sizeof *created_first); /* first round, first event created */
+    bool *tx_first = calloc(n + 1, sizeof *tx_first); /* first round, first event a transition */
+    bool *upd_blind = calloc(n + 1, sizeof *upd_blind); /* per update: of an unread invite */
     ww_invite_result_t *res = calloc(n + 1, sizeof *res);
     int *write = calloc(n + 1, sizeof *write);  /* event -> insert (>= 0) or update (< -1: -2-i) */
     char *blocked = calloc(n + 1, 1);          /* per event: its code has a write pending */
@@ -1184,21 +1258,23 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
     char *pending = calloc(n + 1, 1);                 /* per code: a write or a block is pending */
     ww_strmap_t by_code = {0};
     size_t n_codes = 0, n_ins = 0, n_upd = 0;
-    if (!codes || !read_codes || !unread || !created_first || !res || !write || !blocked || !ins || !flt || !upd ||
+    if (!codes || !read_codes || !unread || !created_first || !tx_first || !upd_blind || !res || !write || !blocked || !ins || !flt || !upd ||
         !insp || !fp || !up || !dup || !code_of || !stored || !pending ||
         !ww_strmap_init(&by_code, n)) {
         ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory deciding a batch");
         rc = 1;
         goto out;
     }
-    bool blind = first_round && insert_first(); /* insert created codes unread */
+    bool blind = first_round && insert_first();     /* insert created codes unread */
+    bool blind_tx = first_round && update_first();  /* transitions of unread invites */
     for (size_t i = 0; i < n; i++) {
         if (!evs[i].open) continue;
         code_of[i] = ww_strmap_put(&by_code, evs[i].ev.code, n_codes);
         if (code_of[i] == n_codes) {
             stored[n_codes] = WW_STRMAP_NONE;
             created_first[n_codes] = first_round && evs[i].ev.type == WW_INVITE_CREATED;
-            unread[n_codes] = blind && created_first[n_codes];
+            tx_first[n_codes] = first_round && evs[i].ev.type != WW_INVITE_CREATED;
+            unread[n_codes] = (blind && created_first[n_codes]) || (blind_tx && tx_first[n_codes]);
             codes[n_codes++] = evs[i].ev.code;
         }
     }
@@ -1239,6 +1315,7 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
     }
     /* 2. decide, in order; the first state change of a code blocks the rest */
     int64_t now_ms = ww_clock_now_ms();
+    size_t tx_tried = 0, tx_missed = 0;
     for (size_t i = 0; i < n; i++) {
         write[i] = -1;
         if (!evs[i].open) continue;
@@ -1248,6 +1325,21 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
             continue;
         }
         ievent_t *ev = &evs[i];
+        if (unread[ci] && ev->ev.type != WW_INVITE_CREATED) { /* update first */
+            ww_invite_decision_t *d = &res[i].decision;
+            memset(d, 0, sizeof *d);
+            d->outcome = WW_INVITE_APPLIED;
+            d->from = WW_INVITE_ACTIVE;
+            d->to = ev->ev.type == WW_INVITE_USED      ? WW_INVITE_STATUS_USED
+                    : ev->ev.type == WW_INVITE_REVOKED ? WW_INVITE_STATUS_REVOKED
+                                                       : WW_INVITE_STATUS_EXPIRED;
+            blind_transition(&flt[n_upd], &upd[n_upd], &ev->ev, d->to, now_ms);
+            fp[n_upd] = &flt[n_upd];
+            up[n_upd] = &upd[n_upd];
+            upd_blind[n_upd] = true;
+            write[i] = -2 - (int)n_upd++;
+            goto next;
+        }
         const bson_t *doc = stored[ci] == WW_STRMAP_NONE ? NULL : found.v[stored[ci]];
         ww_invite_state_t st;
         memset(&st, 0, sizeof st);
@@ -1264,6 +1356,11 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
         }
         res[i].has_invite_id = doc && res[i].invite_id[0];
         ww_invite_decide(&st, &ev->ev, &res[i].decision);
+        if (tx_first[ci]) { /* reading first: would the update first have applied? */
+            tx_tried++;
+            tx_missed += !(res[i].decision.outcome == WW_INVITE_APPLIED &&
+                           res[i].decision.from == WW_INVITE_ACTIVE);
+        }
         if (res[i].decision.outcome != WW_INVITE_APPLIED) goto next; /* final, below */
         if (res[i].decision.from == WW_INVITE_NONE) {
             bson_oid_t id;
@@ -1325,17 +1422,15 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
     if (!all_matched) {
         ww_metrics_inc_retry("invite_contention");
         bson_t filter = BSON_INITIALIZER, cond, in;
-        BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &cond);
+        BSON_APPEND_DOCUMENT_BEGIN(&filter, "code", &cond);
         BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &in);
         char idx[16];
         const char *ikey;
         uint32_t k = 0;
         for (size_t i = 0; i < n; i++)
             if (evs[i].open && write[i] <= -2) {
-                bson_oid_t id;
-                bson_oid_init_from_string(&id, res[i].invite_id);
                 bson_uint32_to_string(k++, &ikey, idx, sizeof idx);
-                BSON_APPEND_OID(&in, ikey, &id);
+                BSON_APPEND_UTF8(&in, ikey, evs[i].ev.code);
             }
         bson_append_array_end(&cond, &in);
         bson_append_document_end(&filter, &cond);
@@ -1356,9 +1451,19 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
     for (size_t i = 0; i < n && rc == 0; i++) {
         ievent_t *e = &evs[i];
         if (!e->open || blocked[i] || write[i] >= 0) continue; /* inserts: answered or next round */
-        if (write[i] <= -2 && !all_matched && !recorded(&back, res[i].invite_id, &e->ev))
-            continue; /* someone moved first: next round */
+        if (write[i] <= -2 && !all_matched &&
+            !recorded(&back, &e->ev, upd_blind[-2 - write[i]] ? now_ms : -1)) {
+            if (upd_blind[-2 - write[i]]) tx_missed++;
+            continue; /* someone moved first, or update first missed: next round */
+        }
         if (!answer_event(ctx, items, e, &res[i], answered, err)) rc = 1;
+    }
+    if (blind_tx) {
+        size_t blind_upd = 0;
+        for (size_t u = 0; u < n_upd; u++) blind_upd += upd_blind[u];
+        note_missed(tx_missed, blind_upd);
+    } else if (first_round) {
+        note_missed(tx_missed, tx_tried);
     }
     for (size_t i = 0; i < back.n; i++) bson_destroy(back.v[i]);
     free(back.v);
@@ -1374,6 +1479,8 @@ out:
     free(read_codes);
     free(unread);
     free(created_first);
+    free(tx_first);
+    free(upd_blind);
     free(res);
     free(write);
     free(blocked);

@@ -204,6 +204,11 @@ void ww_invite_handle_batch(void *ctx, ww_batch_item_t *items, size_t n);
 typedef void (*ww_invite_batch_hook_fn)(void *ctx);
 void ww_invite_batch_set_test_hook(ww_invite_batch_hook_fn fn, void *ctx);
 
+/* Tests only: sets the process-wide estimates behind insert first and update
+ * first (invite.c) so a test knows which way the next first round goes; they
+ * move again with every batch. */
+void ww_invite_batch_set_test_estimates(bool insert_first, bool update_first);
+
 /* ---- the sweeper thread ---------------------------------------------------------- */
 
 typedef struct ww_invite_sweeper ww_invite_sweeper_t;

@@ -964,6 +964,7 @@ static void test_invite_batch_short_bulk_reads_invites_back(void **state) {
     }
     invite_racer_t racer = {.calls = 0};
     snprintf(racer.code, sizeof racer.code, "%s-S1", env.run_id);
+    ww_invite_batch_set_test_estimates(false, false); /* read first */
     ww_invite_batch_set_test_hook(revoke_first, &racer);
     uint64_t before = ww_metrics_db_round_trip_count("find");
     ww_invite_handle_batch(&ctx, items, N);
@@ -984,6 +985,106 @@ static void test_invite_batch_short_bulk_reads_invites_back(void **state) {
     free(m);
 }
 
+/* One batch of invite events of type `type` (used / revoked) for codes
+ * tag-0..n-1 (eventIds tag-<type>-<i>, occurredAt 2030-01-01): the statuses it
+ * got and the finds it made. */
+static uint64_t transition_batch(const char *tag, const char *type, int n, const char **want) {
+    msgbuf_t *m = calloc((size_t)n, sizeof *m);
+    ww_batch_item_t *items = calloc((size_t)n, sizeof *items);
+    char v[512];
+    for (int i = 0; i < n; i++) {
+        snprintf(v, sizeof v, "{\"type\":\"invite.%s\",\"eventId\":\"%s-%s-%s-%d\","
+                 "\"code\":\"%s-%s-%d\",%s\"occurredAt\":\"2030-01-01T00:00:00Z\"}", type,
+                 env.run_id, tag, type, i, env.run_id, tag, i,
+                 strcmp(type, "used") == 0 ? "\"usedByUserId\":\"5f0000000000000000000009\"," : "");
+        invite_msg(&m[i], 100 + i, v);
+        items[i].msg = &m[i].msg;
+    }
+    ww_invite_ctx_t ctx = {.db = env.db, .results_topic = "invite.results",
+                           .dlq_topic = "invite.events.dlq", .max_message_bytes = 65536};
+    uint64_t before = ww_metrics_db_round_trip_count("find");
+    ww_invite_handle_batch(&ctx, items, (size_t)n);
+    uint64_t finds = ww_metrics_db_round_trip_count("find") - before;
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(items[i].status, WW_ITEM_DONE);
+        const char *st = status_of(&items[i], NULL);
+        if (strcmp(st, want[i]) != 0) fail_msg("%s item %d: %s, want %s", tag, i, st, want[i]);
+        ww_outputs_clear(&items[i].outs);
+    }
+    free(items);
+    free(m);
+    return finds;
+}
+
+/* Update first: used events of invites not read are sent as updates whose
+ * filter holds only where the decision would apply them. The expired one
+ * (expiresAt before occurredAt) misses and is read and rejected next round;
+ * a replay of the same events (all seen) misses entirely and is answered
+ * `duplicate`, not `applied` (the read-back asks for this round's appliedAt);
+ * and after replays the shell reads first again. */
+static void test_invite_batch_updates_unread_invites(void **state) {
+    (void)state;
+    enum { N = 3 };
+    const char *applied[N] = {"applied", "applied", "applied"};
+    ww_invite_batch_set_test_estimates(true, false);
+    assert_int_equal(created_batch("va", N, applied), 0);
+    { /* code va-3 expires before it is used */
+        msgbuf_t m;
+        ww_batch_item_t item;
+        memset(&m, 0, sizeof m);
+        memset(&item, 0, sizeof item);
+        char v[512];
+        snprintf(v, sizeof v, "{\"type\":\"invite.created\",\"eventId\":\"%s-va-e3\","
+                 "\"code\":\"%s-va-3\",\"parentCode\":\"ROOT\",\"role\":\"agent\","
+                 "\"expiresAt\":\"2029-01-01T00:00:00Z\"}", env.run_id, env.run_id);
+        invite_msg(&m, 3, v);
+        item.msg = &m.msg;
+        ww_invite_ctx_t ctx = {.db = env.db, .results_topic = "invite.results",
+                               .dlq_topic = "invite.events.dlq", .max_message_bytes = 65536};
+        ww_invite_handle_batch(&ctx, &item, 1);
+        assert_string_equal(status_of(&item, NULL), "applied");
+        ww_outputs_clear(&item.outs);
+    }
+    const char *first[N + 1] = {"applied", "applied", "applied", "rejected"};
+    ww_invite_batch_set_test_estimates(true, true);
+    /* the bulk is short (va-3 missed): read back, then va-3 read and decided */
+    assert_int_equal(transition_batch("va", "used", N + 1, first), 2);
+    const char *dups[N + 1] = {"duplicate", "duplicate", "duplicate", "rejected"};
+    ww_invite_batch_set_test_estimates(true, true);
+    /* a replay: every update misses; read back (none is this round's), then read */
+    assert_int_equal(transition_batch("va", "used", N + 1, dups), 2);
+    /* misses move the estimate: after one more such batch the shell reads first */
+    assert_int_equal(transition_batch("va", "used", N + 1, dups), 2);
+    assert_int_equal(transition_batch("va", "used", N + 1, dups), 1);
+    /* all applied: a bulk that matches every update needs no read at all */
+    ww_invite_batch_set_test_estimates(true, true);
+    const char *revoked[N] = {"applied", "applied", "applied"};
+    assert_int_equal(created_batch("vb", N, applied), 0);
+    assert_int_equal(transition_batch("vb", "revoked", N, revoked), 0);
+}
+
+/* A short bulk of updates first: another writer revokes one invite in the
+ * window; the update that stood is answered `applied` at once (the read-back
+ * finds its eventId applied at this round's time), the other is read and
+ * decided next round (used after revoked: rejected). */
+static void test_invite_batch_update_first_short_bulk(void **state) {
+    (void)state;
+    enum { N = 2 };
+    const char *applied[N] = {"applied", "applied"};
+    ww_invite_batch_set_test_estimates(true, true);
+    assert_int_equal(created_batch("vc", N, applied), 0);
+    invite_racer_t racer = {.calls = 0};
+    snprintf(racer.code, sizeof racer.code, "%s-vc-1", env.run_id);
+    ww_invite_batch_set_test_estimates(true, true);
+    ww_invite_batch_set_test_hook(revoke_first, &racer);
+    const char *want[N] = {"applied", "rejected"};
+    uint64_t finds = transition_batch("vc", "used", N, want);
+    ww_invite_batch_set_test_hook(NULL, NULL);
+    assert_true(racer.calls >= 1);
+    assert_int_equal(finds, 2); /* read back, then the second round's read */
+}
+
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wallet_batch_in_batch_interactions),
@@ -995,6 +1096,8 @@ int main(void) {
         cmocka_unit_test(test_wallet_lost_marker_on_deleted_wallet_on_both_paths),
         cmocka_unit_test(test_invite_batch_same_code_in_order),
         cmocka_unit_test(test_invite_batch_inserts_new_codes_unread),
+        cmocka_unit_test(test_invite_batch_updates_unread_invites),
+        cmocka_unit_test(test_invite_batch_update_first_short_bulk),
         cmocka_unit_test(test_wallet_batch_dry_run_memory_cap),
         cmocka_unit_test(test_invite_batch_short_bulk_reads_invites_back),
     };
