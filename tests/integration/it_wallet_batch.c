@@ -796,19 +796,11 @@ static void test_invite_batch_same_code_in_order(void **state) {
     free(m);
 }
 
-/* One batch of invite.created events for codes tag-0..n-1 (eventIds tag-e<i>):
- * the statuses it got and the finds it made. */
-static uint64_t created_batch(const char *tag, int n, const char **want) {
-    msgbuf_t *m = calloc((size_t)n, sizeof *m);
+/* The invite events m[0..n) (freed here) as one batch: their statuses must be
+ * want; returns the finds it made. */
+static uint64_t run_invite_batch(const char *tag, msgbuf_t *m, int n, const char **want) {
     ww_batch_item_t *items = calloc((size_t)n, sizeof *items);
-    char v[512];
-    for (int i = 0; i < n; i++) {
-        snprintf(v, sizeof v, "{\"type\":\"invite.created\",\"eventId\":\"%s-%s-e%d\","
-                 "\"code\":\"%s-%s-%d\",\"parentCode\":\"ROOT\",\"role\":\"agent\","
-                 "\"expiresAt\":\"2099-01-01T00:00:00Z\"}", env.run_id, tag, i, env.run_id, tag, i);
-        invite_msg(&m[i], i, v);
-        items[i].msg = &m[i].msg;
-    }
+    for (int i = 0; i < n; i++) items[i].msg = &m[i].msg;
     ww_invite_ctx_t ctx = {.db = env.db, .results_topic = "invite.results",
                            .dlq_topic = "invite.events.dlq", .max_message_bytes = 65536};
     uint64_t before = ww_metrics_db_round_trip_count("find");
@@ -823,6 +815,19 @@ static uint64_t created_batch(const char *tag, int n, const char **want) {
     free(items);
     free(m);
     return finds;
+}
+
+/* One batch of invite.created events for codes tag-0..n-1 (eventIds tag-e<i>). */
+static uint64_t created_batch(const char *tag, int n, const char **want) {
+    msgbuf_t *m = calloc((size_t)n, sizeof *m);
+    char v[512];
+    for (int i = 0; i < n; i++) {
+        snprintf(v, sizeof v, "{\"type\":\"invite.created\",\"eventId\":\"%s-%s-e%d\","
+                 "\"code\":\"%s-%s-%d\",\"parentCode\":\"ROOT\",\"role\":\"agent\","
+                 "\"expiresAt\":\"2099-01-01T00:00:00Z\"}", env.run_id, tag, i, env.run_id, tag, i);
+        invite_msg(&m[i], i, v);
+    }
+    return run_invite_batch(tag, m, n, want);
 }
 
 /* Insert first: a batch whose codes are new inserts them without reading
@@ -986,11 +991,9 @@ static void test_invite_batch_short_bulk_reads_invites_back(void **state) {
 }
 
 /* One batch of invite events of type `type` (used / revoked) for codes
- * tag-0..n-1 (eventIds tag-<type>-<i>, occurredAt 2030-01-01): the statuses it
- * got and the finds it made. */
+ * tag-0..n-1 (eventIds tag-<type>-<i>, occurredAt 2030-01-01). */
 static uint64_t transition_batch(const char *tag, const char *type, int n, const char **want) {
     msgbuf_t *m = calloc((size_t)n, sizeof *m);
-    ww_batch_item_t *items = calloc((size_t)n, sizeof *items);
     char v[512];
     for (int i = 0; i < n; i++) {
         snprintf(v, sizeof v, "{\"type\":\"invite.%s\",\"eventId\":\"%s-%s-%s-%d\","
@@ -998,22 +1001,8 @@ static uint64_t transition_batch(const char *tag, const char *type, int n, const
                  env.run_id, tag, type, i, env.run_id, tag, i,
                  strcmp(type, "used") == 0 ? "\"usedByUserId\":\"5f0000000000000000000009\"," : "");
         invite_msg(&m[i], 100 + i, v);
-        items[i].msg = &m[i].msg;
     }
-    ww_invite_ctx_t ctx = {.db = env.db, .results_topic = "invite.results",
-                           .dlq_topic = "invite.events.dlq", .max_message_bytes = 65536};
-    uint64_t before = ww_metrics_db_round_trip_count("find");
-    ww_invite_handle_batch(&ctx, items, (size_t)n);
-    uint64_t finds = ww_metrics_db_round_trip_count("find") - before;
-    for (int i = 0; i < n; i++) {
-        assert_int_equal(items[i].status, WW_ITEM_DONE);
-        const char *st = status_of(&items[i], NULL);
-        if (strcmp(st, want[i]) != 0) fail_msg("%s item %d: %s, want %s", tag, i, st, want[i]);
-        ww_outputs_clear(&items[i].outs);
-    }
-    free(items);
-    free(m);
-    return finds;
+    return run_invite_batch(tag, m, n, want);
 }
 
 /* Update first: used events of invites not read are sent as updates whose
