@@ -545,14 +545,17 @@ static bool state_from_doc(const bson_t *doc, ww_invite_state_t *st, char invite
 
 /* ---- writing ----------------------------------------------------------------------------- */
 
+/* One processedEvents entry; write_id (an update first's, else NULL) names
+ * the write that recorded it. */
 static void append_seen(bson_t *parent, const char *key, const ww_invite_event_t *ev,
-                        int64_t now_ms) {
+                        int64_t now_ms, const bson_oid_t *write_id) {
     bson_t s;
     bson_append_document_begin(parent, key, -1, &s);
     BSON_APPEND_UTF8(&s, "eventId", ev->event_id);
     BSON_APPEND_UTF8(&s, "type", TYPE_NAMES[ev->type]);
     BSON_APPEND_UTF8(&s, "fingerprint", ev->fingerprint);
     BSON_APPEND_DATE_TIME(&s, "appliedAt", now_ms);
+    if (write_id) BSON_APPEND_OID(&s, "writeId", write_id);
     bson_append_document_end(parent, &s);
 }
 
@@ -577,14 +580,14 @@ static void build_invite(bson_t *doc, const ww_invite_event_t *ev, const bson_oi
     BSON_APPEND_DATE_TIME(doc, "createdAt", ev->has_created_at ? ev->created_at_ms : now_ms);
     BSON_APPEND_DATE_TIME(doc, "updatedAt", now_ms);
     BSON_APPEND_ARRAY_BEGIN(doc, SEEN, &arr);
-    append_seen(&arr, "0", ev, now_ms);
+    append_seen(&arr, "0", ev, now_ms, NULL);
     bson_append_array_end(doc, &arr);
 }
 
-/* The guarded transition out of `from`: filter and update. */
 /* The update of a transition to `to` by ev (initialises update). */
 static void transition_update(bson_t *update, const ww_invite_event_t *ev,
-                              ww_invite_status_t to, int64_t now_ms) {
+                              ww_invite_status_t to, int64_t now_ms,
+                              const bson_oid_t *write_id) {
     bson_t set, push;
     bson_init(update);
     BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
@@ -598,10 +601,11 @@ static void transition_update(bson_t *update, const ww_invite_event_t *ev,
     }
     bson_append_document_end(update, &set);
     BSON_APPEND_DOCUMENT_BEGIN(update, "$push", &push);
-    append_seen(&push, SEEN, ev, now_ms);
+    append_seen(&push, SEEN, ev, now_ms, write_id);
     bson_append_document_end(update, &push);
 }
 
+/* The guarded transition out of `from`: filter and update. */
 static void build_transition(bson_t *filter, bson_t *update, const char *invite_id,
                              const ww_invite_event_t *ev, ww_invite_status_t from,
                              ww_invite_status_t to, int64_t now_ms) {
@@ -610,7 +614,7 @@ static void build_transition(bson_t *filter, bson_t *update, const char *invite_
     bson_oid_init_from_string(&id, invite_id);
     BSON_APPEND_OID(filter, "_id", &id);
     BSON_APPEND_UTF8(filter, "status", STATUS_NAMES[from]);
-    transition_update(update, ev, to, now_ms);
+    transition_update(update, ev, to, now_ms, NULL);
 }
 
 /* The transition of an unread invite: the filter holds only where
@@ -619,13 +623,25 @@ static void build_transition(bson_t *filter, bson_t *update, const char *invite_
  * after occurredAt), so a match is the decision `applied` from active. It is
  * stricter than the decision in places (an expiresAt that is not a date, a
  * seen list longer than the decision reads): those miss, and are read and
- * decided next round. The update is build_transition's. */
+ * decided next round. The update is build_transition's, and its
+ * processedEvents entry carries write_id: the round's, which tells the
+ * round's own write from an earlier application of the same event when a
+ * short bulk is read back. */
 static void blind_transition(bson_t *filter, bson_t *update, const ww_invite_event_t *ev,
-                             ww_invite_status_t to, int64_t now_ms) {
+                             ww_invite_status_t to, int64_t now_ms,
+                             const bson_oid_t *write_id) {
     bson_t c;
     bson_init(filter);
     BSON_APPEND_UTF8(filter, "code", ev->code);
     BSON_APPEND_UTF8(filter, "status", STATUS_NAMES[WW_INVITE_ACTIVE]);
+    /* strings, not arrays holding them (an array status is unusable stored
+     * data to the decision; an array code is not found by the read) */
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "code.0", &c);
+    BSON_APPEND_BOOL(&c, "$exists", false);
+    bson_append_document_end(filter, &c);
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "status.0", &c);
+    BSON_APPEND_BOOL(&c, "$exists", false);
+    bson_append_document_end(filter, &c);
     BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &c);
     BSON_APPEND_UTF8(&c, "$type", "objectId");
     bson_append_document_end(filter, &c);
@@ -637,7 +653,7 @@ static void blind_transition(bson_t *filter, bson_t *update, const ww_invite_eve
         BSON_APPEND_DATE_TIME(&c, "$gt", ev->occurred_at_ms);
         bson_append_document_end(filter, &c);
     }
-    transition_update(update, ev, to, now_ms);
+    transition_update(update, ev, to, now_ms, write_id);
 }
 
 /* invite.created: the insert; *duplicate when the code exists already. */
@@ -1120,10 +1136,11 @@ static bool answer_event(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t 
 }
 
 /* True when the invite of ev's code read back records ev's eventId with its
- * fingerprint (and, at_ms >= 0, applied at at_ms: this round's own write of
- * an unread invite, not an earlier one): the transition that carried it was
- * written. */
-static bool recorded(const idocs_t *back, const ww_invite_event_t *ev, int64_t at_ms) {
+ * fingerprint (and, write_id not NULL, written by write_id: this round's own
+ * update first, not an earlier application): the transition that carried it
+ * was written. */
+static bool recorded(const idocs_t *back, const ww_invite_event_t *ev,
+                     const bson_oid_t *write_id) {
     for (size_t i = 0; i < back->n; i++) {
         const char *code = doc_str(back->v[i], "code");
         bson_iter_t it, arr, f;
@@ -1133,17 +1150,17 @@ static bool recorded(const idocs_t *back, const ww_invite_event_t *ev, int64_t a
             continue;
         while (bson_iter_next(&arr)) {
             if (!BSON_ITER_HOLDS_DOCUMENT(&arr) || !bson_iter_recurse(&arr, &f)) continue;
-            bool id = false, fp = false, at = at_ms < 0;
+            bool id = false, fp = false, by = write_id == NULL;
             while (bson_iter_next(&f)) {
                 const char *k = bson_iter_key(&f);
                 if (BSON_ITER_HOLDS_UTF8(&f) && strcmp(k, "eventId") == 0)
                     id = strcmp(bson_iter_utf8(&f, NULL), ev->event_id) == 0;
                 else if (BSON_ITER_HOLDS_UTF8(&f) && strcmp(k, "fingerprint") == 0)
                     fp = strcmp(bson_iter_utf8(&f, NULL), ev->fingerprint) == 0;
-                else if (BSON_ITER_HOLDS_DATE_TIME(&f) && strcmp(k, "appliedAt") == 0)
-                    at = at || bson_iter_date_time(&f) == at_ms;
+                else if (write_id && BSON_ITER_HOLDS_OID(&f) && strcmp(k, "writeId") == 0)
+                    by = bson_oid_equal(bson_iter_oid(&f), write_id);
             }
-            if (id && fp && at) return true;
+            if (id && fp && by) return true;
         }
     }
     return false;
@@ -1245,6 +1262,7 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
     bool *created_first = calloc(n + 1, sizeof *created_first); /* first round, first event created */
     bool *tx_first = calloc(n + 1, sizeof *tx_first); /* first round, first event a transition */
     bool *upd_blind = calloc(n + 1, sizeof *upd_blind); /* per update: of an unread invite */
+    bool *counted = calloc(n + 1, sizeof *counted);     /* per code: in the estimate */
     ww_invite_result_t *res = calloc(n + 1, sizeof *res);
     int *write = calloc(n + 1, sizeof *write);  /* event -> insert (>= 0) or update (< -1: -2-i) */
     char *blocked = calloc(n + 1, 1);          /* per event: its code has a write pending */
@@ -1258,7 +1276,8 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
     char *pending = calloc(n + 1, 1);                 /* per code: a write or a block is pending */
     ww_strmap_t by_code = {0};
     size_t n_codes = 0, n_ins = 0, n_upd = 0;
-    if (!codes || !read_codes || !unread || !created_first || !tx_first || !upd_blind || !res || !write || !blocked || !ins || !flt || !upd ||
+    if (!codes || !read_codes || !unread || !created_first || !tx_first || !upd_blind ||
+        !counted || !res || !write || !blocked || !ins || !flt || !upd ||
         !insp || !fp || !up || !dup || !code_of || !stored || !pending ||
         !ww_strmap_init(&by_code, n)) {
         ww_error_set(err, WW_ERR_SYSTEM, 0, true, "out of memory deciding a batch");
@@ -1315,6 +1334,8 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
     }
     /* 2. decide, in order; the first state change of a code blocks the rest */
     int64_t now_ms = ww_clock_now_ms();
+    bson_oid_t write_id; /* this round's updates first */
+    bson_oid_init(&write_id, NULL);
     size_t tx_tried = 0, tx_missed = 0;
     for (size_t i = 0; i < n; i++) {
         write[i] = -1;
@@ -1333,7 +1354,7 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
             d->to = ev->ev.type == WW_INVITE_USED      ? WW_INVITE_STATUS_USED
                     : ev->ev.type == WW_INVITE_REVOKED ? WW_INVITE_STATUS_REVOKED
                                                        : WW_INVITE_STATUS_EXPIRED;
-            blind_transition(&flt[n_upd], &upd[n_upd], &ev->ev, d->to, now_ms);
+            blind_transition(&flt[n_upd], &upd[n_upd], &ev->ev, d->to, now_ms, &write_id);
             fp[n_upd] = &flt[n_upd];
             up[n_upd] = &upd[n_upd];
             upd_blind[n_upd] = true;
@@ -1356,7 +1377,8 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
         }
         res[i].has_invite_id = doc && res[i].invite_id[0];
         ww_invite_decide(&st, &ev->ev, &res[i].decision);
-        if (tx_first[ci]) { /* reading first: would the update first have applied? */
+        if (tx_first[ci] && !counted[ci]) { /* reading first: would the update first apply? */
+            counted[ci] = true;
             tx_tried++;
             tx_missed += !(res[i].decision.outcome == WW_INVITE_APPLIED &&
                            res[i].decision.from == WW_INVITE_ACTIVE);
@@ -1452,7 +1474,7 @@ static int invite_round(ww_invite_ctx_t *ctx, ww_batch_item_t *items, ievent_t *
         ievent_t *e = &evs[i];
         if (!e->open || blocked[i] || write[i] >= 0) continue; /* inserts: answered or next round */
         if (write[i] <= -2 && !all_matched &&
-            !recorded(&back, &e->ev, upd_blind[-2 - write[i]] ? now_ms : -1)) {
+            !recorded(&back, &e->ev, upd_blind[-2 - write[i]] ? &write_id : NULL)) {
             if (upd_blind[-2 - write[i]]) tx_missed++;
             continue; /* someone moved first, or update first missed: next round */
         }
@@ -1481,6 +1503,7 @@ out:
     free(created_first);
     free(tx_first);
     free(upd_blind);
+    free(counted);
     free(res);
     free(write);
     free(blocked);

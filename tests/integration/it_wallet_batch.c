@@ -1052,6 +1052,52 @@ static void test_invite_batch_updates_unread_invites(void **state) {
     assert_int_equal(transition_batch("vb", "revoked", N, revoked), 0);
 }
 
+/* Update first never writes where the decision would not: a stored status
+ * ["active"] (an array: unusable stored data) fails the event as reading
+ * first does, and the invite is left as it was. */
+static void test_invite_batch_update_first_skips_unusable_status(void **state) {
+    (void)state;
+    char code[96];
+    snprintf(code, sizeof code, "%s-vd-0", env.run_id);
+    bson_t doc = BSON_INITIALIZER, arr;
+    bson_oid_t id;
+    bson_oid_init(&id, NULL);
+    BSON_APPEND_OID(&doc, "_id", &id);
+    BSON_APPEND_UTF8(&doc, "code", code);
+    BSON_APPEND_ARRAY_BEGIN(&doc, "status", &arr);
+    BSON_APPEND_UTF8(&arr, "0", "active");
+    bson_append_array_end(&doc, &arr);
+    BSON_APPEND_DATE_TIME(&doc, "expiresAt", 4102444800000LL); /* 2100 */
+    bool dup;
+    ww_error_t err;
+    assert_true(ww_db_insert_one(env.db, WW_INVITES, &doc, &dup, &err));
+    assert_false(dup);
+    bson_destroy(&doc);
+    for (int update_first = 0; update_first < 2; update_first++) {
+        msgbuf_t m;
+        ww_batch_item_t item;
+        memset(&m, 0, sizeof m);
+        memset(&item, 0, sizeof item);
+        char v[512];
+        snprintf(v, sizeof v, "{\"type\":\"invite.revoked\",\"eventId\":\"%s-vd-r%d\","
+                 "\"code\":\"%s\",\"occurredAt\":\"2030-01-01T00:00:00Z\"}", env.run_id,
+                 update_first, code);
+        invite_msg(&m, 200 + update_first, v);
+        item.msg = &m.msg;
+        ww_invite_ctx_t ctx = {.db = env.db, .results_topic = "invite.results",
+                               .dlq_topic = "invite.events.dlq", .max_message_bytes = 65536};
+        ww_invite_batch_set_test_estimates(true, update_first != 0);
+        ww_invite_handle_batch(&ctx, &item, 1);
+        if (item.status != WW_ITEM_FAILED)
+            fail_msg("update first %d: item status %d, want FAILED (%s)", update_first,
+                     (int)item.status, item.error.message);
+        ww_outputs_clear(&item.outs);
+    }
+    bson_t *q = BCON_NEW("code", BCON_UTF8(code), "status.0", BCON_UTF8("active"));
+    assert_int_equal(h_count(&env, WW_INVITES, q), 1); /* untouched */
+    bson_destroy(q);
+}
+
 /* A short bulk of updates first: another writer revokes one invite in the
  * window; the update that stood is answered `applied` at once (the read-back
  * finds its eventId applied at this round's time), the other is read and
@@ -1087,6 +1133,7 @@ int main(void) {
         cmocka_unit_test(test_invite_batch_inserts_new_codes_unread),
         cmocka_unit_test(test_invite_batch_updates_unread_invites),
         cmocka_unit_test(test_invite_batch_update_first_short_bulk),
+        cmocka_unit_test(test_invite_batch_update_first_skips_unusable_status),
         cmocka_unit_test(test_wallet_batch_dry_run_memory_cap),
         cmocka_unit_test(test_invite_batch_short_bulk_reads_invites_back),
     };
