@@ -22,14 +22,27 @@ extern char **environ;
 int64_t h_now_ms(void) { return ww_clock_mono_ms(); }
 void h_sleep_ms(int ms) { ww_clock_sleep_ms(ms, NULL); }
 
+/* A port for the worker's sidecar, free now. It is taken from 24000-26999:
+ * below the kernel's ephemeral range (32768-60999 by default), where an
+ * outgoing connection could take the port between this probe and a
+ * worker's (re)start, and away from every stack's ports (docs/testing.md).
+ * The search starts at a pid-derived port, so tests running at once rarely
+ * probe the same ones. */
 static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    socklen_t l = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    close(fd);
-    return ntohs(a.sin_port);
+    enum { LO = 24000, SPAN = 3000 };
+    int start = (int)(getpid() % SPAN);
+    for (int i = 0; i < SPAN; i++) {
+        int port = LO + (start + i) % SPAN;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) break;
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok) return port;
+    }
+    fail_msg("harness: no free port in %d-%d", LO, LO + SPAN - 1);
+    return -1;
 }
 
 static void on_delivery(void *ctx, void *opaque, const ww_error_t *error) {

@@ -10,9 +10,19 @@
 set -euo pipefail
 SRC=$(cd "${1:?usage: check_stack_fds.sh <source dir>}" && pwd)
 TMP=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-P=$(free_port)
-export WW_STACK_DIR="$TMP/stack" MONGO_PORT=$P MONGO_TLS_PORT=$(free_port) MONGO_IMPL=ferretdb
+# Free ports below the ephemeral range (an outgoing connection cannot take them before the
+# server binds) and away from every stack's ports: 27100-27999, from a pid-derived start.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+  local p i
+  for ((i = 0; i < 900; i++)); do
+    p=$((27100 + ($$ + i + ${1:-0}) % 900))
+    port_busy "$p" || { echo "$p"; return 0; }
+  done
+  echo "check_stack_fds.sh: no free port in 27100-27999" >&2; return 1
+}
+P=$(free_port 0)
+export WW_STACK_DIR="$TMP/stack" MONGO_PORT=$P MONGO_TLS_PORT=$(free_port 450) MONGO_IMPL=ferretdb
 cleanup() { "$SRC/scripts/stack.sh" down >/dev/null 2>&1 || true; rm -rf "$TMP"; }
 trap cleanup EXIT
 
