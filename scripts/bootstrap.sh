@@ -207,9 +207,20 @@ find_go() {
   echo "$WW_CACHE/go/bin/go"
 }
 
+# reports REGEX CMD...: CMD succeeds and a line of its output matches REGEX. The output is
+# read whole first: `CMD | grep -q` under pipefail fails whenever grep stops at the match and
+# the lines CMD writes after it kill CMD with SIGPIPE (CI once rebuilt FerretDB, and then
+# refused the binary it had built, that way: unit.scripts_bootstrap_cached reproduces it).
+reports() {
+  local re=$1 out
+  shift
+  out=$("$@" 2>/dev/null) || return 1
+  grep -q -- "$re" <<<"$out"
+}
+
 step_ferretdb() {
   local bin="$WW_CACHE/bin/ferretdb"
-  if [[ -x "$bin" ]] && "$bin" --version 2>/dev/null | grep -q "version: $FERRETDB_VERSION\$"; then
+  if [[ -x "$bin" ]] && reports "^version: $FERRETDB_VERSION\$" "$bin" --version; then
     log "ferretdb $FERRETDB_VERSION: cached ($bin)"
     return
   fi
@@ -230,7 +241,7 @@ step_ferretdb() {
   (cd "$src" && GOTOOLCHAIN=local CGO_ENABLED=0 "$go" build -trimpath -o "$bin.tmp" ./cmd/ferretdb) \
     || die "building FerretDB failed"
   mv "$bin.tmp" "$bin"
-  "$bin" --version | grep -q "version: $FERRETDB_VERSION\$" || die "built ferretdb does not report $FERRETDB_VERSION"
+  reports "^version: $FERRETDB_VERSION\$" "$bin" --version || die "built ferretdb does not report $FERRETDB_VERSION"
   log "ferretdb $FERRETDB_VERSION: installed $bin"
 }
 
@@ -239,7 +250,7 @@ step_ferretdb() {
 # module has no replace directives). The version flags are the ones upstream's Makefile sets.
 step_helm() {
   local bin="$WW_CACHE/bin/helm"
-  if [[ -x "$bin" ]] && "$bin" version --template '{{.Version}}' 2>/dev/null | grep -qx "$HELM_VERSION"; then
+  if [[ -x "$bin" ]] && reports "^$HELM_VERSION\$" "$bin" version --template '{{.Version}}'; then
     log "helm $HELM_VERSION: cached ($bin)"
     return
   fi
@@ -255,7 +266,7 @@ step_helm() {
       -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_K8S_MINOR" \
       "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") || die "building helm $HELM_VERSION failed"
   mv "$tmp/helm" "$bin"; rm -rf "$tmp"
-  "$bin" version --template '{{.Version}}' | grep -qx "$HELM_VERSION" || die "built helm does not report $HELM_VERSION"
+  reports "^$HELM_VERSION\$" "$bin" version --template '{{.Version}}' || die "built helm does not report $HELM_VERSION"
   log "helm $HELM_VERSION: installed $bin"
 }
 

@@ -326,16 +326,22 @@ log4j.appender.stderr.layout.ConversionPattern=[%d] %p %m (%c)%n
 EOF
 }
 
+# (The metadata is read whole before it is matched: `kcat | grep -q` under pipefail fails
+# whenever grep stops first and kcat dies writing the rest.)
 kafka_ready() {
-  kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 3 2>/dev/null | grep -q "broker 1 at 127.0.0.1:$KAFKA_PORT"
+  local md
+  md=$(kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 3 2>/dev/null) || return 1
+  [[ "$md" == *"broker 1 at 127.0.0.1:$KAFKA_PORT"* ]]
 }
 
 # The SASL_SSL listener answers metadata for the SCRAM user, verified with the stack's CA.
 kafka_secure_ready() {
-  kcat -b "127.0.0.1:$KAFKA_SASL_SSL_PORT" -X security.protocol=SASL_SSL \
+  local md
+  md=$(kcat -b "127.0.0.1:$KAFKA_SASL_SSL_PORT" -X security.protocol=SASL_SSL \
     -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username="$SCRAM_USER" \
     -X sasl.password="$(<"$TLS/scram.password")" -X ssl.ca.location="$TLS/ca.pem" \
-    -L -m 5 2>/dev/null | grep -q "broker 1 at 127.0.0.1:$KAFKA_SASL_SSL_PORT"
+    -L -m 5 2>/dev/null) || return 1
+  [[ "$md" == *"broker 1 at 127.0.0.1:$KAFKA_SASL_SSL_PORT"* ]]
 }
 
 # SCRAM credentials live in the cluster metadata: set them (through the PLAINTEXT listener)

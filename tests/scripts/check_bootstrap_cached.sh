@@ -29,7 +29,10 @@ launcher="$m/classes-$(sha256sum "$SRC/scripts/MongoJavaServerLauncher.java" | c
 mkdir -p "$m/classes" "$launcher"
 touch -d '2001-01-01' "$m/classes/MongoJavaServerLauncher.class"
 touch "$launcher/MongoJavaServerLauncher.class"
-printf '#!/bin/sh\necho "version: %s"\n' "$FV" >"$C/bin/ferretdb"
+# as the real one: the version first, then more lines, later (a check that stops reading at
+# the version line, `| grep -q` under pipefail, sees this writer die of SIGPIPE: CI's
+# bootstrap once rebuilt FerretDB, and then refused the rebuilt binary, that way)
+printf '#!/bin/sh\necho "version: %s"\nsleep 0.3\necho "commit: unknown"\necho "branch: unknown"\n' "$FV" >"$C/bin/ferretdb"
 printf '#!/bin/sh\nprintf %%s "%s"\n' "$HV" >"$C/bin/helm"
 chmod +x "$C/bin/ferretdb" "$C/bin/helm"
 touch "$C/.bootstrap.lock" # made by the first bootstrap; its flock is the one write allowed
