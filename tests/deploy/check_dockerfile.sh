@@ -25,7 +25,8 @@ done
 grep -q '^ENV MONGOC_DISABLE_SHM=1' Dockerfile && echo "ok: libmongoc's shared-memory counters off" \
   || { echo "FAIL: no ENV MONGOC_DISABLE_SHM=1 (a killed worker leaves /dev/shm/mongoc-<pid>)"; fail=1; }
 grep -q '^USER 10001' Dockerfile && echo "ok: runs as a non-root user" || { echo "FAIL: no non-root USER"; fail=1; }
-sed -e ':a' -e '/\\$/{N;s/\\\n//;ba}' Dockerfile | grep -q 'HEALTHCHECK.*livez' && echo "ok: HEALTHCHECK on /livez" || { echo "FAIL: no HEALTHCHECK on /livez"; fail=1; }
+joined=$(sed -e ':a' -e '/\\$/{N;s/\\\n//;ba}' Dockerfile) # whole, then matched: no SIGPIPE race
+grep -q 'HEALTHCHECK.*livez' <<<"$joined" && echo "ok: HEALTHCHECK on /livez" || { echo "FAIL: no HEALTHCHECK on /livez"; fail=1; }
 # .dockerignore keeps local builds and stacks out of the build context, and none of what
 # the Dockerfile copies
 if [[ -f .dockerignore ]]; then
